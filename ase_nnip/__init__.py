@@ -1,0 +1,30 @@
+"""ase-nnip: neural-network interatomic potentials as ASE calculators.
+
+Public entry points::
+
+    from ase_nnip import NNIPCalculator, load_model, save_model, build_model
+
+Units follow ASE throughout: Å, eV, eV/Å, eV/Å³ (stress), fs via ``ase.units``.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "NNIPCalculator", "load_model", "save_model", "build_model"]
+
+
+def __getattr__(name):
+    # Lazy imports keep `import ase_nnip` (and the CLI's --help) fast: torch and
+    # e3nn are only loaded when a model or calculator is actually used.
+    if name == "NNIPCalculator":
+        from ase_nnip.calculator import NNIPCalculator
+
+        return NNIPCalculator
+    if name in ("load_model", "save_model"):
+        from ase_nnip import model_file
+
+        return getattr(model_file, name)
+    if name == "build_model":
+        from ase_nnip.models import build_model
+
+        return build_model
+    raise AttributeError(f"module 'ase_nnip' has no attribute {name!r}")

@@ -1,0 +1,181 @@
+"""``NNIPCalculator``: any ase_nnip model as an ASE calculator.
+
+    atoms.calc = NNIPCalculator("model.nnip")
+    atoms.get_potential_energy(); atoms.get_forces(); atoms.get_stress()
+    atoms.calc.results["energies"]      # (N,) eV per atom
+    atoms.calc.results["descriptors"]   # (N, d) latent features per atom
+
+The neighbour list is built at ``cutoff + skin`` and reused across MD steps until an atom
+(or the cell) has moved enough that a pair could have crossed the cutoff; each call keeps
+only the pairs actually within the cutoff.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+
+from ase_nnip.data.graph import graph_from_arrays
+from ase_nnip.data.neighbors import neighbor_list
+from ase_nnip.model_file import load_model, model_fingerprint
+from ase_nnip.models import AtomisticModel
+from ase_nnip.properties import predict
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, None: None}
+
+
+class VerletNeighborList:
+    """Neighbour list at ``cutoff + skin``, rebuilt only when needed.
+
+    A rebuild happens when the atoms, pbc or number of atoms change, or when the
+    largest possible change of any pair vector since the last build,
+    2·max|Δr_a| + Σ_k max|S_k|·|Δcell_k|, reaches the skin: until then every pair within
+    ``cutoff`` is guaranteed to be in the list.
+    """
+
+    def __init__(self, cutoff: float, skin: float):
+        if skin < 0:
+            raise ValueError(f"skin must be >= 0, got {skin}")
+        self.cutoff = float(cutoff)
+        self.skin = float(skin)
+        self.builds = 0
+        self._key = None
+
+    def _needs_rebuild(self, atoms) -> bool:
+        if self._key is None:
+            return True
+        numbers, pbc, positions, cell, max_shift = self._key
+        if len(atoms) != len(numbers) or not np.array_equal(atoms.numbers, numbers):
+            return True
+        if not np.array_equal(atoms.pbc, pbc):
+            return True
+        if self.skin == 0:
+            return not (np.array_equal(atoms.positions, positions) and np.array_equal(atoms.cell.array, cell))
+        displacement = np.sqrt(((atoms.positions - positions) ** 2).sum(axis=1)).max(initial=0.0)
+        cell_change = np.linalg.norm(atoms.cell.array - cell, axis=1)
+        bound = 2.0 * displacement + float(max_shift @ cell_change)
+        return bound >= self.skin
+
+    def get(self, atoms) -> tuple[np.ndarray, np.ndarray]:
+        """(2, E) edge index and (E, 3) shifts of all pairs within cutoff + skin."""
+        if self._needs_rebuild(atoms):
+            i, j, shifts = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, self.cutoff + self.skin)
+            max_shift = np.abs(shifts).max(axis=0) if len(shifts) else np.zeros(3)
+            self._key = (
+                atoms.numbers.copy(),
+                atoms.pbc.copy(),
+                atoms.positions.copy(),
+                atoms.cell.array.copy(),
+                max_shift.astype(float),
+            )
+            self._edges = (np.stack([i, j]), shifts)
+            self.builds += 1
+        return self._edges
+
+
+class NNIPCalculator(Calculator):
+    """ASE calculator for ase_nnip models (equivariant, Behler–Parrinello, …).
+
+    Args:
+        model: path to a ``.nnip`` file or a loaded :class:`AtomisticModel`.
+        device: torch device, e.g. "cpu" or "cuda".
+        dtype: "float32" / "float64" / torch dtype to run in (default: the model's).
+        num_threads: if given, ``torch.set_num_threads`` (affects the whole process).
+        skin: Verlet skin (Å) of the cached neighbour list; 0 rebuilds on every move.
+        uncertainty: optional estimator (or path to one) that adds per-atom uncertainty
+            keys to ``results`` from the descriptors; see :mod:`ase_nnip.ltau`.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies", "descriptors"]
+
+    def __init__(
+        self,
+        model: Union[str, Path, AtomisticModel],
+        device: str = "cpu",
+        dtype: Union[str, torch.dtype, None] = None,
+        num_threads: Optional[int] = None,
+        skin: float = 0.5,
+        uncertainty=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if num_threads is not None:
+            torch.set_num_threads(int(num_threads))
+        if isinstance(dtype, str) or dtype is None:
+            if dtype not in _DTYPES:
+                raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+            dtype = _DTYPES[dtype]
+        if isinstance(model, (str, Path)):
+            model = load_model(model, device=device, dtype=dtype)
+        elif not isinstance(model, AtomisticModel):
+            raise TypeError(f"model must be a path or an AtomisticModel, got {type(model).__name__}")
+        else:
+            model = model.to(device=device)
+            if dtype is not None:
+                model = model.to(dtype=dtype)
+            model.eval()
+        self.model = model
+        self.device = torch.device(device)
+        self.dtype = dtype or next(
+            (p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype()
+        )
+        self.neighbors = VerletNeighborList(model.cutoff, skin)
+        self.fingerprint = model_fingerprint(model)
+        self.uncertainty = None
+        if uncertainty is not None:
+            self.attach_uncertainty(uncertainty)
+
+    def attach_uncertainty(self, estimator) -> None:
+        """Attach an uncertainty estimator: an object with ``check_model(fingerprint)`` and
+        ``predict(descriptors) -> dict[str, np.ndarray]`` (or a path it can be loaded from)."""
+        if isinstance(estimator, (str, Path)):
+            from ase_nnip.ltau import LTAUEstimator
+
+            estimator = LTAUEstimator.load(estimator)
+        estimator.check_model(self.fingerprint)
+        self.uncertainty = estimator
+        for key in getattr(estimator, "result_keys", ()):
+            if key not in self.implemented_properties:
+                self.implemented_properties = list(self.implemented_properties) + [key]
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        if not np.all(np.isfinite(atoms.positions)):
+            bad = np.nonzero(~np.all(np.isfinite(atoms.positions), axis=1))[0]
+            raise ValueError(f"non-finite positions for atom(s) {bad[:10].tolist()}: cannot evaluate the model")
+        self.model.check_atomic_numbers(atoms.numbers)
+        want_stress = "stress" in properties
+        if want_stress and not atoms.pbc.all():
+            raise PropertyNotImplementedError("stress is only defined for cells periodic in all three directions")
+
+        edge_index, shifts = self.neighbors.get(atoms)
+        edge_index, shifts = self._within_cutoff(atoms, edge_index, shifts)
+        graph = graph_from_arrays(
+            atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc, edge_index, shifts, dtype=self.dtype
+        ).to(device=self.device)
+        out = predict(self.model, graph, forces=True, stress=want_stress or atoms.pbc.all())
+
+        energy = float(out.energy.detach()[0])
+        self.results["energy"] = energy
+        self.results["free_energy"] = energy
+        self.results["energies"] = out.energies.detach().cpu().double().numpy()
+        self.results["forces"] = out.forces.detach().cpu().double().numpy()
+        self.results["descriptors"] = out.descriptors.detach().cpu().numpy()
+        if out.stress is not None:
+            s = out.stress.detach().cpu().double().numpy()[0]
+            self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+        if self.uncertainty is not None:
+            self.results.update(self.uncertainty.predict(self.results["descriptors"]))
+
+    def _within_cutoff(self, atoms, edge_index, shifts):
+        if self.neighbors.skin == 0 or edge_index.shape[1] == 0:
+            return edge_index, shifts
+        i, j = edge_index
+        vectors = atoms.positions[j] - atoms.positions[i] + shifts @ atoms.cell.array
+        keep = np.einsum("ij,ij->i", vectors, vectors) < self.model.cutoff**2
+        return edge_index[:, keep], shifts[keep]

@@ -1,0 +1,161 @@
+"""Neighbour lists for molecules and periodic cells.
+
+Convention used everywhere in ase_nnip: an edge ``(i, j, S)`` means that atom ``j``
+in the periodic image shifted by the integer vector ``S`` lies within the cutoff of
+atom ``i``; its vector is
+
+    r_ij = positions[j] - positions[i] + S @ cell        (Å)
+
+Every periodic image is included, so the list is correct when the cutoff exceeds half
+the box (an atom may then see several images of the same neighbour, or of itself).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+# Above this many candidate pair distances (atoms² × images) the k-d tree is used
+# instead of dense numpy broadcasting, which would need too much memory.
+_DENSE_LIMIT = 2_000_000
+
+
+def image_ranges(cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> np.ndarray:
+    """Number of periodic images needed along each cell vector.
+
+    Along a periodic direction k, atoms in images up to ``ceil(cutoff / d_k)`` away can be
+    within ``cutoff``, with ``d_k`` the spacing of the lattice planes spanned by the other two
+    cell vectors.  Non-periodic directions need 0.
+
+    Returns an int array of shape (3,).
+    """
+    cell = np.asarray(cell, dtype=float)
+    pbc = np.asarray(pbc, dtype=bool)
+    n = np.zeros(3, dtype=int)
+    if not pbc.any():
+        return n
+    volume = abs(np.linalg.det(cell))
+    if volume < 1e-12:
+        raise ValueError(f"periodic cell has zero volume: cell={cell.tolist()}")
+    for k in range(3):
+        if pbc[k]:
+            a, b = cell[(k + 1) % 3], cell[(k + 2) % 3]
+            plane_spacing = volume / np.linalg.norm(np.cross(a, b))
+            n[k] = int(np.ceil(cutoff / plane_spacing))
+    return n
+
+
+def _wrap(positions, cell, pbc):
+    """Wrap periodic coordinates into the cell; return wrapped positions and integer offsets."""
+    offsets = np.zeros(positions.shape, dtype=int)
+    if pbc.any():
+        fractional = np.linalg.solve(cell.T, positions.T).T
+        offsets[:, pbc] = np.floor(fractional[:, pbc]).astype(int)
+        positions = positions - offsets @ cell
+    return positions, offsets
+
+
+def neighbor_list(
+    positions: np.ndarray,
+    cell: np.ndarray,
+    pbc,
+    cutoff: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs closer than ``cutoff`` over all periodic images.
+
+    Args:
+        positions: (N, 3) Cartesian positions, Å.
+        cell: (3, 3) cell vectors as rows, Å (ignored along non-periodic directions).
+        pbc: (3,) periodic flags.
+        cutoff: radius, Å.
+
+    Returns:
+        ``(i, j, shifts)``: int64 arrays of shape (E,), (E,) and (E, 3), sorted by ``i``
+        then ``j``. An atom is never its own neighbour in the home cell (S = 0).
+    """
+    positions = np.asarray(positions, dtype=float).reshape(-1, 3)
+    cell = np.asarray(cell, dtype=float).reshape(3, 3)
+    pbc = np.asarray(pbc, dtype=bool).reshape(3)
+    if not np.all(np.isfinite(positions)):
+        raise ValueError("neighbor_list: positions contain NaN or infinity")
+    if cutoff <= 0:
+        raise ValueError(f"neighbor_list: cutoff must be positive, got {cutoff}")
+    n_atoms = len(positions)
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3), np.int64))
+    if n_atoms == 0:
+        return empty
+
+    wrapped, offsets = _wrap(positions, cell, pbc)
+    n = image_ranges(cell, pbc, cutoff)
+    images = np.array(
+        list(itertools.product(*(range(-n[k], n[k] + 1) for k in range(3)))), dtype=np.int64
+    )
+
+    if n_atoms * n_atoms * len(images) <= _DENSE_LIMIT:
+        i, j, s = _pairs_dense(wrapped, cell, images, cutoff)
+    else:
+        i, j, s = _pairs_tree(wrapped, cell, images, cutoff)
+
+    # Not its own neighbour in the home image.
+    keep = ~((i == j) & ~images[s].any(axis=1))
+    i, j, s = i[keep], j[keep], s[keep]
+    # Translate the image index back to shifts of the unwrapped input positions.
+    shifts = images[s] + offsets[i] - offsets[j]
+    order = np.lexsort((j, i))
+    return i[order].astype(np.int64), j[order].astype(np.int64), shifts[order].astype(np.int64)
+
+
+def _pairs_dense(wrapped, cell, images, cutoff):
+    translations = images @ cell  # (M, 3)
+    # d[m, i, j] = x_j + T_m - x_i
+    d = wrapped[None, None, :, :] + translations[:, None, None, :] - wrapped[None, :, None, :]
+    within = np.einsum("mijk,mijk->mij", d, d) < cutoff * cutoff
+    s, i, j = np.nonzero(within)
+    return i, j, s
+
+
+def _pairs_tree(wrapped, cell, images, cutoff):
+    from scipy.spatial import cKDTree
+
+    n_atoms = len(wrapped)
+    translations = images @ cell
+    # Only image atoms that can reach the home cell region are worth indexing.
+    lo = wrapped.min(axis=0) - cutoff
+    hi = wrapped.max(axis=0) + cutoff
+    replicated = (translations[:, None, :] + wrapped[None, :, :]).reshape(-1, 3)
+    reach = np.all((replicated >= lo) & (replicated <= hi), axis=1)
+    candidates = np.nonzero(reach)[0]
+    home = cKDTree(wrapped)
+    others = cKDTree(replicated[candidates])
+    pairs = home.sparse_distance_matrix(others, cutoff, output_type="ndarray")
+    i = pairs["i"].astype(np.int64)
+    flat = candidates[pairs["j"]]
+    # sparse_distance_matrix is inclusive (<=); match the dense path's strict "<".
+    strict = pairs["v"] < cutoff
+    i, flat = i[strict], flat[strict]
+    return i, flat % n_atoms, flat // n_atoms
+
+
+def brute_force_neighbor_list(positions, cell, pbc, cutoff):
+    """O(N² × images) reference implementation used by the tests; same outputs as
+    :func:`neighbor_list` but without wrapping or trees."""
+    positions = np.asarray(positions, dtype=float)
+    cell = np.asarray(cell, dtype=float)
+    pbc = np.asarray(pbc, dtype=bool)
+    # Unwrapped atoms can be far outside the cell, so search generously.
+    extent = np.ptp(positions, axis=0).max() if len(positions) else 0.0
+    n = image_ranges(cell, pbc, cutoff + 2 * extent) if pbc.any() else np.zeros(3, int)
+    out = []
+    for a in range(len(positions)):
+        for b in range(len(positions)):
+            for s in itertools.product(*(range(-n[k], n[k] + 1) for k in range(3))):
+                s = np.array(s)
+                if a == b and not s.any():
+                    continue
+                if np.linalg.norm(positions[b] + s @ cell - positions[a]) < cutoff:
+                    out.append((a, b, *s))
+    if not out:
+        return np.zeros(0, int), np.zeros(0, int), np.zeros((0, 3), int)
+    arr = np.array(sorted(out))
+    return arr[:, 0], arr[:, 1], arr[:, 2:]

@@ -1,0 +1,78 @@
+"""Per-species reference energies and the statistics used to rescale model outputs."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from ase.data import chemical_symbols
+
+from ase_nnip.data.dataset import DatasetError, LabelKeys, Structure, load_structures
+
+
+def composition_matrix(structures: Sequence[Structure], atomic_numbers: Sequence[int]) -> np.ndarray:
+    """(n_structures, n_species) counts of each species in each structure."""
+    column = {z: k for k, z in enumerate(atomic_numbers)}
+    counts = np.zeros((len(structures), len(atomic_numbers)))
+    for row, s in enumerate(structures):
+        for z in s.atoms.numbers:
+            if int(z) not in column:
+                raise DatasetError(
+                    f"{s.source} frame {s.index}: element {chemical_symbols[z]} is not among "
+                    f"the species {[chemical_symbols[a] for a in atomic_numbers]}"
+                )
+            counts[row, column[int(z)]] += 1
+    return counts
+
+
+def reference_energies_from_file(path, energy_key: str = "energy") -> dict[int, float]:
+    """Isolated-atom energies {Z: eV} from a file with one single-atom frame per element."""
+    energies = {}
+    for s in load_structures(path, LabelKeys(energy=energy_key, forces=None)):
+        if len(s.atoms) != 1:
+            raise DatasetError(
+                f"{path} frame {s.index}: reference-energy files need one atom per frame, got {len(s.atoms)}"
+            )
+        energies[int(s.atoms.numbers[0])] = float(s.energy)
+    return energies
+
+
+def fit_reference_energies(
+    structures: Sequence[Structure], atomic_numbers: Sequence[int], ridge: float = 1e-8
+) -> dict[int, float]:
+    """Least-squares per-species energies {Z: eV} so that E ≈ Σ_species n_Z E_Z.
+
+    A tiny ridge term keeps the fit defined when compositions are collinear (e.g. a
+    single molecule's configurations, where only the sum over its atoms is determined).
+    """
+    counts = composition_matrix(structures, atomic_numbers)
+    energies = np.array([s.energy for s in structures], dtype=float)
+    a = counts.T @ counts + ridge * np.eye(len(atomic_numbers)) * max(1.0, np.trace(counts.T @ counts))
+    e0 = np.linalg.solve(a, counts.T @ energies)
+    return {int(z): float(e) for z, e in zip(atomic_numbers, e0)}
+
+
+def residual_energy_statistics(
+    structures: Sequence[Structure], reference: dict[int, float]
+) -> tuple[float, float]:
+    """Mean and std (eV/atom) of the per-atom energy left after subtracting references."""
+    per_atom = []
+    for s in structures:
+        e_ref = sum(reference.get(int(z), 0.0) for z in s.atoms.numbers)
+        per_atom.append((s.energy - e_ref) / len(s.atoms))
+    per_atom = np.asarray(per_atom)
+    return float(per_atom.mean()), float(per_atom.std())
+
+
+def force_rms(structures: Sequence[Structure]) -> float:
+    """Root mean square of all force components (eV/Å)."""
+    comps = np.concatenate([np.asarray(s.forces).reshape(-1) for s in structures if s.forces is not None])
+    if comps.size == 0:
+        raise DatasetError("no forces in the dataset to compute their RMS")
+    return float(np.sqrt(np.mean(comps**2)))
+
+
+def force_component_std(structures: Sequence[Structure]) -> float:
+    """Standard deviation of all force components (eV/Å), σ_DFT in the noise studies."""
+    comps = np.concatenate([np.asarray(s.forces).reshape(-1) for s in structures if s.forces is not None])
+    return float(comps.std())

@@ -1,0 +1,28 @@
+"""Model types and the registry that rebuilds a model from its config.
+
+Register a new model type by adding its class to ``MODEL_TYPES``; nothing else in the
+package (calculator, trainer, LTAU, landscapes) needs to know about it.
+"""
+
+from __future__ import annotations
+
+from ase_nnip.models.base import AtomisticModel, ConfigError, ModelOutput, count_parameters
+
+
+def _model_types() -> dict:
+    from ase_nnip.models.equivariant import EquivariantModel
+
+    return {cls.model_type: cls for cls in (EquivariantModel,)}
+
+
+def build_model(config: dict) -> AtomisticModel:
+    """Instantiate a model from its config dict (``model_type`` selects the class)."""
+    config = dict(config)
+    model_type = config.get("model_type", "equivariant")
+    types = _model_types()
+    if model_type not in types:
+        raise ConfigError(f"unknown model_type {model_type!r}; available: {sorted(types)}")
+    return types[model_type](config)
+
+
+__all__ = ["AtomisticModel", "ConfigError", "ModelOutput", "build_model", "count_parameters"]
