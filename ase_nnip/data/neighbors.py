@@ -30,7 +30,7 @@ def image_ranges(cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> np.ndarray
 
     Returns an int array of shape (3,).
     """
-    cell = np.asarray(cell, dtype=float)
+    cell = complete_cell(cell, pbc)
     pbc = np.asarray(pbc, dtype=bool)
     n = np.zeros(3, dtype=int)
     if not pbc.any():
@@ -46,10 +46,30 @@ def image_ranges(cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> np.ndarray
     return n
 
 
+def complete_cell(cell, pbc) -> np.ndarray:
+    """The cell with zero vectors along non-periodic directions replaced by unit vectors
+    orthogonal to the others (a slab or wire may leave them unset)."""
+    cell = np.array(cell, dtype=float).reshape(3, 3)
+    pbc = np.asarray(pbc, dtype=bool)
+    for k in range(3):
+        if pbc[k]:
+            if np.linalg.norm(cell[k]) < 1e-12:
+                raise ValueError(f"periodic cell has zero volume: cell vector {k} is zero, cell={cell.tolist()}")
+            continue
+        if np.linalg.norm(cell[k]) < 1e-12:
+            a, b = cell[(k + 1) % 3], cell[(k + 2) % 3]
+            normal = np.cross(a, b)
+            if np.linalg.norm(normal) < 1e-12:
+                normal = np.eye(3)[k]
+            cell[k] = normal / np.linalg.norm(normal)
+    return cell
+
+
 def _wrap(positions, cell, pbc):
     """Wrap periodic coordinates into the cell; return wrapped positions and integer offsets."""
     offsets = np.zeros(positions.shape, dtype=int)
     if pbc.any():
+        cell = complete_cell(cell, pbc)
         fractional = np.linalg.solve(cell.T, positions.T).T
         offsets[:, pbc] = np.floor(fractional[:, pbc]).astype(int)
         positions = positions - offsets @ cell
@@ -86,8 +106,8 @@ def neighbor_list(
     if n_atoms == 0:
         return empty
 
-    wrapped, offsets = _wrap(positions, cell, pbc)
     n = image_ranges(cell, pbc, cutoff)
+    wrapped, offsets = _wrap(positions, cell, pbc)
     images = np.array(
         list(itertools.product(*(range(-n[k], n[k] + 1) for k in range(3)))), dtype=np.int64
     )

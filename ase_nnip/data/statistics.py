@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from ase.data import atomic_numbers as atomic_numbers_of
 from ase.data import chemical_symbols
 
 from ase_nnip.data.dataset import DatasetError, LabelKeys, Structure, load_structures
 
 
-def composition_matrix(structures: Sequence[Structure], atomic_numbers: Sequence[int]) -> np.ndarray:
-    """(n_structures, n_species) counts of each species in each structure."""
+def composition_matrix(structures: Sequence[Structure], species: Sequence[str]) -> np.ndarray:
+    """(n_structures, n_species) counts of each element (symbols) in each structure."""
+    atomic_numbers = [atomic_numbers_of[s] for s in species]
     column = {z: k for k, z in enumerate(atomic_numbers)}
     counts = np.zeros((len(structures), len(atomic_numbers)))
     for row, s in enumerate(structures):
@@ -25,40 +27,40 @@ def composition_matrix(structures: Sequence[Structure], atomic_numbers: Sequence
     return counts
 
 
-def reference_energies_from_file(path, energy_key: str = "energy") -> dict[int, float]:
-    """Isolated-atom energies {Z: eV} from a file with one single-atom frame per element."""
+def reference_energies_from_file(path, energy_key: str = "energy") -> dict[str, float]:
+    """Isolated-atom energies {symbol: eV} from a file with one single-atom frame per element."""
     energies = {}
     for s in load_structures(path, LabelKeys(energy=energy_key, forces=None)):
         if len(s.atoms) != 1:
             raise DatasetError(
                 f"{path} frame {s.index}: reference-energy files need one atom per frame, got {len(s.atoms)}"
             )
-        energies[int(s.atoms.numbers[0])] = float(s.energy)
+        energies[chemical_symbols[int(s.atoms.numbers[0])]] = float(s.energy)
     return energies
 
 
 def fit_reference_energies(
-    structures: Sequence[Structure], atomic_numbers: Sequence[int], ridge: float = 1e-8
-) -> dict[int, float]:
-    """Least-squares per-species energies {Z: eV} so that E ≈ Σ_species n_Z E_Z.
+    structures: Sequence[Structure], species: Sequence[str], ridge: float = 1e-8
+) -> dict[str, float]:
+    """Least-squares per-element energies {symbol: eV} so that E ≈ Σ_Z n_Z E_Z.
 
     A tiny ridge term keeps the fit defined when compositions are collinear (e.g. a
     single molecule's configurations, where only the sum over its atoms is determined).
     """
-    counts = composition_matrix(structures, atomic_numbers)
+    counts = composition_matrix(structures, species)
     energies = np.array([s.energy for s in structures], dtype=float)
-    a = counts.T @ counts + ridge * np.eye(len(atomic_numbers)) * max(1.0, np.trace(counts.T @ counts))
+    a = counts.T @ counts + ridge * np.eye(len(species)) * max(1.0, np.trace(counts.T @ counts))
     e0 = np.linalg.solve(a, counts.T @ energies)
-    return {int(z): float(e) for z, e in zip(atomic_numbers, e0)}
+    return {symbol: float(e) for symbol, e in zip(species, e0)}
 
 
 def residual_energy_statistics(
-    structures: Sequence[Structure], reference: dict[int, float]
+    structures: Sequence[Structure], reference: dict[str, float]
 ) -> tuple[float, float]:
-    """Mean and std (eV/atom) of the per-atom energy left after subtracting references."""
+    """Mean and std (eV/atom) of the per-atom energy left after subtracting references {symbol: eV}."""
     per_atom = []
     for s in structures:
-        e_ref = sum(reference.get(int(z), 0.0) for z in s.atoms.numbers)
+        e_ref = sum(reference.get(symbol, 0.0) for symbol in s.atoms.get_chemical_symbols())
         per_atom.append((s.energy - e_ref) / len(s.atoms))
     per_atom = np.asarray(per_atom)
     return float(per_atom.mean()), float(per_atom.std())

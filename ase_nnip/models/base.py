@@ -106,8 +106,10 @@ class AtomisticModel(nn.Module):
         for k, z in enumerate(self.atomic_numbers):
             lookup[z] = k
         self.register_buffer("z_to_index", lookup, persistent=False)
+        # Kept in float64 outside the module's buffers (so .to(float32) leaves it alone):
+        # reference energies are large (~10³ eV/atom) and float32 would round totals by meV.
         e0 = [float(options.reference_energies_eV.get(s, 0.0)) for s in self.species]
-        self.register_buffer("reference_energies", torch.tensor(e0, dtype=torch.get_default_dtype()))
+        self._reference_energies = torch.tensor(e0, dtype=torch.float64)
 
     @property
     def num_species(self) -> int:
@@ -131,9 +133,11 @@ class AtomisticModel(nn.Module):
         return self.z_to_index[atomic_numbers]
 
     def forward(self, graph: AtomicGraph) -> ModelOutput:
+        """Per-atom energies (N,) in float64 (reference energies included) and descriptors."""
         species = self.species_index(graph.atomic_numbers)
         energies, descriptors = self.atomic_outputs(graph, species)
-        return ModelOutput(energies + self.reference_energies[species], descriptors)
+        e0 = self._reference_energies.to(species.device)[species]
+        return ModelOutput(energies.to(torch.float64) + e0, descriptors)
 
     def atomic_outputs(self, graph: AtomicGraph, species: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-atom energies (N,) without reference energies, and descriptors (N, d)."""

@@ -1,0 +1,94 @@
+"""Neighbour list against an O(N²) brute force over all periodic images."""
+
+import numpy as np
+import pytest
+
+from ase_nnip.data import neighbors
+from ase_nnip.data.neighbors import brute_force_neighbor_list, image_ranges, neighbor_list
+
+
+def as_set(i, j, s):
+    return {(int(a), int(b), *map(int, c)) for a, b, c in zip(i, j, s)}
+
+
+def check(positions, cell, pbc, cutoff):
+    got = neighbor_list(positions, cell, pbc, cutoff)
+    ref = brute_force_neighbor_list(positions, cell, pbc, cutoff)
+    assert as_set(*got) == as_set(*ref)
+    assert len(got[0]) == len(ref[0])  # no duplicates
+    # Every returned vector is shorter than the cutoff.
+    i, j, s = got
+    d = np.linalg.norm(positions[j] - positions[i] + s @ cell, axis=1)
+    assert np.all(d < cutoff)
+    return got
+
+
+def test_molecule_no_pbc():
+    rng = np.random.default_rng(0)
+    pos = rng.uniform(0, 6, size=(15, 3))
+    i, j, s = check(pos, np.zeros((3, 3)), [False] * 3, 3.0)
+    assert not s.any()
+    # Symmetric: (i, j) present iff (j, i) present.
+    assert as_set(i, j, s) == as_set(j, i, s)
+
+
+def test_cutoff_larger_than_half_box_sees_all_images():
+    rng = np.random.default_rng(1)
+    cell = np.diag([3.0, 3.5, 4.0])
+    pos = rng.uniform(0, 3, size=(4, 3))
+    i, j, s = check(pos, cell, [True] * 3, 5.0)
+    # An atom sees its own periodic images when the cutoff exceeds the box.
+    assert np.any(i == j)
+    assert image_ranges(cell, [True] * 3, 5.0).tolist() == [2, 2, 2]
+
+
+def test_triclinic_cell_and_unwrapped_positions():
+    rng = np.random.default_rng(2)
+    cell = np.array([[4.0, 0.0, 0.0], [1.5, 3.8, 0.0], [0.7, -1.1, 4.2]])
+    frac = rng.uniform(-0.8, 1.9, size=(6, 3))  # many atoms outside the cell
+    check(frac @ cell, cell, [True] * 3, 4.5)
+
+
+def test_mixed_pbc_slab():
+    rng = np.random.default_rng(3)
+    cell = np.diag([3.0, 3.0, 20.0])
+    pos = rng.uniform(0, 3, size=(5, 3))
+    pos[:, 2] = rng.uniform(5, 9, size=5)
+    i, j, s = check(pos, cell, [True, True, False], 3.5)
+    assert not s[:, 2].any()
+
+
+def test_tree_path_matches_dense_path(monkeypatch):
+    rng = np.random.default_rng(4)
+    cell = np.array([[5.0, 0.0, 0.0], [0.5, 5.0, 0.0], [0.0, 0.3, 5.0]])
+    pos = rng.uniform(-1, 6, size=(20, 3))
+    dense = neighbor_list(pos, cell, [True] * 3, 6.0)
+    monkeypatch.setattr(neighbors, "_DENSE_LIMIT", 0)
+    tree = neighbor_list(pos, cell, [True] * 3, 6.0)
+    assert as_set(*dense) == as_set(*tree)
+    assert len(dense[0]) == len(tree[0])
+
+
+def test_water_box_against_brute_force(shared_data):
+    from ase.io import read
+
+    atoms = read(shared_data / "water-hdnnp" / "water64.extxyz")
+    sub = atoms[:24]  # brute force is O(N² × images): keep it small, but keep the real cell
+    sub.cell = np.diag([6.0, 6.0, 6.0])
+    check(sub.positions, sub.cell.array, sub.pbc, 5.0)
+
+
+def test_invalid_input():
+    with pytest.raises(ValueError, match="NaN"):
+        neighbor_list(np.array([[0.0, np.nan, 0.0]]), np.eye(3), [False] * 3, 2.0)
+    with pytest.raises(ValueError, match="zero volume"):
+        neighbor_list(np.zeros((2, 3)), np.zeros((3, 3)), [True] * 3, 2.0)
+    i, j, s = neighbor_list(np.zeros((1, 3)), np.zeros((3, 3)), [False] * 3, 2.0)
+    assert len(i) == 0
+
+
+def test_slab_with_unset_vacuum_vector():
+    rng = np.random.default_rng(5)
+    cell = np.array([[3.0, 0.0, 0.0], [0.0, 3.2, 0.0], [0.0, 0.0, 0.0]])
+    pos = rng.uniform(0, 3, size=(5, 3))
+    check(pos, cell, [True, True, False], 3.5)
