@@ -5,10 +5,10 @@ import json
 import click
 
 
-@click.command()
+@click.command("info")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the header as JSON instead of a summary.")
-def info(model, as_json):
+def command(model, as_json):
     """Show the config, species, cutoff, parameter count and fingerprint of MODEL (.nnip)."""
     from ase_nnip.model_file import ModelFileError, load_model
     from ase_nnip.models import count_parameters

@@ -15,14 +15,31 @@ def _model_types() -> dict:
     return {cls.model_type: cls for cls in (EquivariantModel,)}
 
 
-def build_model(config: dict) -> AtomisticModel:
-    """Instantiate a model from its config dict (``model_type`` selects the class)."""
-    config = dict(config)
+def model_class(config: dict) -> type:
+    """The model class selected by ``config["model_type"]`` (default "equivariant")."""
     model_type = config.get("model_type", "equivariant")
     types = _model_types()
     if model_type not in types:
         raise ConfigError(f"unknown model_type {model_type!r}; available: {sorted(types)}")
-    return types[model_type](config)
+    return types[model_type]
 
 
-__all__ = ["AtomisticModel", "ConfigError", "ModelOutput", "build_model", "count_parameters"]
+def build_model(config: dict) -> AtomisticModel:
+    """Instantiate a model from its config dict (``model_type`` selects the class)."""
+    return model_class(config)(dict(config))
+
+
+def config_from_data(config: dict, dataset) -> dict:
+    """Fill the data-dependent values of ``config`` (see ``AtomisticModel.config_from_data``)."""
+    return model_class(config).config_from_data(dict(config), dataset)
+
+
+__all__ = [
+    "AtomisticModel",
+    "ConfigError",
+    "ModelOutput",
+    "build_model",
+    "config_from_data",
+    "count_parameters",
+    "model_class",
+]

@@ -111,6 +111,17 @@ class AtomisticModel(nn.Module):
         e0 = [float(options.reference_energies_eV.get(s, 0.0)) for s in self.species]
         self._reference_energies = torch.tensor(e0, dtype=torch.float64)
 
+    @classmethod
+    def config_from_data(cls, config: dict, dataset) -> dict:
+        """Resolve data-dependent config values (e.g. ``"auto"`` statistics) from a
+        labelled :class:`~ase_nnip.data.GraphDataset` built at the model's cutoff.
+
+        Returns a new config; the default has nothing to resolve. Called by the trainer
+        before :func:`~ase_nnip.models.build_model`, so the resolved values end up in the
+        config and the model file stays self-describing.
+        """
+        return dict(config)
+
     @property
     def num_species(self) -> int:
         return len(self.species)

@@ -43,11 +43,12 @@ class EquivariantConfig(CommonConfig):
     num_radial_basis: Bessel functions. trainable_bessel: learn their frequencies.
     polynomial_p: exponent p of the cutoff envelope.
     radial_mlp_neurons / radial_mlp_layers: hidden width and depth of R(r).
-    avg_num_neighbors: message normalisation (set from the training data).
+    avg_num_neighbors: message normalisation; "auto" = mean neighbour count of the data.
     readout_hidden: width of the hidden layer of the per-atom energy MLP.
     resnet: add residual connections between blocks with equal irreps.
-    rescaling: apply per-species scale and shift; scale_eV / shift_eV: a number or
-        {symbol: value}; rescaling_trainable: learn them.
+    rescaling: apply per-species scale and shift; scale_eV / shift_eV: a number,
+        {symbol: value}, or "auto" (scale = RMS of the force components, shift = mean
+        per-atom energy left after the reference energies); rescaling_trainable: learn them.
     zbl: add the ZBL repulsion prior; zbl_radius_factor: its switch-off radius as a
         fraction of the covalent-radius sum.
     """
@@ -69,6 +70,27 @@ class EquivariantConfig(CommonConfig):
     rescaling_trainable: bool = False
     zbl: bool = False
     zbl_radius_factor: float = 0.6
+
+
+def dataset_force_rms(dataset) -> float:
+    """RMS of all force components of a GraphDataset (eV/Å)."""
+    forces = [g.forces for g in dataset.graphs if g.forces is not None]
+    if not forces:
+        raise ConfigError("scale_eV is 'auto' but the dataset has no forces")
+    return float(torch.cat(forces).pow(2).mean().sqrt())
+
+
+def dataset_mean_residual_energy(dataset, reference_energies: dict) -> float:
+    """Mean per-atom energy (eV/atom) of a GraphDataset after subtracting reference energies."""
+    from ase.data import chemical_symbols
+
+    values = []
+    for g in dataset.graphs:
+        if g.energy is None:
+            raise ConfigError("shift_eV is 'auto' but the dataset has no energies")
+        e0 = sum(reference_energies.get(chemical_symbols[int(z)], 0.0) for z in g.atomic_numbers)
+        values.append((float(g.energy[0]) - e0) / g.num_atoms)
+    return float(sum(values) / len(values))
 
 
 def natural_irreps(multiplicity: int, l_max: int) -> o3.Irreps:
@@ -149,6 +171,12 @@ class EquivariantModel(AtomisticModel):
         opt: EquivariantConfig = self.options
         if opt.num_layers < 1 or opt.l_max < 0 or opt.num_channels < 1:
             raise ConfigError("num_layers and num_channels must be >= 1 and l_max >= 0")
+        for key in ("avg_num_neighbors", "scale_eV", "shift_eV"):
+            if getattr(opt, key) == "auto":
+                raise ConfigError(
+                    f"{key} is 'auto': resolve it from data with ase_nnip.models.config_from_data(config, dataset) "
+                    "or give a number"
+                )
         if opt.avg_num_neighbors <= 0:
             raise ConfigError(f"avg_num_neighbors must be positive, got {opt.avg_num_neighbors}")
         c = opt.num_channels
@@ -192,6 +220,17 @@ class EquivariantModel(AtomisticModel):
     @property
     def descriptor_dim(self) -> int:
         return self.options.num_channels
+
+    @classmethod
+    def config_from_data(cls, config: dict, dataset) -> dict:
+        config = dict(config)
+        if config.get("avg_num_neighbors") == "auto":
+            config["avg_num_neighbors"] = dataset.average_num_neighbors()
+        if config.get("scale_eV") == "auto":
+            config["scale_eV"] = dataset_force_rms(dataset)
+        if config.get("shift_eV") == "auto":
+            config["shift_eV"] = dataset_mean_residual_energy(dataset, config.get("reference_energies_eV", {}))
+        return config
 
     def atomic_outputs(self, graph: AtomicGraph, species: torch.Tensor):
         vectors = graph.edge_vectors()
