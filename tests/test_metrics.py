@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 from ase.build import molecule
-from ase.calculators.singlepoint import SinglePointCalculator
 
 from ase_nnip.data import GraphDataset, Structure
 from ase_nnip.metrics import error_metrics, evaluate, predict_dataset
