@@ -10,9 +10,10 @@ from ase_nnip.models.base import AtomisticModel, ConfigError, ModelOutput, count
 
 
 def _model_types() -> dict:
+    from ase_nnip.models.bpnn import BehlerParrinelloModel
     from ase_nnip.models.equivariant import EquivariantModel
 
-    return {cls.model_type: cls for cls in (EquivariantModel,)}
+    return {cls.model_type: cls for cls in (EquivariantModel, BehlerParrinelloModel)}
 
 
 def model_class(config: dict) -> type:

@@ -1,0 +1,411 @@
+"""Atom-centred symmetry functions (Behler 2011), batched and differentiable in torch.
+
+Definitions (element-resolved: only neighbours of the listed elements count; r in Å,
+η in Å⁻², f_c from :mod:`ase_nnip.descriptors.cutoff`):
+
+* type 2, radial:          G = Σ_j exp(−η (r_ij − r_s)²) f_c(r_ij)
+* type 3, angular narrow:  G = 2^(1−ζ) Σ_{j<k} (1 + λ cos θ_ijk)^ζ
+                                 · exp(−η [(r_ij−r_s)² + (r_ik−r_s)² + (r_jk−r_s)²]) f_c(r_ij) f_c(r_ik) f_c(r_jk)
+* type 9, angular wide:    as type 3 without the r_jk terms.
+
+The angular sums run over unordered pairs of distinct neighbours {j, k} of i whose
+elements are the function's (unordered) element pair; 1 + λ cos θ is clamped at 0 as in
+n2p2. These are exactly RuNNer's/n2p2's definitions (with their type numbers).
+
+Values are computed from the edge vectors of an :class:`~ase_nnip.data.AtomicGraph`, so
+forces and stress follow from autograd. The work is grouped: one factor
+exp(−η (r − r_s)²) f_c(r) per edge and distinct (η, r_s, r_c), products of those factors on
+triplets, and one angular factor per distinct (λ, ζ); no Python loop runs over functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable, Sequence
+
+import torch
+from ase.data import atomic_numbers as symbol_to_z
+from torch import nn
+
+from ase_nnip.descriptors.cutoff import check_cutoff_function, cutoff_function
+from ase_nnip.models.base import ConfigError
+
+RADIAL = 2
+ANGULAR_NARROW = 3
+ANGULAR_WIDE = 9
+SYMMETRY_FUNCTION_TYPES = (RADIAL, ANGULAR_NARROW, ANGULAR_WIDE)
+
+
+@dataclasses.dataclass(frozen=True)
+class SymmetryFunction:
+    """One symmetry function of a centre ``element`` (see the module docstring).
+
+    neighbors: one symbol (radial) or two (angular; stored sorted by atomic number).
+    eta_per_A2: Gaussian width η (Å⁻²); rs_A: shift r_s (Å); rc_A: cutoff radius (Å).
+    lambda_ (±1) and zeta (ζ > 0): angular parameters, unused for radial functions.
+    """
+
+    element: str
+    type: int
+    neighbors: tuple
+    eta_per_A2: float
+    rc_A: float
+    rs_A: float = 0.0
+    lambda_: float = 0.0
+    zeta: float = 0.0
+
+    @property
+    def is_angular(self) -> bool:
+        return self.type != RADIAL
+
+    def to_dict(self) -> dict:
+        """JSON-able form, the one stored in model configs."""
+        d = {
+            "element": self.element,
+            "type": self.type,
+            "neighbors": list(self.neighbors),
+            "eta_per_A2": self.eta_per_A2,
+            "rs_A": self.rs_A,
+            "rc_A": self.rc_A,
+        }
+        if self.is_angular:
+            d["lambda"] = self.lambda_
+            d["zeta"] = self.zeta
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "symmetry function") -> "SymmetryFunction":
+        """Parse and validate; raises :class:`ConfigError` naming the problem."""
+        if isinstance(d, SymmetryFunction):
+            return d
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {d!r}")
+        radial_keys = {"element", "type", "neighbors", "eta_per_A2", "rs_A", "rc_A"}
+        try:
+            sf_type = int(d["type"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: needs an integer 'type' (2, 3 or 9), got {d.get('type')!r}") from exc
+        valid = radial_keys if sf_type == RADIAL else radial_keys | {"lambda", "zeta"}
+        unknown = sorted(set(d) - valid)
+        missing = sorted(valid - set(d) - {"rs_A"})
+        if unknown or missing:
+            raise ConfigError(f"{where}: unknown keys {unknown} / missing keys {missing}; a type-{sf_type} "
+                              f"function has keys {sorted(valid)}")
+        sf = cls(
+            element=str(d["element"]),
+            type=sf_type,
+            neighbors=tuple(str(n) for n in d["neighbors"]),
+            eta_per_A2=float(d["eta_per_A2"]),
+            rc_A=float(d["rc_A"]),
+            rs_A=float(d.get("rs_A", 0.0)),
+            lambda_=float(d.get("lambda", 0.0)),
+            zeta=float(d.get("zeta", 0.0)),
+        )
+        return sf.validated(where)
+
+    def validated(self, where: str = "symmetry function") -> "SymmetryFunction":
+        """Checked copy with angular neighbours sorted by atomic number."""
+        if self.type not in SYMMETRY_FUNCTION_TYPES:
+            raise ConfigError(f"{where}: type {self.type} not supported; use 2 (radial), 3 or 9 (angular)")
+        for symbol in (self.element, *self.neighbors):
+            if symbol not in symbol_to_z:
+                raise ConfigError(f"{where}: unknown element symbol {symbol!r}")
+        n_neighbors = 1 if self.type == RADIAL else 2
+        if len(self.neighbors) != n_neighbors:
+            raise ConfigError(f"{where}: type {self.type} needs {n_neighbors} neighbour element(s), got {list(self.neighbors)}")
+        if self.eta_per_A2 < 0 or self.rc_A <= 0:
+            raise ConfigError(f"{where}: needs eta_per_A2 >= 0 and rc_A > 0, got {self.eta_per_A2}, {self.rc_A}")
+        neighbors = self.neighbors
+        if self.is_angular:
+            if not -1.0 <= self.lambda_ <= 1.0 or self.zeta <= 0:
+                raise ConfigError(f"{where}: needs -1 <= lambda <= 1 and zeta > 0, got {self.lambda_}, {self.zeta}")
+            neighbors = tuple(sorted(neighbors, key=lambda s: symbol_to_z[s]))
+        return dataclasses.replace(self, neighbors=neighbors)
+
+
+def parse_symmetry_functions(items: Iterable, species: Sequence[str]) -> list[SymmetryFunction]:
+    """Validate a config's list of functions against the model's ``species``."""
+    out = []
+    for k, item in enumerate(items):
+        sf = SymmetryFunction.from_dict(item, where=f"symmetry_functions[{k}]")
+        for symbol in (sf.element, *sf.neighbors):
+            if symbol not in species:
+                raise ConfigError(f"symmetry_functions[{k}] uses element {symbol!r}, which is not in species {list(species)}")
+        out.append(sf)
+    for symbol in species:
+        if not any(sf.element == symbol for sf in out):
+            raise ConfigError(f"element {symbol} has no symmetry functions (every species needs at least one)")
+    return out
+
+
+def n2p2_sort_key(sf: SymmetryFunction, species: Sequence[str]) -> tuple:
+    """n2p2's order of the functions of one element (``SymFnc::operator<``): type, r_c,
+    η, r_s, then ζ and λ (angular), then the neighbour element indices (elements indexed
+    by atomic number). Cutoff type and inner cutoff come before r_c in n2p2 but are global here."""
+    index = {s: k for k, s in enumerate(sorted(species, key=lambda s: symbol_to_z[s]))}
+    neighbors = tuple(index[n] for n in sf.neighbors)
+    if sf.is_angular:
+        return (index[sf.element], sf.type, sf.rc_A, sf.eta_per_A2, sf.rs_A, sf.zeta, sf.lambda_) + neighbors
+    return (index[sf.element], sf.type, sf.rc_A, sf.eta_per_A2, sf.rs_A) + neighbors
+
+
+def sort_like_n2p2(functions: Iterable[SymmetryFunction], species: Sequence[str]) -> list[SymmetryFunction]:
+    """Functions grouped by centre element (atomic-number order), each group in n2p2's order."""
+    return sorted(functions, key=lambda sf: n2p2_sort_key(sf, species))
+
+
+def triplet_pairs(centres: torch.Tensor, num_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All unordered pairs of distinct edges that share their centre atom.
+
+    Args:
+        centres: (E,) centre atom of each edge, sorted in non-decreasing order.
+        num_atoms: number of atoms N (centres < N).
+
+    Returns:
+        ``(a, b)``: (T,) edge indices with a < b and ``centres[a] == centres[b]``;
+        T = Σ_i n_i (n_i − 1) / 2 with n_i the number of edges of atom i.
+    """
+    device = centres.device
+    n_edges = centres.shape[0]
+    counts = torch.bincount(centres, minlength=num_atoms)
+    block_start = torch.cumsum(counts, 0) - counts
+    position = torch.arange(n_edges, device=device) - block_start[centres]
+    partners = counts[centres] - 1 - position  # later edges in the same block
+    a = torch.repeat_interleave(torch.arange(n_edges, device=device), partners)
+    first_slot = torch.cumsum(partners, 0) - partners
+    b = a + 1 + (torch.arange(a.shape[0], device=device) - first_slot[a])
+    return a, b
+
+
+def _unique(values: list) -> tuple[list, list[int]]:
+    """Distinct values in first-seen order and the index of each input in that list."""
+    distinct: list = []
+    lookup: dict = {}
+    index = []
+    for v in values:
+        if v not in lookup:
+            lookup[v] = len(distinct)
+            distinct.append(v)
+        index.append(lookup[v])
+    return distinct, index
+
+
+class SymmetryFunctionLayer(nn.Module):
+    """Raw (unscaled) symmetry-function values of every atom.
+
+    ``forward`` returns G of shape (N, n_max): row a holds the functions of atom a's element
+    in the order they were given, padded with zeros to the largest count over elements
+    (``num_functions[s]`` of them are used for species s).
+    """
+
+    def __init__(
+        self,
+        species: Sequence[str],
+        functions: Sequence[SymmetryFunction],
+        cutoff_function: str = "cos",
+        cutoff_alpha: float = 0.0,
+    ):
+        super().__init__()
+        try:
+            check_cutoff_function(cutoff_function, cutoff_alpha)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        self.species = list(species)
+        self.functions = list(functions)
+        self.cutoff_name = cutoff_function
+        self.cutoff_alpha = float(cutoff_alpha)
+        self._f64: dict[str, torch.Tensor] = {}
+        s_index = {s: k for k, s in enumerate(self.species)}
+        n_species = len(self.species)
+        pair_table = torch.zeros(n_species, n_species, dtype=torch.long)
+        n_pairs = 0
+        for p in range(n_species):
+            for q in range(p, n_species):
+                pair_table[p, q] = pair_table[q, p] = n_pairs
+                n_pairs += 1
+        self.n_species, self.n_pairs = n_species, n_pairs
+        self.register_buffer("pair_table", pair_table, persistent=False)
+
+        radial = [sf for sf in self.functions if not sf.is_angular]
+        angular = [sf for sf in self.functions if sf.is_angular]
+        groups, group_of = _unique([(sf.type, sf.eta_per_A2, sf.rs_A, sf.rc_A) for sf in angular])
+        # Per-edge factors exp(−η (r − r_s)²) f_c(r), one per distinct (η, r_s, r_c).
+        edge_terms, _ = _unique(
+            [(sf.eta_per_A2, sf.rs_A, sf.rc_A) for sf in radial] + [g[1:] for g in groups]
+        )
+        edge_index_of = {t: k for k, t in enumerate(edge_terms)}
+        self.edge_cutoffs, term_rc = _unique([t[2] for t in edge_terms])
+        self._register_floats("edge_eta", [t[0] for t in edge_terms])
+        self._register_floats("edge_rs", [t[1] for t in edge_terms])
+        self.register_buffer("edge_term_rc", torch.tensor(term_rc, dtype=torch.long), persistent=False)
+
+        radial_terms, radial_term_of = _unique([(sf.eta_per_A2, sf.rs_A, sf.rc_A) for sf in radial])
+        self.n_radial_terms = len(radial_terms)
+        self.register_buffer(
+            "radial_cols", torch.tensor([edge_index_of[t] for t in radial_terms], dtype=torch.long), persistent=False
+        )
+
+        self.n_groups = len(groups)
+        self.register_buffer(
+            "group_cols", torch.tensor([edge_index_of[g[1:]] for g in groups], dtype=torch.long), persistent=False
+        )
+        self._register_floats("group_eta", [g[1] for g in groups])
+        self._register_floats("group_rs", [g[2] for g in groups])
+        self.group_cutoffs, group_rc = _unique([g[3] for g in groups])
+        self.register_buffer("group_rc", torch.tensor(group_rc, dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "group_is_wide", torch.tensor([g[0] == ANGULAR_WIDE for g in groups], dtype=torch.bool), persistent=False
+        )
+        self.has_wide = any(g[0] == ANGULAR_WIDE for g in groups)
+        self.max_angular_rc = max((g[3] for g in groups), default=0.0)
+        self.max_narrow_rc = max((g[3] for g in groups if g[0] == ANGULAR_NARROW), default=0.0)
+
+        lz, lz_of = _unique([(sf.lambda_, sf.zeta) for sf in angular])
+        self._register_floats("lz_lambda", [v[0] for v in lz])
+        self._register_floats("lz_zeta", [v[1] for v in lz])
+        self._register_floats("lz_norm", [2.0 ** (1.0 - v[1]) for v in lz])
+        angular_terms, angular_term_of = _unique(list(zip(group_of, lz_of)))
+        self.n_angular_terms = len(angular_terms)
+        self.register_buffer(
+            "term_group", torch.tensor([t[0] for t in angular_terms], dtype=torch.long), persistent=False
+        )
+        self.register_buffer("term_lz", torch.tensor([t[1] for t in angular_terms], dtype=torch.long), persistent=False)
+
+        # Column of each function in the concatenated [radial | angular | zero] features.
+        n_radial_cols = n_species * self.n_radial_terms
+        padding = n_radial_cols + n_pairs * self.n_angular_terms
+        self.num_functions = [sum(sf.element == s for sf in self.functions) for s in self.species]
+        n_max = max(self.num_functions, default=0)
+        columns = torch.full((n_species, n_max), padding, dtype=torch.long)
+        relevant = torch.zeros(n_species, n_pairs, dtype=torch.bool)
+        filled = [0] * n_species
+        radial_iter, angular_iter = iter(radial_term_of), iter(angular_term_of)
+        for sf in self.functions:
+            s = s_index[sf.element]
+            if sf.is_angular:
+                pair = int(pair_table[s_index[sf.neighbors[0]], s_index[sf.neighbors[1]]])
+                col = n_radial_cols + pair * self.n_angular_terms + next(angular_iter)
+                relevant[s, pair] = True
+            else:
+                col = s_index[sf.neighbors[0]] * self.n_radial_terms + next(radial_iter)
+            columns[s, filled[s]] = col
+            filled[s] += 1
+        self.register_buffer("columns", columns, persistent=False)
+        self.register_buffer("relevant_pairs", relevant, persistent=False)
+
+    def _register_floats(self, name: str, values: list[float]) -> None:
+        # Plain float64 tensors, not buffers: casting the module to float32 and back must
+        # not round the function parameters.
+        self._f64[name] = torch.tensor(values, dtype=torch.float64)
+
+    def _param(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        return self._f64[name].to(device=like.device, dtype=like.dtype)
+
+    @property
+    def max_cutoff(self) -> float:
+        """Largest r_c of any function (Å): the neighbour-list cutoff needed."""
+        return max(sf.rc_A for sf in self.functions)
+
+    def _edge_factors(self, r: torch.Tensor) -> torch.Tensor:
+        """(E, K) exp(−η (r − r_s)²) f_c(r) for each distinct (η, r_s, r_c)."""
+        fc = torch.stack([self._fc(r, rc) for rc in self.edge_cutoffs], dim=-1) if self.edge_cutoffs else None
+        if fc is None:
+            return r.new_zeros(r.shape[0], 0)
+        d = r.unsqueeze(-1) - self._param("edge_rs", r)
+        return torch.exp(-self._param("edge_eta", r) * d * d) * fc[:, self.edge_term_rc]
+
+    def _fc(self, r: torch.Tensor, rc: float) -> torch.Tensor:
+        return cutoff_function(r, rc, self.cutoff_name, self.cutoff_alpha)
+
+    def forward(self, vectors: torch.Tensor, edge_index: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """G (N, n_max) from edge vectors (E, 3) Å, edges (2, E) [centre, neighbour] and
+        species indices (N,) into ``self.species``."""
+        n_atoms = species.shape[0]
+        i, j = edge_index[0], edge_index[1]
+        r = torch.linalg.norm(vectors, dim=-1)
+        h = self._edge_factors(r)
+        neighbor_species = species[j]
+        parts = []
+        if self.n_radial_terms:
+            radial = r.new_zeros(n_atoms * self.n_species, self.n_radial_terms)
+            radial = radial.index_add(0, i * self.n_species + neighbor_species, h[:, self.radial_cols])
+            parts.append(radial.reshape(n_atoms, -1))
+        if self.n_angular_terms:
+            parts.append(self._angular(vectors, r, h, i, neighbor_species, species).reshape(n_atoms, -1))
+        parts.append(r.new_zeros(n_atoms, 1))
+        features = torch.cat(parts, dim=1)
+        return features.gather(1, self.columns[species])
+
+    def _angular(self, vectors, r, h, i, neighbor_species, species) -> torch.Tensor:
+        """(N · n_pairs, n_angular_terms) angular sums per atom and neighbour-element pair."""
+        n_atoms = species.shape[0]
+        with torch.no_grad():
+            # Triplets are built from the edges inside the largest angular cutoff, for the
+            # element pairs some function of the centre's element uses.
+            edges = torch.nonzero(r < self.max_angular_rc).squeeze(-1)
+            centres = i[edges]
+            if centres.numel() > 1 and not bool((centres[1:] >= centres[:-1]).all()):
+                edges = edges[torch.argsort(centres, stable=True)]
+                centres = i[edges]
+            a, b = triplet_pairs(centres, n_atoms)
+            a, b = edges[a], edges[b]
+            centre = i[a]
+            pair = self.pair_table[neighbor_species[a], neighbor_species[b]]
+            keep = self.relevant_pairs[species[centre], pair]
+            if not self.has_wide:
+                jk = vectors[b] - vectors[a]
+                keep &= (jk * jk).sum(-1) < self.max_narrow_rc**2
+            a, b, centre, pair = a[keep], b[keep], centre[keep], pair[keep]
+
+        va, vb, ra, rb = vectors[a], vectors[b], r[a], r[b]
+        cos = (va * vb).sum(-1) / (ra * rb)
+        hg = h[:, self.group_cols]
+        w = hg[a] * hg[b]
+        if not bool(self.group_is_wide.all()):
+            rjk = torch.linalg.norm(vb - va, dim=-1)
+            fc = torch.stack([self._fc(rjk, rc) for rc in self.group_cutoffs], dim=-1)[:, self.group_rc]
+            d = rjk.unsqueeze(-1) - self._param("group_rs", r)
+            hjk = torch.exp(-self._param("group_eta", r) * d * d) * fc
+            w = w * torch.where(self.group_is_wide, torch.ones_like(hjk), hjk)
+        base = torch.clamp(1.0 + self._param("lz_lambda", r) * cos.unsqueeze(-1), min=0.0)
+        angular = self._param("lz_norm", r) * torch.pow(base, self._param("lz_zeta", r))
+        terms = w[:, self.term_group] * angular[:, self.term_lz]
+        out = r.new_zeros(n_atoms * self.n_pairs, self.n_angular_terms)
+        return out.index_add(0, centre * self.n_pairs + pair, terms)
+
+
+def symmetry_function_statistics(layer: SymmetryFunctionLayer, graphs: Iterable) -> dict:
+    """Per-element min, max, mean and standard deviation of every function over ``graphs``
+    (iterable of AtomicGraph batches), as {symbol: {"min": [...], "max": [...], "mean": [...],
+    "sigma": [...]}} in the layer's function order. Elements absent from the data are left out."""
+    sums: dict[int, list] = {}
+    with torch.no_grad():
+        for graph in graphs:
+            species = torch.full((119,), -1, dtype=torch.long)
+            for k, symbol in enumerate(layer.species):
+                species[symbol_to_z[symbol]] = k
+            s = species[graph.atomic_numbers]
+            if bool((s < 0).any()):
+                raise ConfigError("the dataset has elements outside the model's species")
+            g = layer(graph.edge_vectors(), graph.edge_index, s).double()
+            for k in range(layer.n_species):
+                rows = g[s == k, : layer.num_functions[k]]
+                if rows.shape[0] == 0:
+                    continue
+                stats = sums.setdefault(k, [0, torch.zeros(rows.shape[1], dtype=torch.float64), 0.0, None, None])
+                stats[0] += rows.shape[0]
+                stats[1] = stats[1] + rows.sum(0)
+                stats[2] = stats[2] + (rows * rows).sum(0)
+                stats[3] = rows.min(0).values if stats[3] is None else torch.minimum(stats[3], rows.min(0).values)
+                stats[4] = rows.max(0).values if stats[4] is None else torch.maximum(stats[4], rows.max(0).values)
+    out = {}
+    for k, (n, total, squares, low, high) in sums.items():
+        mean = total / n
+        sigma = torch.sqrt(torch.clamp(squares / n - mean * mean, min=0.0))
+        out[layer.species[k]] = {
+            "min": low.tolist(),
+            "max": high.tolist(),
+            "mean": mean.tolist(),
+            "sigma": sigma.tolist(),
+        }
+    return out
