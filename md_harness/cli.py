@@ -1,14 +1,125 @@
-"""`md-harness` command line."""
+"""`md-harness` command line: run stability campaigns, report them, list presets."""
+
+import logging
+import sys
 
 import click
 
 from md_harness import __version__
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _keys_epilog() -> str:
+    from md_harness.config import describe_keys
+
+    # "\b" keeps click from re-wrapping the key list
+    return "\b\nConfig keys (units in the names):\n" + "\n".join(f"  {line}" for line in describe_keys().splitlines())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
 @click.version_option(__version__, prog_name="md-harness")
 def main():
     """MD stability runs for interatomic potentials: run replicas, report time to failure."""
+
+
+@main.command(epilog=_keys_epilog())
+@click.argument("config_file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a config key (value parsed as YAML), e.g. --set n_replicas=4; repeatable.",
+)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Results file (overrides the 'output' key).")
+@click.option(
+    "--mpi/--no-mpi", default=None,
+    help="Use MPI (mpi4py). Default: only when started by mpiexec/srun; without it, one process runs every replica.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors.")
+def run(config_file, overrides, output, mpi, quiet):
+    """Run (or resume) the replicas described by CONFIG_FILE.
+
+    CONFIG_FILE is YAML; `preset: NAME` starts from a shipped preset (see `md-harness presets`)
+    and the file's other keys override it. Paths to the structure, model and uncertainty files
+    are relative to the config file; the output is relative to the current directory.
+
+    If the results file exists, the run resumes it: finished replicas are kept and unfinished
+    ones continue from their last checkpoint (the protocol and model must be the same).
+    Launch under `mpiexec -n N md-harness run ...` to spread replicas over N ranks (also across
+    nodes with a host file); rank 0 writes the results file. SIGTERM/SIGINT or
+    wall_time_limit_s checkpoint running replicas as unfinished and stop cleanly.
+    """
+    from md_harness.checks import LaunchCheckError
+    from md_harness.config import ConfigError, load_config, parse_overrides
+    from md_harness.models import ModelError
+    from md_harness.runner import CampaignAborted, run_campaign
+    from md_harness.scheduler import get_world
+    from md_harness.store import ResultsFileError
+
+    comm = get_world(mpi)
+    rank = comm.Get_rank() if comm is not None else 0
+    level = logging.WARNING if quiet or rank > 0 else logging.INFO
+    logging.basicConfig(level=level, format=f"md-harness[{rank}] %(message)s" if comm is not None else "md-harness: %(message)s")
+    try:
+        values = parse_overrides(overrides)
+        if output:
+            values["output"] = output
+        config = load_config(config_file, values)
+        table = run_campaign(config, comm=comm, command=" ".join(sys.argv))
+    except CampaignAborted:
+        sys.exit(1)  # rank 0 reports the reason
+    except (ConfigError, LaunchCheckError, ModelError, ResultsFileError) as err:
+        if rank == 0:
+            raise click.ClickException(str(err)) from err
+        sys.exit(1)
+    if table is not None:
+        statuses = [s.decode() for s in table["status"]]
+        counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("failed", "survived", "unfinished", "error"))
+        click.echo(f"{counts} → {config.output}")
+
+
+@main.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--prefix", "-p", default="md-harness-report", show_default=True,
+    help="Output path prefix: writes PREFIX.json, PREFIX.csv, PREFIX_replicas.csv and PREFIX_survival.png.",
+)
+@click.option(
+    "--uncertainty-threshold", type=float, default=None,
+    help="Max per-atom uncertainty that counts as a warning for the lead time (default: the run's "
+    "uncertainty_threshold, detected every step; another value uses the thermo rows).",
+)
+@click.option("--no-plot", is_flag=True, help="Skip the PNG survival plot.")
+def report(results, prefix, uncertainty_threshold, no_plot):
+    """Survival statistics of one or more results files, side by side.
+
+    Kaplan–Meier survival with a 95% log-log confidence band (failures are events, survived and
+    unfinished replicas are censored at the time they reached), median time to failure,
+    restricted mean survival time up to the run length, fraction surviving, failures per mode,
+    block-averaged density for NPT runs, and uncertainty lead times when uncertainty was logged.
+    """
+    from md_harness.report import write_report
+    from md_harness.store import ResultsFileError
+
+    try:
+        table, written = write_report(results, prefix, uncertainty_threshold=uncertainty_threshold, plot=not no_plot)
+    except ResultsFileError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(table)
+    click.echo("wrote " + ", ".join(str(p) for p in written.values()))
+
+
+@main.command()
+@click.argument("name", required=False)
+def presets(name):
+    """List the shipped protocol presets and their values (or only NAME's)."""
+    from md_harness.config import ConfigError, load_preset, preset_table
+
+    if name is None:
+        click.echo(preset_table())
+        return
+    try:
+        values = load_preset(name)
+    except ConfigError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo("\n".join(f"{k}: {v!r}" for k, v in values.items()))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,296 @@
+"""Run configuration: presets, user YAML, overrides → one validated :class:`HarnessConfig`.
+
+A config file is YAML; ``preset: NAME`` loads ``md_harness/presets/NAME.yaml`` first and the
+file's other keys override it, then ``--set key=value`` overrides from the command line.
+Every key is a field of :class:`HarnessConfig`; unknown keys are an error that lists the
+valid ones. Keys carry their unit in their name (``_K``, ``_fs``, ``_ps``, ``_A``, …).
+
+Paths: ``structure``, ``model`` (when it is a file) and ``uncertainty`` are relative to the
+config file's folder; ``output`` is relative to the current directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+ENSEMBLES = ("nvt_berendsen", "npt_berendsen")
+FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+# Keys that may change when a results file is resumed: they steer the run, not its physics.
+RUN_CONTROL_KEYS = frozenset(
+    {"output", "wall_time_limit_s", "checkpoint_every_steps", "threads_per_rank", "description", "n_replicas"}
+)
+# Keys that name files: on resume their *content* must match (model identity, structure hash).
+PATH_KEYS = ("model", "uncertainty", "structure")
+
+
+class ConfigError(ValueError):
+    """A config file, preset or override is invalid; the message names the key and value."""
+
+
+_REQUIRED = object()
+
+
+def _key(default, help: str, types: tuple, *, nullable: bool = False, choices: tuple = ()):
+    metadata = {"help": help, "types": types, "nullable": nullable, "choices": choices, "required": default is _REQUIRED}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return dataclasses.field(default=None if default is _REQUIRED else default, metadata=metadata)
+
+
+NUM = (int, float)
+
+
+@dataclasses.dataclass(frozen=True)
+class HarnessConfig:
+    """All settings of one stability campaign (one model × one protocol × n replicas)."""
+
+    # what is run
+    preset: Optional[str] = _key(None, "preset the file started from (informational)", (str,), nullable=True)
+    protocol: str = _key(_REQUIRED, "protocol name; enters the replica seeds and reports (default: the preset name)", (str,))
+    description: str = _key("", "free text stored with the results", (str,))
+    model: str = _key(_REQUIRED, "model file (ase_nnip .nnip) or 'module:factory' returning any ASE calculator", (str,))
+    model_kwargs: dict = _key({}, "keyword arguments for NNIPCalculator or for the factory", (dict,))
+    uncertainty: Optional[str] = _key(None, "uncertainty estimator file (.ltau) attached to an .nnip model", (str,), nullable=True)
+    model_cutoff_A: Optional[float] = _key(
+        None, "model cutoff for the box-size check (default: cutoff_A of an .nnip model)", NUM, nullable=True
+    )
+    threads_per_rank: Optional[int] = _key(None, "torch.set_num_threads per rank (null: leave torch's default)", (int,), nullable=True)
+    structure: str = _key(_REQUIRED, "start structure, any file ase.io.read understands", (str,))
+    structure_index: int = _key(0, "frame of the structure file to start from", (int,))
+    output: Optional[str] = _key(None, "results file (HDF5); default: <config file stem>.h5 in the current directory", (str,), nullable=True)
+    # protocol
+    ensemble: str = _key(_REQUIRED, "integrator: ASE NVTBerendsen or NPTBerendsen", (str,), choices=ENSEMBLES)
+    temperature_K: float = _key(_REQUIRED, "thermostat target temperature", NUM)
+    initial_temperature_K: Optional[float] = _key(
+        None, "Maxwell-Boltzmann temperature of the initial velocities (default: temperature_K)", NUM, nullable=True
+    )
+    timestep_fs: float = _key(_REQUIRED, "MD time step", NUM)
+    thermostat_tau_fs: float = _key(_REQUIRED, "Berendsen thermostat time constant", NUM)
+    pressure_bar: Optional[float] = _key(None, "barostat target pressure (npt only)", NUM, nullable=True)
+    barostat_tau_fs: Optional[float] = _key(None, "Berendsen barostat time constant (npt only)", NUM, nullable=True)
+    compressibility_per_bar: Optional[float] = _key(None, "compressibility used by the barostat (npt only)", NUM, nullable=True)
+    duration_ps: float = _key(_REQUIRED, "length of each replica; a replica reaching it has survived", NUM)
+    n_replicas: int = _key(_REQUIRED, "number of independent replicas", (int,))
+    seed: int = _key(0, "base seed; replica seeds derive from (seed, model, protocol, replica index)", (int,))
+    # failure detection
+    bond_margin_A: float = _key(0.3, "bonded if distance < sum of ASE covalent radii + this margin (first frame)", NUM)
+    bond_rupture_A: float = _key(2.0, "failure when any bonded distance exceeds this", NUM)
+    bond_pairs: Optional[list] = _key(
+        None, "element pairs whose bonds are monitored, e.g. [[O, H]] (null: all bonds)", (list,), nullable=True
+    )
+    expected_bonds: Optional[int] = _key(None, "launch check: number of monitored bonds in the start structure", (int,), nullable=True)
+    expected_bond_counts: Optional[dict] = _key(
+        None, "launch check: monitored bonds per atom of an element, e.g. {O: 2, H: 1}", (dict,), nullable=True
+    )
+    temperature_blowup_factor: float = _key(10.0, "failure when the temperature exceeds this times temperature_K", NUM)
+    reference_density_g_cm3: Optional[float] = _key(None, "centre of the density band (npt only)", NUM, nullable=True)
+    density_band_fraction: float = _key(0.25, "failure when the running-mean density leaves reference × (1 ± this)", NUM)
+    density_bounds_g_cm3: list = _key([0.3, 2.0], "failure when the instantaneous density leaves [low, high]", (list,))
+    density_window_ps: float = _key(1.0, "window of the running-mean density", NUM)
+    box_min_cutoffs: float = _key(2.0, "failure when a cell height falls below this many model cutoffs (npt only)", NUM)
+    max_initial_force_eV_A: float = _key(50.0, "launch check: largest force allowed on the start structure", NUM)
+    uncertainty_threshold: float = _key(0.5, "max per-atom uncertainty above which a replica counts as warned", NUM)
+    # analysis
+    density_average_last_ps: float = _key(50.0, "density is averaged over this last part of a surviving replica", NUM)
+    density_blocks: int = _key(5, "blocks for the block-averaged density error bar", (int,))
+    # output
+    thermo_stride_steps: int = _key(10, "log a thermo row every this many steps (and at failure)", (int,))
+    checkpoint_every_steps: int = _key(500, "send a restart checkpoint every this many steps", (int,))
+    last_frames: int = _key(20, "positions of this many last steps are kept (written when a replica ends)", (int,))
+    wall_time_limit_s: Optional[float] = _key(
+        None, "stop after this wall time; running replicas are checkpointed as unfinished", NUM, nullable=True
+    )
+
+    @property
+    def is_npt(self) -> bool:
+        return self.ensemble == "npt_berendsen"
+
+    @property
+    def n_steps(self) -> int:
+        """MD steps per replica (duration / time step)."""
+        return int(round(self.duration_ps * 1000.0 / self.timestep_fs))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def config_keys() -> dict[str, dict]:
+    """{key: metadata (help, types, nullable, choices, required, default)} in declaration order."""
+    return {
+        f.name: dict(f.metadata, default=f.default_factory() if f.default is dataclasses.MISSING else f.default)
+        for f in dataclasses.fields(HarnessConfig)
+    }
+
+
+def describe_keys() -> str:
+    """One line per key: name, default and help, for ``--help`` and docs."""
+    lines = []
+    for name, meta in config_keys().items():
+        default = "required" if meta["required"] else f"default {meta['default']!r}"
+        lines.append(f"{name} ({default}): {meta['help']}")
+    return "\n".join(lines)
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> dict:
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; available presets: {list_presets()}")
+    values = _read_yaml(path)
+    values.setdefault("protocol", name)
+    values["preset"] = name
+    return values
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err}") from err
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(values).__name__}")
+    return values
+
+
+def parse_overrides(items) -> dict:
+    """``["key=value", ...]`` (values parsed as YAML) → dict."""
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+def load_config(path=None, overrides: Optional[dict] = None, *, preset: Optional[str] = None) -> HarnessConfig:
+    """Preset (``preset:`` key or argument) ⊕ config file ⊕ overrides, validated, paths resolved."""
+    user = _read_yaml(Path(path)) if path is not None else {}
+    overrides = dict(overrides or {})
+    source = str(path) if path is not None else "overrides"
+    preset = overrides.pop("preset", None) or user.pop("preset", None) or preset
+    values = load_preset(preset) if preset else {}
+    user.pop("preset", None)
+    values.update(user)
+    values.update(overrides)
+    base_dir = Path(path).resolve().parent if path is not None else Path.cwd()
+    if values.get("output") is None and path is not None:
+        values["output"] = f"{Path(path).stem}.h5"
+    return build_config(values, base_dir=base_dir, source=source)
+
+
+def build_config(values: dict, *, base_dir: Path = Path("."), source: str = "config") -> HarnessConfig:
+    """Validate a flat dict of keys (types, choices, required keys, consistency) and resolve paths."""
+    keys = config_keys()
+    unknown = sorted(set(values) - set(keys))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown}; valid keys are: {', '.join(keys)}")
+    missing = [k for k, m in keys.items() if m["required"] and values.get(k) is None]
+    if missing:
+        raise ConfigError(f"{source}: missing required key(s) {missing} (set them in the file, a preset or with --set)")
+    for name, value in values.items():
+        _check_type(name, value, keys[name], source)
+    values = dict(values)
+    for name in PATH_KEYS:
+        if values.get(name) is not None:
+            values[name] = _resolve_path(name, values[name], base_dir)
+    if values.get("output") is not None:
+        values["output"] = str(Path(values["output"]).expanduser().resolve())
+    values = {k: float(v) if (keys[k]["types"] == NUM and v is not None) else v for k, v in values.items()}
+    config = HarnessConfig(**values)
+    _check_consistency(config, source)
+    return config
+
+
+def _check_type(name, value, meta, source):
+    if value is None:
+        if meta["nullable"] or meta["required"]:
+            return
+        raise ConfigError(f"{source}: key {name!r} must not be null")
+    types = meta["types"]
+    if isinstance(value, bool) and bool not in types:
+        raise ConfigError(f"{source}: key {name!r} must be {_type_names(types)}, got {value!r}")
+    if not isinstance(value, types):
+        raise ConfigError(f"{source}: key {name!r} must be {_type_names(types)}, got {value!r}")
+    if meta["choices"] and value not in meta["choices"]:
+        raise ConfigError(f"{source}: key {name!r} must be one of {list(meta['choices'])}, got {value!r}")
+
+
+def _type_names(types) -> str:
+    return " or ".join(t.__name__ for t in types)
+
+
+def _resolve_path(name: str, value: str, base_dir: Path) -> str:
+    candidate = (base_dir / Path(value).expanduser()).resolve()
+    if candidate.exists():
+        return str(candidate)
+    if name == "model" and FACTORY_PATTERN.match(value):
+        return value
+    what = "model file (or 'module:factory')" if name == "model" else f"{name} file"
+    raise ConfigError(f"key {name!r}: {what} not found: {candidate}")
+
+
+def _positive(config, source, *names):
+    for name in names:
+        value = getattr(config, name)
+        if value is None or not value > 0:
+            raise ConfigError(f"{source}: key {name!r} must be > 0, got {value!r}")
+
+
+def _check_consistency(config: HarnessConfig, source: str) -> None:
+    _positive(config, source, "temperature_K", "timestep_fs", "thermostat_tau_fs", "duration_ps", "n_replicas")
+    _positive(config, source, "thermo_stride_steps", "checkpoint_every_steps", "bond_rupture_A", "density_window_ps")
+    _positive(config, source, "temperature_blowup_factor", "max_initial_force_eV_A", "density_blocks")
+    if config.timestep_fs > 10:
+        raise ConfigError(f"{source}: timestep_fs = {config.timestep_fs} fs is implausible (fs, not ps?)")
+    if config.n_steps < 1:
+        raise ConfigError(f"{source}: duration_ps {config.duration_ps} is shorter than one time step")
+    if config.last_frames < 0:
+        raise ConfigError(f"{source}: key 'last_frames' must be >= 0, got {config.last_frames}")
+    if config.bond_margin_A < 0:
+        raise ConfigError(f"{source}: key 'bond_margin_A' must be >= 0, got {config.bond_margin_A}")
+    if config.bond_pairs is not None:
+        for pair in config.bond_pairs:
+            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(s, str) for s in pair)):
+                raise ConfigError(f"{source}: key 'bond_pairs' must be a list of element pairs like [[O, H]], got {pair!r}")
+    bounds = config.density_bounds_g_cm3
+    if len(bounds) != 2 or not all(isinstance(b, (int, float)) for b in bounds) or not 0 <= bounds[0] < bounds[1]:
+        raise ConfigError(f"{source}: key 'density_bounds_g_cm3' must be [low, high] with 0 <= low < high, got {bounds!r}")
+    if config.is_npt:
+        _positive(config, source, "barostat_tau_fs", "compressibility_per_bar", "reference_density_g_cm3")
+        if config.pressure_bar is None:
+            raise ConfigError(f"{source}: ensemble npt_berendsen needs 'pressure_bar'")
+        if not 0 < config.density_band_fraction < 1:
+            raise ConfigError(f"{source}: key 'density_band_fraction' must be in (0, 1), got {config.density_band_fraction}")
+    if config.uncertainty is not None and FACTORY_PATTERN.match(config.model) and not Path(config.model).exists():
+        raise ConfigError(f"{source}: 'uncertainty' applies to .nnip model files; pass it to the factory via model_kwargs")
+
+
+def preset_table() -> str:
+    """Human-readable listing of every preset and its values."""
+    blocks = []
+    for name in list_presets():
+        values = load_preset(name)
+        lines = [f"{name}:"] + [f"  {k}: {v!r}" for k, v in values.items() if k != "preset"]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def comparable(config_dict: dict) -> dict[str, Any]:
+    """The keys that must agree between a results file and the config that resumes it."""
+    return {k: v for k, v in config_dict.items() if k not in RUN_CONTROL_KEYS and k not in PATH_KEYS}

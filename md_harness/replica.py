@@ -1,0 +1,298 @@
+"""One replica: a pure function of (protocol, model, seed), resumable from a checkpoint.
+
+:func:`run_replica` integrates with ASE's Berendsen NVT/NPT, runs the failure detectors
+every step, logs thermo rows every ``thermo_stride_steps`` and hands checkpoints and the
+final record to a *sink* (the results file on rank 0, an MPI message elsewhere). A failing
+calculator (exception or NaN) is a recorded failure; an exception in the harness itself is a
+recorded ``error``; neither stops other replicas.
+
+Step ``k`` is the state after ``k`` integration steps (time ``k × timestep``); a replica that
+fails at step ``k`` has time to failure ``k × timestep``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional, Protocol as TypingProtocol
+
+import numpy as np
+from ase import Atoms, units
+from ase.md.nptberendsen import NPTBerendsen
+from ase.md.nvtberendsen import NVTBerendsen
+from ase.md.velocitydistribution import Stationary, thermalize_momenta
+from ase.parallel import DummyMPI
+
+from md_harness.config import HarnessConfig
+from md_harness.detectors import FailureDetector, Measurement, Observation
+from md_harness.models import make_calculator
+from md_harness.seeds import array_sha256
+
+THERMO_COLUMNS = (
+    "step",
+    "time_ps",
+    "temperature_K",
+    "potential_energy_eV",
+    "volume_A3",
+    "density_g_cm3",
+    "pressure_bar",
+    "max_bond_A",
+    "max_uncertainty",
+    "mean_uncertainty",
+)
+STATUSES = ("failed", "survived", "unfinished", "error")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What every replica of a campaign shares: config, start structure, bonds, model cutoff."""
+
+    config: HarnessConfig
+    start: Atoms
+    bonds: np.ndarray
+    cutoff_A: Optional[float]
+    make_calculator: Callable = make_calculator
+
+
+@dataclass
+class ReplicaTask:
+    index: int
+    seed: int
+    checkpoint: Optional[dict] = None
+
+
+@dataclass
+class ReplicaRecord:
+    """One replica's row of the results table. time_ps: time to failure, or to censoring."""
+
+    index: int
+    seed: int
+    status: str = "unfinished"
+    failure_mode: str = ""
+    failure_step: int = -1
+    steps_done: int = 0
+    time_ps: float = 0.0
+    censored: bool = True
+    first_uncertain_step: int = -1
+    initial_momenta_sha256: str = ""
+    message: str = ""
+    wall_s: float = 0.0
+    host: str = ""
+    rank: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ReplicaSink(TypingProtocol):
+    def checkpoint(self, record: ReplicaRecord, state: dict, thermo: np.ndarray) -> None: ...
+
+    def finish(self, record: ReplicaRecord, thermo: np.ndarray, frames: dict, state: Optional[dict]) -> None: ...
+
+
+class FrameRing:
+    """The last ``size`` frames (step, positions, cell), restorable from a checkpoint."""
+
+    def __init__(self, size: int, n_atoms: int):
+        self.steps = np.full(size, -1, dtype=np.int64)
+        self.positions = np.zeros((size, n_atoms, 3))
+        self.cells = np.zeros((size, 3, 3))
+        self.count = 0
+
+    def push(self, step: int, positions: np.ndarray, cell: np.ndarray) -> None:
+        if len(self.steps) == 0:
+            return
+        k = self.count % len(self.steps)
+        self.steps[k], self.positions[k], self.cells[k] = step, positions, cell
+        self.count += 1
+
+    def ordered(self) -> dict:
+        """Frames in step order: {"step": (F,), "positions": (F, N, 3) Å, "cell": (F, 3, 3) Å}."""
+        order = np.argsort(self.steps)
+        order = order[self.steps[order] >= 0]
+        return {"step": self.steps[order], "positions": self.positions[order], "cell": self.cells[order]}
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps.copy(), "positions": self.positions.copy(), "cells": self.cells.copy(), "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = np.array(state["steps"], dtype=np.int64)
+        self.positions = np.array(state["positions"], dtype=float)
+        self.cells = np.array(state["cells"], dtype=float)
+        self.count = int(state["count"])
+
+
+SERIAL = DummyMPI()
+
+
+def initial_momenta(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
+    """Maxwell–Boltzmann momenta at ``temperature_K`` with zero total momentum, on this rank only."""
+    thermalize_momenta(atoms, temperature_K=temperature_K, comm=SERIAL, rng=rng)
+    Stationary(atoms)
+
+
+def make_dynamics(config: HarnessConfig, atoms: Atoms):
+    """ASE NVTBerendsen / NPTBerendsen from the config (pressure and compressibility in ASE units)."""
+    dt = config.timestep_fs * units.fs
+    taut = config.thermostat_tau_fs * units.fs
+    if config.is_npt:
+        return NPTBerendsen(
+            atoms,
+            dt,
+            temperature_K=config.temperature_K,
+            taut=taut,
+            pressure_au=config.pressure_bar * units.bar,
+            taup=config.barostat_tau_fs * units.fs,
+            compressibility_au=config.compressibility_per_bar / units.bar,
+        )
+    return NVTBerendsen(atoms, dt, temperature_K=config.temperature_K, taut=taut)
+
+
+def thermo_row(step, config, atoms, energy, measurement, uncertainty) -> list:
+    pressure = float("nan")
+    if "stress" in (atoms.calc.results if atoms.calc is not None else {}):
+        stress = atoms.get_stress(include_ideal_gas=True)
+        pressure = -float(np.mean(stress[:3])) / units.bar
+    u_max, u_mean = (float(np.max(uncertainty)), float(np.mean(uncertainty))) if uncertainty is not None else (np.nan, np.nan)
+    return [
+        step,
+        step * config.timestep_fs / 1000.0,
+        atoms.get_temperature(),
+        energy,
+        measurement.volume_A3,
+        measurement.density_g_cm3,
+        pressure,
+        measurement.max_bond_A,
+        u_max,
+        u_mean,
+    ]
+
+
+def _rows(rows: list) -> np.ndarray:
+    return np.asarray(rows, dtype=float).reshape(-1, len(THERMO_COLUMNS))
+
+
+def run_replica(
+    protocol: Protocol,
+    task: ReplicaTask,
+    sink: ReplicaSink,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+    between_steps: Callable[[], None] = lambda: None,
+    rank: int = 0,
+) -> ReplicaRecord:
+    """Run (or continue) one replica to failure, survival or a stop request; returns its record."""
+    config = protocol.config
+    record = ReplicaRecord(index=task.index, seed=task.seed, host=socket.gethostname(), rank=rank)
+    started = time.perf_counter()
+    wall_before = 0.0
+    thermo: list = []
+    atoms = protocol.start.copy()
+    rng = np.random.default_rng(task.seed)
+    detector = FailureDetector.from_config(config, atoms, protocol.bonds, protocol.cutoff_A)
+    frames = FrameRing(config.last_frames, len(atoms))
+    step = 0
+
+    def state() -> dict:
+        return {
+            "step": step,
+            "positions": atoms.positions.copy(),
+            "momenta": atoms.get_momenta(),
+            "cell": atoms.cell.array.copy(),
+            "rng_state": json.dumps(rng.bit_generator.state),
+            "detector": detector.state_dict(),
+            "frames": frames.state_dict(),
+            "first_uncertain_step": record.first_uncertain_step,
+            "initial_momenta_sha256": record.initial_momenta_sha256,
+            "wall_s": wall_before + time.perf_counter() - started,
+        }
+
+    def fail(mode: str, at_step: int, message: str = "") -> None:
+        record.status, record.failure_mode, record.failure_step = "failed", mode, at_step
+        record.time_ps, record.censored, record.message = at_step * config.timestep_fs / 1000.0, False, message
+
+    def observe(forces) -> bool:
+        """Detectors, logging and checkpoint for the state at ``step``; True when the replica ends."""
+        nonlocal thermo
+        try:
+            energy = atoms.get_potential_energy()
+        except Exception as err:  # the model broke: a recorded failure, not a crash
+            return calculator_failed(err)
+        obs = Observation(step, atoms.positions, atoms.cell.array, atoms.pbc, atoms.get_temperature(), energy, forces)
+        mode, measured = detector.check(obs)
+        uncertainty = atoms.calc.results.get("uncertainty")
+        if uncertainty is not None and record.first_uncertain_step < 0:
+            if np.max(uncertainty) > config.uncertainty_threshold:
+                record.first_uncertain_step = step
+        if mode is not None or step % config.thermo_stride_steps == 0:
+            thermo.append(thermo_row(step, config, atoms, energy, measured, uncertainty))
+        frames.push(step, atoms.positions, atoms.cell.array)
+        if mode is not None:
+            fail(mode, step)
+            return True
+        if step >= config.n_steps:
+            record.status, record.time_ps = "survived", step * config.timestep_fs / 1000.0
+            return True
+        if step % config.checkpoint_every_steps == 0 and step > 0:
+            record.steps_done = step
+            sink.checkpoint(record, state(), _rows(thermo))
+            thermo = []
+        return False
+
+    def calculator_failed(err: Exception) -> bool:
+        fail("calculator_exception", step, f"{type(err).__name__}: {err}")
+        thermo.append(thermo_row(step, config, atoms, np.nan, Measurement(), None))
+        frames.push(step, atoms.positions, atoms.cell.array)
+        return True
+
+    try:
+        if task.checkpoint is not None:
+            ck = task.checkpoint
+            step = int(ck["step"])
+            atoms.set_cell(ck["cell"])
+            atoms.positions = ck["positions"]
+            atoms.set_momenta(ck["momenta"])
+            rng.bit_generator.state = json.loads(ck["rng_state"])
+            detector.load_state_dict(ck["detector"])
+            frames.load_state_dict(ck["frames"])
+            record.first_uncertain_step = int(ck["first_uncertain_step"])
+            record.initial_momenta_sha256 = str(ck["initial_momenta_sha256"])
+            wall_before = float(ck["wall_s"])
+        else:
+            initial_momenta(atoms, config.initial_temperature_K or config.temperature_K, rng)
+            record.initial_momenta_sha256 = array_sha256(atoms.get_momenta())
+        atoms.calc = protocol.make_calculator(config)
+        dynamics = make_dynamics(config, atoms)
+        ended = False
+        if task.checkpoint is None:  # a resumed state was observed before it was checkpointed
+            try:
+                forces = atoms.get_forces()
+            except Exception as err:
+                ended = calculator_failed(err)
+            else:
+                ended = observe(forces)
+        while not ended:
+            between_steps()
+            if should_stop():
+                break
+            try:
+                forces = dynamics.step()
+            except Exception as err:
+                step += 1
+                ended = calculator_failed(err)
+                break
+            step += 1
+            ended = observe(forces)
+    except Exception as err:  # a harness or setup problem: record it, keep the campaign going
+        record.status, record.message = "error", f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=5)}"
+    record.steps_done = step
+    if record.status in ("unfinished", "error"):
+        record.time_ps = step * config.timestep_fs / 1000.0
+    record.wall_s = wall_before + time.perf_counter() - started
+    keep_state = state() if record.status == "unfinished" else None
+    sink.finish(record, _rows(thermo), frames.ordered(), keep_state)
+    return record
+

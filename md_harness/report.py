@@ -1,0 +1,287 @@
+"""Reports from one or more results files: survival table, survival plot, JSON and CSV.
+
+Per file (model): counts per status and failure mode, Kaplan–Meier fraction surviving at
+the run length, median time to failure and restricted mean survival time (both with
+confidence limits), the block-averaged density of surviving NPT replicas, and, where the
+calculator logged per-atom uncertainty, the lead time from the first step the max
+uncertainty crossed the threshold to the failure.
+
+Survival analysis: failed replicas are events at their time to failure; survived and
+unfinished replicas are censored at the time they reached; ``error`` replicas (harness
+problems) are left out and counted separately.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from md_harness.detectors import FAILURE_MODES
+from md_harness.seeds import duplicate_groups
+from md_harness.statistics import block_average, block_means, kaplan_meier, median_survival, restricted_mean
+from md_harness.store import Results, load_results
+
+
+@dataclass
+class ReplicaSummary:
+    file: str
+    index: int
+    seed: int
+    status: str
+    failure_mode: str
+    time_ps: float
+    censored: bool
+    warned_at_ps: float  # first time max uncertainty crossed the threshold (NaN: never / not logged)
+    lead_time_ps: float  # failure time − warned_at (failed replicas warned before failing)
+    density_g_cm3: float  # mean over the averaging window (surviving NPT replicas)
+    density_error_g_cm3: float
+
+
+@dataclass
+class ModelSummary:
+    file: str
+    label: str
+    protocol: str
+    model: str
+    model_fingerprint: str
+    n_replicas: int
+    run_length_ps: float
+    counts: dict
+    failure_modes: dict
+    surviving_fraction: float
+    surviving_lower: float
+    surviving_upper: float
+    median_ps: float
+    median_lower_ps: float
+    median_upper_ps: float
+    rmst_ps: float
+    rmst_se_ps: float
+    density_g_cm3: float = float("nan")
+    density_error_g_cm3: float = float("nan")
+    uncertainty_threshold: float = float("nan")
+    failures_warned: int = 0
+    failures_with_uncertainty: int = 0
+    median_lead_time_ps: float = float("nan")
+    survivors_warned: int = 0
+    duplicate_replicas: list = field(default_factory=list)
+
+
+def _decode(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def first_crossing_step(results: Results, index: int, threshold: float) -> int:
+    """First step whose max uncertainty exceeds ``threshold``: exact (every step) when the
+    threshold is the run's, otherwise from the thermo rows (resolution: thermo stride). −1: never."""
+    if threshold == results.config["uncertainty_threshold"]:
+        return int(results.table["first_uncertain_step"][index])
+    u = results.column(index, "max_uncertainty")
+    hit = np.flatnonzero(u > threshold)
+    return int(results.column(index, "step")[hit[0]]) if len(hit) else -1
+
+
+def replica_density(results: Results, index: int) -> tuple[float, float, np.ndarray]:
+    """(mean, block error, block means) of the density over the last ``density_average_last_ps``."""
+    config = results.config
+    t, rho = results.column(index, "time_ps"), results.column(index, "density_g_cm3")
+    window = (t >= config["duration_ps"] - config["density_average_last_ps"]) & np.isfinite(rho)
+    blocks = block_means(rho[window], config["density_blocks"])
+    mean, err = block_average(blocks)
+    return mean, err, blocks
+
+
+def summarize(results: Results, uncertainty_threshold: Optional[float] = None) -> tuple[ModelSummary, list]:
+    """Survival statistics and per-replica rows of one results file."""
+    config, table = results.config, results.table
+    dt_ps = config["timestep_fs"] / 1000.0
+    horizon = config["duration_ps"]
+    threshold = config["uncertainty_threshold"] if uncertainty_threshold is None else uncertainty_threshold
+    status = np.array([_decode(s) for s in table["status"]])
+    modes = np.array([_decode(m) for m in table["failure_mode"]])
+    usable = status != "error"
+    km = kaplan_meier(table["time_ps"][usable], status[usable] == "failed")
+    s, lo, hi = km.at(horizon)
+    median = median_survival(km)
+    rmst, rmst_se = restricted_mean(km, horizon)
+
+    has_uncertainty = {i: bool(np.isfinite(results.column(i, "max_uncertainty")).any()) for i in map(int, table["index"])}
+    rows, all_blocks, leads = [], [], []
+    warned_failures = failures_with_u = warned_survivors = 0
+    for row, st, mode in zip(table, status, modes):
+        i = int(row["index"])
+        warned_at = lead = float("nan")
+        if has_uncertainty[i]:
+            crossing = first_crossing_step(results, i, threshold)
+            if crossing >= 0:
+                warned_at = crossing * dt_ps
+            if st == "failed":
+                failures_with_u += 1
+                if crossing >= 0 and crossing <= row["failure_step"]:
+                    warned_failures += 1
+                    lead = (row["failure_step"] - crossing) * dt_ps
+                    leads.append(lead)
+            elif st == "survived" and crossing >= 0:
+                warned_survivors += 1
+        density = density_err = float("nan")
+        if config["ensemble"] == "npt_berendsen" and st == "survived":
+            density, density_err, blocks = replica_density(results, i)
+            all_blocks.extend(blocks)
+        rows.append(
+            ReplicaSummary(
+                str(results.path), i, int(row["seed"]), st, mode, float(row["time_ps"]), bool(row["censored"]),
+                warned_at, lead, density, density_err,
+            )
+        )
+    density, density_err = block_average(np.asarray(all_blocks))
+    counts = {name: int((status == name).sum()) for name in ("failed", "survived", "unfinished", "error")}
+    failure_modes = {m: int(((status == "failed") & (modes == m)).sum()) for m in FAILURE_MODES}
+    summary = ModelSummary(
+        file=str(results.path),
+        label=results.label,
+        protocol=str(results.attrs.get("protocol", config["protocol"])),
+        model=str(results.attrs.get("model_spec", "")),
+        model_fingerprint=str(results.attrs.get("model_fingerprint", "")),
+        n_replicas=len(table),
+        run_length_ps=horizon,
+        counts=counts,
+        failure_modes={m: c for m, c in failure_modes.items() if c},
+        surviving_fraction=float(s),
+        surviving_lower=float(lo),
+        surviving_upper=float(hi),
+        median_ps=median[0],
+        median_lower_ps=median[1],
+        median_upper_ps=median[2],
+        rmst_ps=rmst,
+        rmst_se_ps=rmst_se,
+        density_g_cm3=density,
+        density_error_g_cm3=density_err,
+        uncertainty_threshold=threshold if any(has_uncertainty.values()) else float("nan"),
+        failures_warned=warned_failures,
+        failures_with_uncertainty=failures_with_u,
+        median_lead_time_ps=float(np.median(leads)) if leads else float("nan"),
+        survivors_warned=warned_survivors,
+        duplicate_replicas=duplicate_groups(results.momenta_fingerprints),
+    )
+    return summary, rows
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def format_table(summaries: list[ModelSummary]) -> str:
+    """Plain-text table, one column per results file."""
+    def median_text(m):
+        if math.isnan(m.median_ps):
+            return f"> {m.run_length_ps:g}"
+        return f"{_fmt(m.median_ps)} [{_fmt(m.median_lower_ps)}, {_fmt(m.median_upper_ps)}]"
+
+    lines = [
+        ("results", lambda m: Path(m.file).name),
+        ("model", lambda m: m.label.split(" [")[0]),
+        ("protocol", lambda m: m.protocol),
+        ("replicas", lambda m: str(m.n_replicas)),
+        ("failed / survived", lambda m: f"{m.counts['failed']} / {m.counts['survived']}"),
+        ("unfinished / error", lambda m: f"{m.counts['unfinished']} / {m.counts['error']}"),
+        ("failure modes", lambda m: ", ".join(f"{k}: {v}" for k, v in m.failure_modes.items()) or "none"),
+        ("surviving at end [95% CI]", lambda m: f"{_fmt(m.surviving_fraction)} [{_fmt(m.surviving_lower)}, {_fmt(m.surviving_upper)}]"),
+        ("median TTF ps [95% CI]", median_text),
+        ("RMST ps ± se", lambda m: f"{_fmt(m.rmst_ps)} ± {_fmt(m.rmst_se_ps)} (of {m.run_length_ps:g})"),
+    ]
+    if any(not math.isnan(m.density_g_cm3) for m in summaries):
+        lines.append(("density g/cm³ ± err", lambda m: f"{_fmt(m.density_g_cm3, 4)} ± {_fmt(m.density_error_g_cm3, 4)}"))
+    if any(m.failures_with_uncertainty or not math.isnan(m.uncertainty_threshold) for m in summaries):
+        lines.append(("failures warned (u >)", lambda m: f"{m.failures_warned}/{m.failures_with_uncertainty} ({_fmt(m.uncertainty_threshold, 2)})"))
+        lines.append(("median lead time ps", lambda m: _fmt(m.median_lead_time_ps)))
+        lines.append(("survivors warned", lambda m: str(m.survivors_warned)))
+    cells = [[name] + [fn(m) for m in summaries] for name, fn in lines]
+    widths = [max(len(row[k]) for row in cells) for k in range(len(cells[0]))]
+    out = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    for m in summaries:
+        if m.duplicate_replicas:
+            out.append(f"warning: {Path(m.file).name}: replicas {m.duplicate_replicas} start from identical velocities")
+    return "\n".join(out)
+
+
+def plot_survival(all_results: list[Results], summaries: list[ModelSummary], path) -> None:
+    """Kaplan–Meier curves with their 95% bands, one per results file, as PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for results, summary in zip(all_results, summaries):
+        status = np.array([_decode(s) for s in results.table["status"]])
+        usable = status != "error"
+        km = kaplan_meier(results.table["time_ps"][usable], status[usable] == "failed")
+        t, s, lo, hi = km.steps(summary.run_length_ps)
+        (line,) = ax.step(t, s, where="post", label=f"{summary.label} (n={usable.sum()})")
+        ax.fill_between(t, lo, hi, step="post", alpha=0.2, color=line.get_color(), linewidth=0)
+    ax.set_xlabel("time (ps)")
+    ax.set_ylabel("fraction of replicas without failure")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlim(0, max(s.run_length_ps for s in summaries))
+    ax.set_title(", ".join(sorted({s.protocol for s in summaries})))
+    ax.legend(fontsize="small", loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def _json_ready(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def write_report(paths, prefix, *, uncertainty_threshold: Optional[float] = None, plot: bool = True) -> tuple[str, dict]:
+    """Summarize ``paths``; write ``<prefix>.json``, ``<prefix>.csv``, ``<prefix>_replicas.csv``
+    and ``<prefix>_survival.png``. Returns (printable table, {kind: written path})."""
+    all_results = [load_results(p) for p in paths]
+    summaries, replica_rows = [], []
+    for results in all_results:
+        summary, rows = summarize(results, uncertainty_threshold)
+        summaries.append(summary)
+        replica_rows.extend(rows)
+    prefix = Path(prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    written = {"json": prefix.with_name(prefix.name + ".json"), "csv": prefix.with_name(prefix.name + ".csv")}
+    written["replicas_csv"] = prefix.with_name(prefix.name + "_replicas.csv")
+    payload = {"models": [asdict(s) for s in summaries], "replicas": [asdict(r) for r in replica_rows]}
+    written["json"].write_text(json.dumps(_json_ready(payload), indent=2))
+    _write_csv(written["csv"], [_flat(asdict(s)) for s in summaries])
+    _write_csv(written["replicas_csv"], [asdict(r) for r in replica_rows])
+    if plot:
+        written["png"] = prefix.with_name(prefix.name + "_survival.png")
+        plot_survival(all_results, summaries, written["png"])
+    return format_table(summaries), written
+
+
+def _flat(d: dict) -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        elif isinstance(value, list):
+            out[key] = json.dumps(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)

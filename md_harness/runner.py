@@ -1,0 +1,146 @@
+"""A campaign: read the start structure, check, open (or resume) the results file, run replicas.
+
+    from md_harness.config import load_config
+    from md_harness.runner import run_campaign
+    table = run_campaign(load_config("3bpa.yaml"))   # one process; under mpiexec pass comm
+
+Rank 0 prepares everything and broadcasts the protocol; a failed check or an unusable
+results file stops every rank before any replica starts.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import signal
+import socket
+import time
+from collections import Counter
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from ase import Atoms
+from ase.io import read
+
+from md_harness.checks import launch_checks
+from md_harness.config import ConfigError, HarnessConfig
+from md_harness.detectors import find_bonds
+from md_harness.models import describe_model, make_calculator
+from md_harness.replica import Protocol
+from md_harness.scheduler import Coordinator, serial_ase, worker_loop
+from md_harness.seeds import replica_seed
+from md_harness.store import ResultsStore, provenance_attrs, structure_sha256
+
+log = logging.getLogger("md_harness")
+
+
+class CampaignAborted(RuntimeError):
+    """Raised on ranks > 0 when rank 0 could not start the campaign (rank 0 has the message)."""
+
+
+class StopFlag:
+    """True once the wall-time limit has passed or SIGTERM/SIGINT arrived (then replicas checkpoint)."""
+
+    def __init__(self, wall_time_limit_s: Optional[float]):
+        self.deadline = None if wall_time_limit_s is None else time.monotonic() + wall_time_limit_s
+        self.signal: Optional[int] = None
+
+    def __call__(self) -> bool:
+        return self.signal is not None or (self.deadline is not None and time.monotonic() > self.deadline)
+
+    @contextmanager
+    def catching_signals(self):
+        """First SIGTERM/SIGINT: stop gracefully; a second one acts as usual."""
+        previous = {}
+
+        def handler(signum, frame):
+            self.signal = signum
+            signal.signal(signum, previous[signum])
+            log.warning(f"signal {signum}: checkpointing running replicas and stopping")
+
+        try:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, handler)
+        except ValueError:  # not the main thread: no signal handling
+            pass
+        try:
+            yield self
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+
+
+def read_start_structure(config: HarnessConfig) -> Atoms:
+    """The start structure as bare Atoms (numbers, positions, cell, pbc) from ``structure``."""
+    try:
+        atoms = read(config.structure, index=config.structure_index, parallel=False)
+    except Exception as err:
+        raise ConfigError(f"cannot read structure {config.structure} (frame {config.structure_index}): {err}") from err
+    return Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def prepare(config: HarnessConfig, hosts: list[str], command: str) -> tuple[Protocol, ResultsStore, list]:
+    """Rank 0: start structure, bonds, checks, results file (new or resumed), the queue of tasks."""
+    if config.output is None:
+        raise ConfigError("no output file: set the 'output' key or --output")
+    start = read_start_structure(config)
+    bonds = find_bonds(start, config.bond_margin_A, config.bond_pairs)
+    info = describe_model(config)
+    notes = launch_checks(config, start, bonds, make_calculator(config), info.cutoff_A)
+    for note in notes:
+        log.warning(note)
+    seeds = [replica_seed(config.seed, info.identity, config.protocol, r) for r in range(config.n_replicas)]
+    attrs = provenance_attrs(info, structure_sha256(start.numbers, start.positions, start.cell.array, start.pbc))
+    attrs["protocol"] = config.protocol
+    output = Path(config.output)
+    resumed = output.exists()
+    if resumed:
+        store = ResultsStore.resume(output, config.to_dict(), attrs, seeds)
+    else:
+        store = ResultsStore.create(output, config.to_dict(), attrs, start, bonds, seeds)
+    store.add_session(
+        {"start": _now(), "ranks": len(hosts), "hosts": dict(Counter(hosts)), "command": command, "resumed": resumed, "notes": notes}
+    )
+    tasks = store.pending_tasks()
+    log.info(
+        f"{config.protocol}: {len(tasks)} of {config.n_replicas} replicas to run"
+        f"{' (resumed)' if resumed else ''} on {len(hosts)} rank(s) → {output}"
+    )
+    return Protocol(config, start, bonds, info.cutoff_A), store, tasks
+
+
+def run_campaign(config: HarnessConfig, *, comm=None, command: str = "") -> Optional[np.ndarray]:
+    """Run every unfinished replica; returns the replica table on rank 0 (None on other ranks)."""
+    rank = comm.Get_rank() if comm is not None else 0
+    if config.threads_per_rank is not None:
+        import torch
+
+        torch.set_num_threads(config.threads_per_rank)
+    stop = StopFlag(config.wall_time_limit_s)
+    with stop.catching_signals(), serial_ase() if comm is not None else nullcontext():
+        hosts = comm.gather(socket.gethostname(), root=0) if comm is not None else [socket.gethostname()]
+        if rank == 0:
+            error = None
+            try:
+                protocol, store, tasks = prepare(config, hosts, command)
+                message = ("ok", protocol)
+            except Exception as err:
+                error, message = err, ("error", f"{type(err).__name__}: {err}")
+            if comm is not None:
+                comm.bcast(message, root=0)
+            if error is not None:
+                raise error
+            Coordinator(comm, store, tasks, stop).run(protocol, stop)
+            store.end_session(stopped_by_signal=stop.signal, wall_time_limit_reached=stop.signal is None and stop())
+            return store.table
+        status, protocol = comm.bcast(None, root=0)
+        if status == "error":
+            raise CampaignAborted(protocol)
+        worker_loop(comm, protocol, stop)
+        return None
