@@ -53,7 +53,7 @@ class HarnessConfig:
     """All settings of one stability campaign (one model × one protocol × n replicas)."""
 
     # what is run
-    preset: Optional[str] = _key(None, "preset the file started from (informational)", (str,), nullable=True)
+    preset: Optional[str] = _key(None, "preset whose values are the defaults of every other key (md-harness presets)", (str,), nullable=True)
     protocol: str = _key(_REQUIRED, "protocol name; enters the replica seeds and reports (default: the preset name)", (str,))
     description: str = _key("", "free text stored with the results", (str,))
     model: str = _key(_REQUIRED, "model file (ase_nnip .nnip) or 'module:factory' returning any ASE calculator", (str,))
@@ -149,7 +149,6 @@ def load_preset(name: str) -> dict:
         raise ConfigError(f"unknown preset {name!r}; available presets: {list_presets()}")
     values = _read_yaml(path)
     values.setdefault("protocol", name)
-    values["preset"] = name
     return values
 
 
@@ -178,24 +177,22 @@ def parse_overrides(items) -> dict:
     return out
 
 
-def load_config(path=None, overrides: Optional[dict] = None, *, preset: Optional[str] = None) -> HarnessConfig:
-    """Preset (``preset:`` key or argument) ⊕ config file ⊕ overrides, validated, paths resolved."""
-    user = _read_yaml(Path(path)) if path is not None else {}
-    overrides = dict(overrides or {})
-    source = str(path) if path is not None else "overrides"
-    preset = overrides.pop("preset", None) or user.pop("preset", None) or preset
-    values = load_preset(preset) if preset else {}
-    user.pop("preset", None)
-    values.update(user)
-    values.update(overrides)
-    base_dir = Path(path).resolve().parent if path is not None else Path.cwd()
+def load_config(path=None, overrides: Optional[dict] = None) -> HarnessConfig:
+    """Config file ⊕ overrides (and the preset either names), validated, paths resolved."""
+    values = _read_yaml(Path(path)) if path is not None else {}
+    values.update(overrides or {})
     if values.get("output") is None and path is not None:
         values["output"] = f"{Path(path).stem}.h5"
-    return build_config(values, base_dir=base_dir, source=source)
+    base_dir = Path(path).resolve().parent if path is not None else Path.cwd()
+    return build_config(values, base_dir=base_dir, source=str(path) if path is not None else "overrides")
 
 
 def build_config(values: dict, *, base_dir: Path = Path("."), source: str = "config") -> HarnessConfig:
-    """Validate a flat dict of keys (types, choices, required keys, consistency) and resolve paths."""
+    """Preset (``preset`` key) ⊕ ``values``: validate types, choices, required keys and
+    consistency, and resolve input paths against ``base_dir``."""
+    values = dict(values)
+    if values.get("preset") is not None:
+        values = {**load_preset(values["preset"]), **values}
     keys = config_keys()
     unknown = sorted(set(values) - set(keys))
     if unknown:
@@ -205,7 +202,6 @@ def build_config(values: dict, *, base_dir: Path = Path("."), source: str = "con
         raise ConfigError(f"{source}: missing required key(s) {missing} (set them in the file, a preset or with --set)")
     for name, value in values.items():
         _check_type(name, value, keys[name], source)
-    values = dict(values)
     for name in PATH_KEYS:
         if values.get(name) is not None:
             values[name] = _resolve_path(name, values[name], base_dir)
@@ -256,6 +252,9 @@ def _check_consistency(config: HarnessConfig, source: str) -> None:
     _positive(config, source, "temperature_K", "timestep_fs", "thermostat_tau_fs", "duration_ps", "n_replicas")
     _positive(config, source, "thermo_stride_steps", "checkpoint_every_steps", "bond_rupture_A", "density_window_ps")
     _positive(config, source, "temperature_blowup_factor", "max_initial_force_eV_A", "density_blocks")
+    if config.initial_temperature_K is not None and not config.initial_temperature_K > 0:
+        # ASE's Berendsen thermostat divides by the current temperature
+        raise ConfigError(f"{source}: key 'initial_temperature_K' must be > 0, got {config.initial_temperature_K}")
     if config.timestep_fs > 10:
         raise ConfigError(f"{source}: timestep_fs = {config.timestep_fs} fs is implausible (fs, not ps?)")
     if config.n_steps < 1:
@@ -286,7 +285,7 @@ def preset_table() -> str:
     blocks = []
     for name in list_presets():
         values = load_preset(name)
-        lines = [f"{name}:"] + [f"  {k}: {v!r}" for k, v in values.items() if k != "preset"]
+        lines = [f"{name}:"] + [f"  {k}: {v!r}" for k, v in values.items() ]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 

@@ -27,7 +27,7 @@ from ase.io import read
 from md_harness.checks import launch_checks
 from md_harness.config import ConfigError, HarnessConfig
 from md_harness.detectors import find_bonds
-from md_harness.models import describe_model, make_calculator
+from md_harness.models import ModelInfo, describe_model, make_calculator
 from md_harness.replica import Protocol
 from md_harness.scheduler import Coordinator, serial_ase, worker_loop
 from md_harness.seeds import replica_seed
@@ -85,13 +85,19 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def load_protocol(config: HarnessConfig, info: ModelInfo) -> Protocol:
+    """Start structure and its monitored bonds."""
+    start = read_start_structure(config)
+    return Protocol(config, start, find_bonds(start, config.bond_margin_A, config.bond_pairs), info.cutoff_A)
+
+
 def prepare(config: HarnessConfig, hosts: list[str], command: str) -> tuple[Protocol, ResultsStore, list]:
     """Rank 0: start structure, bonds, checks, results file (new or resumed), the queue of tasks."""
     if config.output is None:
         raise ConfigError("no output file: set the 'output' key or --output")
-    start = read_start_structure(config)
-    bonds = find_bonds(start, config.bond_margin_A, config.bond_pairs)
     info = describe_model(config)
+    protocol = load_protocol(config, info)
+    start, bonds = protocol.start, protocol.bonds
     notes = launch_checks(config, start, bonds, make_calculator(config), info.cutoff_A)
     for note in notes:
         log.warning(note)
@@ -112,7 +118,7 @@ def prepare(config: HarnessConfig, hosts: list[str], command: str) -> tuple[Prot
         f"{config.protocol}: {len(tasks)} of {config.n_replicas} replicas to run"
         f"{' (resumed)' if resumed else ''} on {len(hosts)} rank(s) → {output}"
     )
-    return Protocol(config, start, bonds, info.cutoff_A), store, tasks
+    return protocol, store, tasks
 
 
 def run_campaign(config: HarnessConfig, *, comm=None, command: str = "") -> Optional[np.ndarray]:

@@ -136,3 +136,24 @@ class FaultyCalculator(Calculator):
             for key, value in self.results.items():
                 self.results[key] = np.full_like(np.asarray(value, dtype=float), np.nan)
             self.results["energy"] = self.results["free_energy"] = float("nan")
+
+
+def water_cluster(n_per_side: int = 2, spacing_A: float = 3.0, vacuum_A: float = 0.0, seed: int = 0):
+    """Cubic grid of ``n_per_side³`` randomly oriented water molecules (Atoms, non-periodic
+    unless ``vacuum_A`` > 0 makes a periodic box that wide around the grid): a tiny test system."""
+    from ase import Atoms
+    from ase.build import molecule
+
+    rng = np.random.default_rng(seed)
+    atoms = Atoms()
+    for x in range(n_per_side):
+        for y in range(n_per_side):
+            for z in range(n_per_side):
+                water = molecule("H2O")
+                water.rotate(rng.uniform(0, 360), rng.normal(size=3))
+                water.translate(np.array([x, y, z]) * spacing_A - water.positions[0])
+                atoms += water
+    if vacuum_A > 0:
+        atoms.set_cell(np.full(3, n_per_side * spacing_A + vacuum_A))
+        atoms.pbc = True
+    return atoms

@@ -1,0 +1,92 @@
+"""md-harness report: survival table, JSON/CSV/PNG outputs, uncertainty lead times."""
+
+import json
+
+import numpy as np
+import pytest
+from ase.calculators.calculator import all_changes
+from click.testing import CliRunner
+from test_harness_run import cluster_config
+
+from md_harness.cli import main
+from md_harness.report import summarize, write_report
+from md_harness.runner import run_campaign
+from md_harness.store import load_results
+from md_harness.toy_calculators import ToyWater
+
+
+class RisingUncertainty(ToyWater):
+    """ToyWater reporting per-atom uncertainty whose max is (evaluations / 100), raising on the
+    81st evaluation: with evaluation k + 1 at step k, the max crosses 0.5 at step 50 and the
+    replica fails at step 80."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls = 0
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        self.calls += 1
+        if self.calls > 80:
+            raise RuntimeError("model left its domain")
+        super().calculate(atoms, properties, system_changes)
+        uncertainty = np.full(len(self.atoms), 0.1)
+        uncertainty[0] = self.calls / 100
+        self.results["uncertainty"] = uncertainty
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    failing = cluster_config(tmp, model="test_harness_report:RisingUncertainty", output=str(tmp / "rising.h5"))
+    stable = cluster_config(tmp, output=str(tmp / "toy.h5"))
+    run_campaign(failing)
+    run_campaign(stable)
+    return tmp, failing, stable
+
+
+def test_survival_summary_and_lead_times(two_runs):
+    _, failing, stable = two_runs
+    summary, rows = summarize(load_results(failing.output))
+    assert summary.counts == {"failed": 3, "survived": 0, "unfinished": 0, "error": 0}
+    assert summary.failure_modes == {"calculator_exception": 3}
+    assert summary.median_ps == pytest.approx(0.04) and summary.surviving_fraction == 0.0
+    assert summary.rmst_ps == pytest.approx(0.04)  # all fail at 0.04 ps: area under S = 0.04
+    assert (summary.failures_warned, summary.failures_with_uncertainty) == (3, 3)
+    assert [r.lead_time_ps for r in rows] == pytest.approx([0.015] * 3)  # (80 − 50) steps × 0.5 fs
+    assert [r.warned_at_ps for r in rows] == pytest.approx([0.025] * 3)
+
+    summary, rows = summarize(load_results(stable.output))
+    assert summary.counts["survived"] == 3 and summary.surviving_fraction == 1.0
+    assert np.isnan(summary.median_ps) and summary.rmst_ps == pytest.approx(0.05)
+    assert np.isnan(summary.uncertainty_threshold) and all(np.isnan(r.lead_time_ps) for r in rows)
+
+
+def test_other_threshold_uses_thermo_rows(two_runs):
+    _, failing, _ = two_runs
+    _, rows = summarize(load_results(failing.output), uncertainty_threshold=0.3)
+    # logged every 10 steps: max uncertainty (k + 1) / 100 first above 0.3 in the row of step 30
+    assert [r.lead_time_ps for r in rows] == pytest.approx([0.025] * 3)
+
+
+def test_report_files_side_by_side(two_runs):
+    tmp, failing, stable = two_runs
+    table, written = write_report([failing.output, stable.output], tmp / "out" / "cmp")
+    assert "rising.h5" in table and "toy.h5" in table and "calculator_exception: 3" in table
+    payload = json.loads(written["json"].read_text())
+    assert [m["counts"]["failed"] for m in payload["models"]] == [3, 0]
+    assert payload["models"][1]["median_ps"] is None  # not reached
+    assert len(payload["replicas"]) == 6
+    assert len(written["csv"].read_text().splitlines()) == 3
+    assert len(written["replicas_csv"].read_text().splitlines()) == 7
+    assert written["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_cli(two_runs, tmp_path):
+    _, failing, _ = two_runs
+    result = CliRunner().invoke(main, ["report", failing.output, "-p", str(tmp_path / "r"), "--no-plot"])
+    assert result.exit_code == 0 and "median TTF ps" in result.output and "failures warned" in result.output
+    assert not (tmp_path / "r_survival.png").exists()
+    not_results = tmp_path / "x.h5"
+    not_results.write_bytes(b"nope")
+    bad = CliRunner().invoke(main, ["report", str(not_results)])
+    assert bad.exit_code == 1 and "cannot read results file" in bad.output

@@ -1,0 +1,105 @@
+"""Kaplan–Meier, Greenwood log-log band, median, RMST and block averages against hand values."""
+
+import numpy as np
+import pytest
+
+from md_harness.statistics import (
+    block_average,
+    block_means,
+    kaplan_meier,
+    loglog_band,
+    median_survival,
+    restricted_mean,
+    z_value,
+)
+
+# times 1, 2, 2+, 3, 4+, 5 (+ = censored)
+TIMES = [1, 2, 2, 3, 4, 5]
+OBSERVED = [1, 1, 0, 1, 0, 1]
+
+
+def test_kaplan_meier_hand_example():
+    km = kaplan_meier(TIMES, OBSERVED)
+    # t=1: 6 at risk, 1 event → 5/6; t=2: 5 at risk (the censored 2 counts), 1 event → 2/3;
+    # t=3: 3 at risk → 4/9; t=5: 1 at risk, 1 event → 0
+    assert km.times.tolist() == [1, 2, 3, 5]
+    assert km.at_risk.tolist() == [6, 5, 3, 1] and km.events.tolist() == [1, 1, 1, 1]
+    assert km.survival == pytest.approx([5 / 6, 2 / 3, 4 / 9, 0.0])
+    # Greenwood sum at t=3: 1/(6·5) + 1/(5·4) + 1/(3·2) = 0.25
+    assert km.greenwood[2] == pytest.approx(0.25)
+    assert np.isinf(km.greenwood[3])
+    # log-log band at t=3: σ = √0.25 / |ln(4/9)|, bounds (4/9)^exp(±1.96 σ)
+    sigma = 0.5 / abs(np.log(4 / 9))
+    z = 1.959963984540054
+    assert km.lower[2] == pytest.approx((4 / 9) ** np.exp(z * sigma))
+    assert km.upper[2] == pytest.approx((4 / 9) ** np.exp(-z * sigma))
+    assert (km.lower[3], km.upper[3]) == (0.0, 0.0)
+
+
+def test_step_function_lookup():
+    km = kaplan_meier(TIMES, OBSERVED)
+    s, lo, hi = km.at([0.5, 1.0, 2.5, 4.9, 10.0])
+    assert s == pytest.approx([1.0, 5 / 6, 2 / 3, 4 / 9, 0.0])
+    assert lo[0] == hi[0] == 1.0
+
+
+def test_matches_published_6mp_leukemia_table():
+    # Freireich 6-MP arm; R survfit(conf.type = "log-log") gives these rows (time: S, se, lower, upper)
+    times = [6, 6, 6, 6, 7, 9, 10, 10, 11, 13, 16, 17, 19, 20, 22, 23, 25, 32, 32, 34, 35]
+    observed = [1, 1, 1, 0, 1, 0, 1, 0, 0, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]
+    expected = {
+        6: (0.857, 0.0764, 0.620, 0.952),
+        7: (0.807, 0.0869, 0.563, 0.923),
+        10: (0.753, 0.0963, 0.503, 0.889),
+        13: (0.690, 0.1068, 0.432, 0.849),
+        16: (0.627, 0.1141, 0.368, 0.805),
+        22: (0.538, 0.1282, 0.268, 0.747),
+        23: (0.448, 0.1346, 0.188, 0.680),
+    }
+    km = kaplan_meier(times, observed)
+    for k, t in enumerate(km.times):
+        s, se, lo, hi = expected[int(t)]
+        got = (km.survival[k], km.survival[k] * np.sqrt(km.greenwood[k]), km.lower[k], km.upper[k])
+        assert got == pytest.approx((s, se, lo, hi), abs=6e-4)
+    assert median_survival(km) == (23.0, 13.0, pytest.approx(np.nan, nan_ok=True))
+
+
+def test_restricted_mean_hand_example():
+    km = kaplan_meier(TIMES, OBSERVED)
+    # ∫₀⁴ S = 1·1 + 1·5/6 + 1·2/3 + 1·4/9
+    rmst, se = restricted_mean(km, 4.0)
+    assert rmst == pytest.approx(1 + 5 / 6 + 2 / 3 + 4 / 9)
+    # A_j = area from t_j to 4: t=1: 5/6+2/3+4/9, t=2: 2/3+4/9, t=3: 4/9
+    a = [5 / 6 + 2 / 3 + 4 / 9, 2 / 3 + 4 / 9, 4 / 9]
+    var = a[0] ** 2 / (6 * 5) + a[1] ** 2 / (5 * 4) + a[2] ** 2 / (3 * 2)
+    assert se == pytest.approx(np.sqrt(var))
+
+
+def test_no_failures_survival_one_and_rmst_full():
+    km = kaplan_meier([6.0] * 5, [0] * 5)
+    assert len(km.times) == 0
+    assert km.at(6.0)[0] == 1.0
+    assert restricted_mean(km, 6.0) == (6.0, 0.0)
+    assert all(np.isnan(median_survival(km)))
+
+
+def test_median_is_first_time_at_or_below_half():
+    km = kaplan_meier([1, 2, 3, 4], [1, 1, 1, 1])
+    assert median_survival(km)[0] == 2.0  # S(2) = 0.5
+
+
+def test_band_edges():
+    lo, hi = loglog_band(np.array([1.0, 0.5, 0.0]), np.array([0.0, 0.1, np.inf]), z_value(0.95))
+    assert (lo[0], hi[0], lo[2], hi[2]) == (1.0, 1.0, 0.0, 0.0)
+    assert lo[1] < 0.5 < hi[1]
+    assert z_value(0.95) == pytest.approx(1.959963984540054)
+
+
+def test_block_average():
+    values = np.array([9.0, 1, 1, 2, 2, 3, 3])  # the leading sample that does not fit is dropped
+    blocks = block_means(values, 3)
+    assert blocks.tolist() == [1.0, 2.0, 3.0]
+    mean, err = block_average(blocks)
+    assert mean == 2.0 and err == pytest.approx(1.0 / np.sqrt(3))
+    assert len(block_means(values[:2], 3)) == 0
+    assert all(np.isnan(block_average(np.zeros(0))))
