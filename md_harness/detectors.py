@@ -60,12 +60,15 @@ def bonds_per_atom(bonds: np.ndarray, n_atoms: int) -> np.ndarray:
     return np.bincount(bonds.ravel(), minlength=n_atoms)
 
 
-def bond_lengths(positions: np.ndarray, bonds: np.ndarray, cell: np.ndarray, pbc) -> np.ndarray:
-    """(B,) bond lengths (Å); periodic directions use the minimum image (bonds < half a cell)."""
+def bond_lengths(positions: np.ndarray, bonds: np.ndarray, cell: np.ndarray, pbc, inverse_cell=None) -> np.ndarray:
+    """(B,) bond lengths (Å); periodic directions use the minimum image (bonds < half a cell).
+
+    ``inverse_cell``: ``inv(cell)`` if already at hand (saves its computation per step).
+    """
     d = positions[bonds[:, 1]] - positions[bonds[:, 0]]
     pbc = np.asarray(pbc, dtype=bool)
     if pbc.any():
-        frac = np.linalg.solve(cell.T, d.T).T
+        frac = d @ (np.linalg.inv(cell) if inverse_cell is None else inverse_cell)
         frac[:, pbc] -= np.round(frac[:, pbc])
         d = frac @ cell
     return np.sqrt(np.einsum("ij,ij->i", d, d))
@@ -75,11 +78,10 @@ def density_g_cm3(total_mass_amu: float, volume_A3: float) -> float:
     return total_mass_amu / volume_A3 * AMU_PER_A3_TO_G_PER_CM3
 
 
-def min_cell_height_A(cell: np.ndarray) -> float:
-    """Smallest distance between opposite cell faces (Å): volume / largest face area."""
-    volume = abs(np.linalg.det(cell))
-    areas = [np.linalg.norm(np.cross(cell[a], cell[b])) for a, b in ((1, 2), (2, 0), (0, 1))]
-    return volume / max(areas)
+def min_cell_height_A(cell: np.ndarray, inverse_cell=None) -> float:
+    """Smallest distance between opposite cell faces (Å): 1 / longest reciprocal vector."""
+    inverse = np.linalg.inv(cell) if inverse_cell is None else inverse_cell
+    return float(1.0 / np.sqrt((inverse * inverse).sum(axis=0)).max())
 
 
 class RunningMean:
@@ -186,8 +188,9 @@ class FailureDetector:
         m = Measurement()
         if not (np.isfinite(obs.energy_eV) and np.isfinite(obs.forces).all() and np.isfinite(obs.positions).all()):
             return "non_finite", m
+        inverse = np.linalg.inv(obs.cell) if np.any(obs.pbc) else None
         if len(self.bonds):
-            m.max_bond_A = float(bond_lengths(obs.positions, self.bonds, obs.cell, obs.pbc).max())
+            m.max_bond_A = float(bond_lengths(obs.positions, self.bonds, obs.cell, obs.pbc, inverse).max())
         if np.all(obs.pbc):
             m.volume_A3 = float(abs(np.linalg.det(obs.cell)))
             m.density_g_cm3 = density_g_cm3(self.total_mass_amu, m.volume_A3)
@@ -202,7 +205,7 @@ class FailureDetector:
             mean = self.running_density.update(m.density_g_cm3)
             if abs(mean - reference) > band * reference:
                 return "density_collapse", m
-        if self.min_height_A is not None and min_cell_height_A(obs.cell) < self.min_height_A:
+        if self.min_height_A is not None and min_cell_height_A(obs.cell, inverse) < self.min_height_A:
             return "box_too_small", m
         return None, m
 

@@ -16,7 +16,7 @@ import json
 import socket
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional, Protocol as TypingProtocol
 
 import numpy as np
@@ -82,9 +82,6 @@ class ReplicaRecord:
     wall_s: float = 0.0
     host: str = ""
     rank: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class ReplicaSink(TypingProtocol):
@@ -218,7 +215,11 @@ def run_replica(
         """Detectors, logging and checkpoint for the state at ``step``; True when the replica ends."""
         nonlocal thermo
         try:
-            energy = atoms.get_potential_energy()
+            # the forces were just computed at these positions, and with them the energy;
+            # reading it from the results skips ASE's (costly) comparison of the atoms
+            energy = atoms.calc.results.get("energy")
+            if energy is None:
+                energy = atoms.get_potential_energy()
         except Exception as err:  # the model broke: a recorded failure, not a crash
             return calculator_failed(err)
         obs = Observation(step, atoms.positions, atoms.cell.array, atoms.pbc, atoms.get_temperature(), energy, forces)

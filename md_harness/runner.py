@@ -10,7 +10,6 @@ results file stops every rank before any replica starts.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import signal
 import socket
@@ -31,7 +30,7 @@ from md_harness.models import ModelInfo, describe_model, make_calculator
 from md_harness.replica import Protocol
 from md_harness.scheduler import Coordinator, serial_ase, worker_loop
 from md_harness.seeds import replica_seed
-from md_harness.store import ResultsStore, provenance_attrs, structure_sha256
+from md_harness.store import ResultsStore, now_iso, provenance_attrs, structure_sha256
 
 log = logging.getLogger("md_harness")
 
@@ -81,10 +80,6 @@ def read_start_structure(config: HarnessConfig) -> Atoms:
     return Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
 def load_protocol(config: HarnessConfig, info: ModelInfo) -> Protocol:
     """Start structure and its monitored bonds."""
     start = read_start_structure(config)
@@ -111,7 +106,7 @@ def prepare(config: HarnessConfig, hosts: list[str], command: str) -> tuple[Prot
     else:
         store = ResultsStore.create(output, config.to_dict(), attrs, start, bonds, seeds)
     store.add_session(
-        {"start": _now(), "ranks": len(hosts), "hosts": dict(Counter(hosts)), "command": command, "resumed": resumed, "notes": notes}
+        {"start": now_iso(), "ranks": len(hosts), "hosts": dict(Counter(hosts)), "command": command, "resumed": resumed, "notes": notes}
     )
     tasks = store.pending_tasks()
     log.info(

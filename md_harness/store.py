@@ -141,7 +141,7 @@ class ResultsStore:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["created"] = _now()
+            f.attrs["created"] = now_iso()
             f.attrs["config"] = json.dumps(config_dict, sort_keys=True)
             f.attrs["thermo_columns"] = json.dumps(THERMO_COLUMNS)
             f.attrs["sessions"] = "[]"
@@ -230,7 +230,7 @@ class ResultsStore:
     def end_session(self, **values) -> None:
         with self.transaction() as f:
             sessions = json.loads(f.attrs["sessions"])
-            sessions[-1].update(values, end=_now())
+            sessions[-1].update(values, end=now_iso())
             f.attrs["sessions"] = json.dumps(sessions)
 
     # --- the replica sink --------------------------------------------------------------------
@@ -279,8 +279,9 @@ def _checkpoint_tree(state: dict) -> dict:
     return {k: (v if isinstance(v, (dict, str)) else np.asarray(v)) for k, v in state.items()}
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+def now_iso() -> str:
+    """UTC time stamp, ISO 8601 with milliseconds."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
 # --- reading -----------------------------------------------------------------------------------

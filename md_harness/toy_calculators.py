@@ -138,9 +138,9 @@ class FaultyCalculator(Calculator):
             self.results["energy"] = self.results["free_energy"] = float("nan")
 
 
-def water_cluster(n_per_side: int = 2, spacing_A: float = 3.0, vacuum_A: float = 0.0, seed: int = 0):
-    """Cubic grid of ``n_per_side³`` randomly oriented water molecules (Atoms, non-periodic
-    unless ``vacuum_A`` > 0 makes a periodic box that wide around the grid): a tiny test system."""
+def water_grid(n_per_side: int = 2, spacing_A: float = 3.0, periodic: bool = False, seed: int = 0):
+    """``n_per_side³`` randomly oriented water molecules on a cubic grid (Atoms): a cluster, or
+    with ``periodic`` a box of edge ``n_per_side × spacing_A`` (3.1 Å gives ≈ 1 g/cm³)."""
     from ase import Atoms
     from ase.build import molecule
 
@@ -153,7 +153,8 @@ def water_cluster(n_per_side: int = 2, spacing_A: float = 3.0, vacuum_A: float =
                 water.rotate(rng.uniform(0, 360), rng.normal(size=3))
                 water.translate(np.array([x, y, z]) * spacing_A - water.positions[0])
                 atoms += water
-    if vacuum_A > 0:
-        atoms.set_cell(np.full(3, n_per_side * spacing_A + vacuum_A))
+    if periodic:
+        atoms.set_cell(np.full(3, n_per_side * spacing_A))
         atoms.pbc = True
+        atoms.wrap()
     return atoms

@@ -18,7 +18,7 @@ from md_harness.runner import load_protocol, run_campaign
 from md_harness.scheduler import Coordinator
 from md_harness.seeds import replica_seed
 from md_harness.store import ResultsFileError, ResultsStore, load_results
-from md_harness.toy_calculators import FaultyCalculator, ToyWater, water_cluster
+from md_harness.toy_calculators import FaultyCalculator, ToyWater, water_grid
 
 TOY = "md_harness.toy_calculators:ToyWater"
 FAULTY = "md_harness.toy_calculators:FaultyCalculator"
@@ -28,7 +28,7 @@ def cluster_values(tmp_path, **overrides) -> dict:
     """Config values for 8 toy water molecules, NVT at 300 K (≈ 0.5 ms per step)."""
     structure = tmp_path / "cluster.xyz"
     if not structure.exists():
-        write(structure, water_cluster(), format="extxyz")
+        write(structure, water_grid(), format="extxyz")
     values = dict(
         protocol="tiny-nvt",
         ensemble="nvt_berendsen",
@@ -164,7 +164,7 @@ def test_seeds_do_not_depend_on_replica_count_and_velocities_differ(tmp_path):
     seeds = [replica_seed(0, "model-a", "tiny-nvt", r) for r in range(4)]
     assert len(set(seeds)) == 4 and seeds[:2] == [replica_seed(0, "model-a", "tiny-nvt", r) for r in range(2)]
     assert replica_seed(0, "model-b", "tiny-nvt", 0) != seeds[0] != replica_seed(1, "model-a", "tiny-nvt", 0)
-    atoms = water_cluster()
+    atoms = water_grid()
     initial_momenta(atoms, 300.0, np.random.default_rng(seeds[0]))
     assert np.abs(atoms.get_momenta().sum(axis=0)).max() < 1e-12
     run_campaign(cluster_config(tmp_path, duration_ps=0.005))
@@ -229,20 +229,21 @@ def test_harness_errors_are_recorded_not_raised(tmp_path):
     def broken_factory(config):
         raise OSError("model file vanished")
 
-    protocol = Protocol(config, water_cluster(), np.zeros((0, 2), dtype=int), None, make_calculator=broken_factory)
+    protocol = Protocol(config, water_grid(), np.zeros((0, 2), dtype=int), None, make_calculator=broken_factory)
     sink = ListSink()
     record = run_replica(protocol, ReplicaTask(0, 123), sink)
     assert record.status == "error" and "model file vanished" in record.message and sink.finished == [record]
 
 
 def test_faulty_calculator_counts_evaluations():
-    atoms = water_cluster()
+    atoms = water_grid()
     atoms.calc = FaultyCalculator(fail_after=1, mode="nan")
     assert np.isfinite(atoms.get_potential_energy())
     atoms.positions[0, 0] += 0.01
     assert np.isnan(atoms.get_potential_energy()) and np.isnan(atoms.get_forces()).all()
 
 
+@pytest.mark.slow
 def test_our_model_file_is_recorded_with_fingerprint_and_cutoff(shared_data, tmp_path):
     torch = pytest.importorskip("torch")
     from ase_nnip import build_model, save_model
