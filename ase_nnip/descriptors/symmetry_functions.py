@@ -31,6 +31,7 @@ from ase_nnip.descriptors.cutoff import check_cutoff_function, cutoff_function
 from ase_nnip.models.base import ConfigError
 
 RADIAL = 2
+_TRIPLET_BLOCK = 65536  # triplets per block of the angular computation
 ANGULAR_NARROW = 3
 ANGULAR_WIDE = 9
 SYMMETRY_FUNCTION_TYPES = (RADIAL, ANGULAR_NARROW, ANGULAR_WIDE)
@@ -228,48 +229,58 @@ class SymmetryFunctionLayer(nn.Module):
 
         radial = [sf for sf in self.functions if not sf.is_angular]
         angular = [sf for sf in self.functions if sf.is_angular]
-        groups, group_of = _unique([(sf.type, sf.eta_per_A2, sf.rs_A, sf.rc_A) for sf in angular])
-        # Per-edge factors exp(−η (r − r_s)²) f_c(r), one per distinct (η, r_s, r_c).
-        edge_terms, _ = _unique(
-            [(sf.eta_per_A2, sf.rs_A, sf.rc_A) for sf in radial] + [g[1:] for g in groups]
-        )
-        edge_index_of = {t: k for k, t in enumerate(edge_terms)}
-        self.edge_cutoffs, term_rc = _unique([t[2] for t in edge_terms])
-        self._register_floats("edge_eta", [t[0] for t in edge_terms])
-        self._register_floats("edge_rs", [t[1] for t in edge_terms])
-        self.register_buffer("edge_term_rc", torch.tensor(term_rc, dtype=torch.long), persistent=False)
 
+        # Radial: per-edge factors exp(−η (r − r_s)²) f_c(r), one per distinct (η, r_s, r_c),
+        # summed per centre atom and neighbour element.
         radial_terms, radial_term_of = _unique([(sf.eta_per_A2, sf.rs_A, sf.rc_A) for sf in radial])
         self.n_radial_terms = len(radial_terms)
-        self.register_buffer(
-            "radial_cols", torch.tensor([edge_index_of[t] for t in radial_terms], dtype=torch.long), persistent=False
-        )
+        self.radial_cutoffs, radial_rc = _unique([t[2] for t in radial_terms])
+        self._register_floats("radial_eta", [t[0] for t in radial_terms])
+        self._register_floats("radial_rs", [t[1] for t in radial_terms])
+        self.register_buffer("radial_rc", torch.tensor(radial_rc, dtype=torch.long), persistent=False)
 
+        # Angular: groups share the radial part (type, η, r_s, r_c). Its exponent is linear in
+        # X = [r_ij² + r_ik², r_ij + r_ik, r_jk², r_jk, 1] (r_jk columns for narrow functions):
+        # −η Σ (r − r_s)² = X · coefficients, one small matrix product per triplet batch.
+        groups, group_of = _unique([(sf.type, sf.eta_per_A2, sf.rs_A, sf.rc_A) for sf in angular])
         self.n_groups = len(groups)
-        self.register_buffer(
-            "group_cols", torch.tensor([edge_index_of[g[1:]] for g in groups], dtype=torch.long), persistent=False
-        )
-        self._register_floats("group_eta", [g[1] for g in groups])
-        self._register_floats("group_rs", [g[2] for g in groups])
-        self.group_cutoffs, group_rc = _unique([g[3] for g in groups])
-        self.register_buffer("group_rc", torch.tensor(group_rc, dtype=torch.long), persistent=False)
-        self.register_buffer(
-            "group_is_wide", torch.tensor([g[0] == ANGULAR_WIDE for g in groups], dtype=torch.bool), persistent=False
-        )
+        self.has_narrow = any(g[0] == ANGULAR_NARROW for g in groups)
         self.has_wide = any(g[0] == ANGULAR_WIDE for g in groups)
         self.max_angular_rc = max((g[3] for g in groups), default=0.0)
         self.max_narrow_rc = max((g[3] for g in groups if g[0] == ANGULAR_NARROW), default=0.0)
+        self.angular_cutoffs, group_rc = _unique([g[3] for g in groups])
+        n_rc = len(self.angular_cutoffs)
+        coefficients, cutoff_select = [], []
+        for (sf_type, eta, rs, _), rc_index in zip(groups, group_rc):
+            narrow = 1.0 if sf_type == ANGULAR_NARROW else 0.0
+            coefficients.append([-eta, 2 * eta * rs, -eta * narrow, 2 * eta * rs * narrow, -eta * rs * rs * (2 + narrow)])
+            # Cutoff products: columns [f_ij f_ik f_jk per r_c | f_ij f_ik per r_c].
+            column = [0.0] * (2 * n_rc)
+            column[rc_index + (0 if narrow else n_rc)] = 1.0
+            cutoff_select.append(column)
+        self._register_floats("group_coefficients", coefficients, shape=(self.n_groups, 5), transpose=True)
+        self._register_floats("group_cutoff_select", cutoff_select, shape=(self.n_groups, 2 * n_rc), transpose=True)
 
-        lz, lz_of = _unique([(sf.lambda_, sf.zeta) for sf in angular])
+        # Angular factors (1 + λ cos θ)^ζ per distinct (λ, ζ), ordered by ζ so that equal
+        # powers are contiguous column blocks; 2^(1−ζ) is folded into the term selection.
+        lz = sorted({(sf.lambda_, sf.zeta) for sf in angular}, key=lambda v: (v[1], v[0]))
+        lz_index = {v: k for k, v in enumerate(lz)}
         self._register_floats("lz_lambda", [v[0] for v in lz])
-        self._register_floats("lz_zeta", [v[1] for v in lz])
-        self._register_floats("lz_norm", [2.0 ** (1.0 - v[1]) for v in lz])
-        angular_terms, angular_term_of = _unique(list(zip(group_of, lz_of)))
+        self.zeta_blocks = []
+        for k, (_, zeta) in enumerate(lz):
+            if self.zeta_blocks and self.zeta_blocks[-1][2] == zeta:
+                self.zeta_blocks[-1][1] = k + 1
+            else:
+                self.zeta_blocks.append([k, k + 1, zeta])
+        angular_terms, angular_term_of = _unique([(g, lz_index[(sf.lambda_, sf.zeta)]) for g, sf in zip(group_of, angular)])
         self.n_angular_terms = len(angular_terms)
-        self.register_buffer(
-            "term_group", torch.tensor([t[0] for t in angular_terms], dtype=torch.long), persistent=False
-        )
-        self.register_buffer("term_lz", torch.tensor([t[1] for t in angular_terms], dtype=torch.long), persistent=False)
+        group_select = torch.zeros(self.n_groups, self.n_angular_terms, dtype=torch.float64)
+        lz_select = torch.zeros(len(lz), self.n_angular_terms, dtype=torch.float64)
+        for t, (g, l) in enumerate(angular_terms):
+            group_select[g, t] = 1.0
+            lz_select[l, t] = 2.0 ** (1.0 - lz[l][1])
+        self._f64["group_select"] = group_select
+        self._f64["lz_select"] = lz_select
 
         # Column of each function in the concatenated [radial | angular | zero] features.
         n_radial_cols = n_species * self.n_radial_terms
@@ -291,12 +302,15 @@ class SymmetryFunctionLayer(nn.Module):
             columns[s, filled[s]] = col
             filled[s] += 1
         self.register_buffer("columns", columns, persistent=False)
-        self.register_buffer("relevant_pairs", relevant, persistent=False)
+        self.register_buffer("relevant_pairs", relevant.reshape(-1), persistent=False)
 
-    def _register_floats(self, name: str, values: list[float]) -> None:
+    def _register_floats(self, name: str, values: list, shape=None, transpose: bool = False) -> None:
         # Plain float64 tensors, not buffers: casting the module to float32 and back must
         # not round the function parameters.
-        self._f64[name] = torch.tensor(values, dtype=torch.float64)
+        t = torch.tensor(values, dtype=torch.float64)
+        if shape is not None:
+            t = t.reshape(shape)
+        self._f64[name] = t.T.contiguous() if transpose else t
 
     def _param(self, name: str, like: torch.Tensor) -> torch.Tensor:
         return self._f64[name].to(device=like.device, dtype=like.dtype)
@@ -306,16 +320,9 @@ class SymmetryFunctionLayer(nn.Module):
         """Largest r_c of any function (Å): the neighbour-list cutoff needed."""
         return max(sf.rc_A for sf in self.functions)
 
-    def _edge_factors(self, r: torch.Tensor) -> torch.Tensor:
-        """(E, K) exp(−η (r − r_s)²) f_c(r) for each distinct (η, r_s, r_c)."""
-        fc = torch.stack([self._fc(r, rc) for rc in self.edge_cutoffs], dim=-1) if self.edge_cutoffs else None
-        if fc is None:
-            return r.new_zeros(r.shape[0], 0)
-        d = r.unsqueeze(-1) - self._param("edge_rs", r)
-        return torch.exp(-self._param("edge_eta", r) * d * d) * fc[:, self.edge_term_rc]
-
-    def _fc(self, r: torch.Tensor, rc: float) -> torch.Tensor:
-        return cutoff_function(r, rc, self.cutoff_name, self.cutoff_alpha)
+    def _cutoffs(self, r: torch.Tensor, radii: list[float]) -> torch.Tensor:
+        """(len(r), len(radii)) f_c(r) for each cutoff radius."""
+        return torch.stack([cutoff_function(r, rc, self.cutoff_name, self.cutoff_alpha) for rc in radii], dim=-1)
 
     def forward(self, vectors: torch.Tensor, edge_index: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """G (N, n_max) from edge vectors (E, 3) Å, edges (2, E) [centre, neighbour] and
@@ -323,55 +330,113 @@ class SymmetryFunctionLayer(nn.Module):
         n_atoms = species.shape[0]
         i, j = edge_index[0], edge_index[1]
         r = torch.linalg.norm(vectors, dim=-1)
-        h = self._edge_factors(r)
-        neighbor_species = species[j]
+        neighbor_species = species.index_select(0, j)
         parts = []
         if self.n_radial_terms:
+            d = r.unsqueeze(-1) - self._param("radial_rs", r)
+            fc = self._cutoffs(r, self.radial_cutoffs).index_select(1, self.radial_rc)
+            h = torch.exp(-self._param("radial_eta", r) * d * d) * fc
             radial = r.new_zeros(n_atoms * self.n_species, self.n_radial_terms)
-            radial = radial.index_add(0, i * self.n_species + neighbor_species, h[:, self.radial_cols])
-            parts.append(radial.reshape(n_atoms, -1))
+            parts.append(radial.index_add(0, i * self.n_species + neighbor_species, h).reshape(n_atoms, -1))
         if self.n_angular_terms:
-            parts.append(self._angular(vectors, r, h, i, neighbor_species, species).reshape(n_atoms, -1))
+            parts.append(self._angular(vectors, r, i, neighbor_species, species).reshape(n_atoms, -1))
         parts.append(r.new_zeros(n_atoms, 1))
         features = torch.cat(parts, dim=1)
-        return features.gather(1, self.columns[species])
+        return features.gather(1, self.columns.index_select(0, species))
 
-    def _angular(self, vectors, r, h, i, neighbor_species, species) -> torch.Tensor:
-        """(N · n_pairs, n_angular_terms) angular sums per atom and neighbour-element pair."""
+    def _triplets(self, components, r, i, neighbor_species, species):
+        """(a, b, centre, pair) of the triplets that can contribute: edges a < b of the same
+        centre inside the angular cutoff, with an element pair used by the centre's element
+        and, when all angular functions are narrow, r_jk < r_c."""
         n_atoms = species.shape[0]
         with torch.no_grad():
-            # Triplets are built from the edges inside the largest angular cutoff, for the
-            # element pairs some function of the centre's element uses.
-            edges = torch.nonzero(r < self.max_angular_rc).squeeze(-1)
-            centres = i[edges]
+            edges = None
+            if bool((r >= self.max_angular_rc).any()):
+                edges = torch.nonzero(r < self.max_angular_rc).squeeze(-1)
+            centres = i if edges is None else i.index_select(0, edges)
             if centres.numel() > 1 and not bool((centres[1:] >= centres[:-1]).all()):
-                edges = edges[torch.argsort(centres, stable=True)]
-                centres = i[edges]
+                order = torch.argsort(centres, stable=True)
+                edges = order if edges is None else edges.index_select(0, order)
+                centres = i.index_select(0, edges)
             a, b = triplet_pairs(centres, n_atoms)
-            a, b = edges[a], edges[b]
-            centre = i[a]
-            pair = self.pair_table[neighbor_species[a], neighbor_species[b]]
-            keep = self.relevant_pairs[species[centre], pair]
+            if edges is not None:
+                a, b = edges.index_select(0, a), edges.index_select(0, b)
+            centre = i.index_select(0, a)
+            pair = self.pair_table.reshape(-1).index_select(
+                0, neighbor_species.index_select(0, a) * self.n_species + neighbor_species.index_select(0, b)
+            )
+            keep = self.relevant_pairs.index_select(0, species.index_select(0, centre) * self.n_pairs + pair)
             if not self.has_wide:
-                jk = vectors[b] - vectors[a]
-                keep &= (jk * jk).sum(-1) < self.max_narrow_rc**2
-            a, b, centre, pair = a[keep], b[keep], centre[keep], pair[keep]
+                kept = torch.nonzero(keep).squeeze(-1)
+                a, b, centre, pair = (x.index_select(0, kept) for x in (a, b, centre, pair))
+                rjk2 = _distance_squared(components, r, a, b)
+                keep = rjk2 < self.max_narrow_rc**2
+            kept = torch.nonzero(keep).squeeze(-1)
+            return tuple(x.index_select(0, kept) for x in (a, b, centre, pair))
 
-        va, vb, ra, rb = vectors[a], vectors[b], r[a], r[b]
-        cos = (va * vb).sum(-1) / (ra * rb)
-        hg = h[:, self.group_cols]
-        w = hg[a] * hg[b]
-        if not bool(self.group_is_wide.all()):
-            rjk = torch.linalg.norm(vb - va, dim=-1)
-            fc = torch.stack([self._fc(rjk, rc) for rc in self.group_cutoffs], dim=-1)[:, self.group_rc]
-            d = rjk.unsqueeze(-1) - self._param("group_rs", r)
-            hjk = torch.exp(-self._param("group_eta", r) * d * d) * fc
-            w = w * torch.where(self.group_is_wide, torch.ones_like(hjk), hjk)
-        base = torch.clamp(1.0 + self._param("lz_lambda", r) * cos.unsqueeze(-1), min=0.0)
-        angular = self._param("lz_norm", r) * torch.pow(base, self._param("lz_zeta", r))
-        terms = w[:, self.term_group] * angular[:, self.term_lz]
+    def _angular(self, vectors, r, i, neighbor_species, species) -> torch.Tensor:
+        """(N · n_pairs, n_angular_terms) angular sums per atom and neighbour-element pair."""
+        n_atoms = species.shape[0]
+        # Per-edge quantities as contiguous 1-D tensors: gathering and combining those is
+        # much faster on CPU than rows of (E, 3) tensors, and index_select's backward
+        # (index_add) is faster than that of x[idx].
+        components = vectors.T.contiguous()
+        a, b, centre, pair = self._triplets(components, r, i, neighbor_species, species)
+        edge_cutoffs = self._cutoffs(r, self.angular_cutoffs).T.contiguous()
         out = r.new_zeros(n_atoms * self.n_pairs, self.n_angular_terms)
-        return out.index_add(0, centre * self.n_pairs + pair, terms)
+        # Blocks of triplets bound the size of the per-triplet intermediates (the work is
+        # memory-bound; large cells would otherwise need gigabytes at once).
+        for start in range(0, a.shape[0], _TRIPLET_BLOCK):
+            block = slice(start, start + _TRIPLET_BLOCK)
+            terms = self._angular_terms(components, r, edge_cutoffs, a[block], b[block])
+            out = out.index_add(0, centre[block] * self.n_pairs + pair[block], terms)
+        return out
+
+    def _angular_terms(self, components, r, edge_cutoffs, a, b) -> torch.Tensor:
+        """(T, n_angular_terms) contribution of each triplet (edges a, b) to each term."""
+        ra, rb = r.index_select(0, a), r.index_select(0, b)
+        dot = sum(c.index_select(0, a) * c.index_select(0, b) for c in components)
+        cos = dot / (ra * rb)
+        f_pair = torch.stack([f.index_select(0, a) * f.index_select(0, b) for f in edge_cutoffs], dim=1)
+        ra2, rb2 = ra * ra, rb * rb
+        columns = [ra2 + rb2, ra + rb]
+        if self.has_narrow:
+            # r_jk² = r_ij² + r_ik² − 2 r_ij·r_ik (no per-triplet difference vectors needed)
+            rjk2 = ra2 + rb2 - 2.0 * dot
+            rjk = torch.sqrt(rjk2)
+            f_triple = f_pair * self._cutoffs(rjk, self.angular_cutoffs)
+            columns += [rjk2, rjk]
+        else:
+            f_triple = f_pair
+            columns += [torch.zeros_like(ra), torch.zeros_like(ra)]
+        columns.append(torch.ones_like(ra))
+        exponent = torch.stack(columns, dim=1) @ self._param("group_coefficients", r)
+        cutoffs = torch.cat([f_triple, f_pair], dim=1) @ self._param("group_cutoff_select", r)
+        radial_part = torch.exp(exponent) * cutoffs
+        base = torch.clamp(1.0 + cos.unsqueeze(-1) * self._param("lz_lambda", r), min=0.0)
+        powers = torch.cat([_power(base[:, start:end], zeta) for start, end, zeta in self.zeta_blocks], dim=1)
+        return (radial_part @ self._param("group_select", r)) * (powers @ self._param("lz_select", r))
+
+
+def _distance_squared(components: torch.Tensor, r: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """|r_b − r_a|² of edge pairs from the (3, E) edge-vector components and lengths."""
+    dot = sum(c.index_select(0, a) * c.index_select(0, b) for c in components)
+    ra, rb = r.index_select(0, a), r.index_select(0, b)
+    return ra * ra + rb * rb - 2.0 * dot
+
+
+def _power(x: torch.Tensor, exponent: float) -> torch.Tensor:
+    """x ** exponent; integer exponents by repeated squaring (much faster than pow on CPU)."""
+    if exponent != int(exponent) or exponent < 1:
+        return torch.pow(x, exponent)
+    n, result, square = int(exponent), None, x
+    while n:
+        if n & 1:
+            result = square if result is None else result * square
+        n >>= 1
+        if n:
+            square = square * square
+    return result
 
 
 def symmetry_function_statistics(layer: SymmetryFunctionLayer, graphs: Iterable) -> dict:

@@ -1,0 +1,87 @@
+"""`ase-nnip sample`: labelled training configurations from MD with a reference model."""
+
+import click
+
+
+def _floats(text: str, name: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.replace(",", " ").split()]
+    except ValueError as exc:
+        raise click.BadParameter(f"{name}: expected comma-separated numbers, got {text!r}") from exc
+    if not values:
+        raise click.BadParameter(f"{name}: give at least one value")
+    return values
+
+
+@click.command("sample")
+@click.option("--model", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Reference model (.nnip), e.g. from `ase-nnip import-n2p2`, that labels the frames.")
+@click.option("--start", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Start structure (any ASE-readable file; its first frame), periodic in 3D.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Extended XYZ file to create (energy, forces, stress per frame); a summary goes to OUTPUT.json.")
+@click.option("--densities-g-cm3", default="0.7,0.8,0.9,1.0,1.1,1.2", show_default=True,
+              help="Densities to rescale the start structure to (molecules kept rigid), comma-separated.")
+@click.option("--temperatures-K", "temperatures", default="300,350", show_default=True,
+              help="Thermostat temperatures, comma-separated; every density runs at every temperature.")
+@click.option("--timestep-fs", default=0.5, show_default=True, help="MD time step.")
+@click.option("--equilibration-steps", default=200, show_default=True, help="MD steps before the first frame of a run.")
+@click.option("--frames-per-run", default=20, show_default=True, help="Frames written per (density, temperature).")
+@click.option("--interval-steps", default=20, show_default=True, help="MD steps between written frames.")
+@click.option("--ensemble", type=click.Choice(["nvt", "npt"]), default="nvt", show_default=True,
+              help="NVT keeps each density; NPT (Berendsen barostat) lets it relax towards the model's own.")
+@click.option("--thermostat", type=click.Choice(["langevin", "berendsen"]), default="langevin", show_default=True,
+              help="NVT thermostat.")
+@click.option("--friction-per-fs", default=0.01, show_default=True, help="Langevin friction.")
+@click.option("--taut-fs", default=100.0, show_default=True, help="Berendsen thermostat time constant.")
+@click.option("--pressure-bar", default=1.0, show_default=True, help="NPT pressure.")
+@click.option("--taup-fs", default=1000.0, show_default=True, help="Berendsen barostat time constant.")
+@click.option("--compressibility-per-bar", default=4.57e-5, show_default=True,
+              help="Compressibility used by the Berendsen barostat (water: 4.57e-5 / bar).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the initial velocities and the Langevin noise.")
+@click.option("--threads", default=2, show_default=True, help="torch threads.")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
+              help="Precision the model is evaluated in.")
+def command(model, start, output, densities_g_cm3, temperatures, timestep_fs, equilibration_steps, frames_per_run,
+            interval_steps, ensemble, thermostat, friction_per_fs, taut_fs, pressure_bar, taup_fs,
+            compressibility_per_bar, seed, threads, dtype):
+    """Run short MD of START at several densities and temperatures with MODEL and write
+    decorrelated frames labelled with its energy, forces and stress (e.g. a water training
+    set from an imported n2p2 potential standing in for DFT). Failed runs are reported and
+    skipped; the others go on."""
+    from pathlib import Path
+
+    from ase.io import read
+
+    from ase_nnip.calculator import NNIPCalculator
+    from ase_nnip.model_file import ModelFileError
+    from ase_nnip.sample import SamplingSettings, sample_configurations
+
+    if Path(output).exists():
+        raise click.ClickException(f"{output} exists; choose a new file (frames are appended as they come)")
+    settings = SamplingSettings(
+        densities_g_cm3=_floats(densities_g_cm3, "--densities-g-cm3"),
+        temperatures_K=_floats(temperatures, "--temperatures-K"),
+        timestep_fs=timestep_fs,
+        equilibration_steps=equilibration_steps,
+        frames_per_run=frames_per_run,
+        interval_steps=interval_steps,
+        ensemble=ensemble,
+        thermostat=thermostat,
+        friction_per_fs=friction_per_fs,
+        taut_fs=taut_fs,
+        pressure_bar=pressure_bar,
+        taup_fs=taup_fs,
+        compressibility_per_bar=compressibility_per_bar,
+        seed=seed,
+    )
+    try:
+        settings.validate()
+        calculator = NNIPCalculator(model, dtype=dtype, num_threads=threads)
+        atoms = read(start, index=0)
+    except (ValueError, ModelFileError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    results = sample_configurations(atoms, calculator, settings, output, log=click.echo)
+    frames = sum(r.frames for r in results)
+    failed = [r for r in results if r.status != "ok"]
+    click.echo(f"wrote {frames} frames to {output} ({len(failed)} of {len(results)} runs failed)")
