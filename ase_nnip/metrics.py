@@ -53,19 +53,29 @@ def predict_dataset(model, dataset, batch_size: int = 16, descriptors: bool = Fa
     energy, e_ref, natoms, forces, f_ref, ids, desc = [], [], [], [], [], [], []
     has_energy = all(g.energy is not None for g in dataset.graphs)
     has_forces = all(g.forces is not None for g in dataset.graphs)
-    for batch in dataset.batches(batch_size):
-        batch = batch.to(device=device, dtype=dtype)
-        out = predict(model, batch, forces=True)
-        energy.append(out.energy.detach().cpu().double().numpy())
-        forces.append(out.forces.detach().cpu().double().numpy())
-        natoms.append(batch.atoms_per_graph.cpu().numpy())
-        ids.append(batch.structure_index.cpu().numpy())
-        if has_energy:
-            e_ref.append(batch.energy.cpu().double().numpy())
-        if has_forces:
-            f_ref.append(batch.forces.cpu().double().numpy())
-        if descriptors:
-            desc.append(out.descriptors.detach().cpu().numpy())
+    # Only position gradients are needed: freezing the weights keeps them out of the
+    # autograd graph (less memory and work when evaluating large sets, e.g. every epoch).
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        for labelled in dataset.batches(batch_size):
+            batch = labelled.to(device=device, dtype=dtype)
+            out = predict(model, batch, forces=True)
+            energy.append(out.energy.detach().cpu().double().numpy())
+            forces.append(out.forces.detach().cpu().double().numpy())
+            natoms.append(batch.atoms_per_graph.cpu().numpy())
+            ids.append(batch.structure_index.cpu().numpy())
+            # Labels from the uncast batch: float64 energy labels keep their precision.
+            if has_energy:
+                e_ref.append(labelled.energy.cpu().double().numpy())
+            if has_forces:
+                f_ref.append(labelled.forces.cpu().double().numpy())
+            if descriptors:
+                desc.append(out.descriptors.detach().cpu().numpy())
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
     return DatasetPredictions(
         energy=np.concatenate(energy),
         energy_ref=np.concatenate(e_ref) if has_energy else None,

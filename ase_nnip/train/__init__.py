@@ -1,0 +1,55 @@
+"""Training: ``ase-nnip train CONFIG.yaml`` or :func:`train` from Python.
+
+    from ase_nnip.train import train
+    result = train("examples/3bpa/train.yaml", "runs/3bpa", members=1)
+    result.ok, result.model_files
+
+Modules (one job each):
+
+- :mod:`.config`        the YAML config (sections data/model/training/output), validation
+- :mod:`.data`          read, split (validation first → nested training subsets), label noise,
+                        graphs, model-config resolution (``config_from_data``)
+- :mod:`.loss`          weighted energy-per-atom + force (+ stress) MSE, weight schedule,
+                        per-atom force weights (:mod:`.atom_weights` reads their file)
+- :mod:`.update_rules`  how one update changes the weights (see below)
+- :mod:`.schedulers`    ReduceLROnPlateau / exponential decay
+- :mod:`.averaging`     EMA and SWA of the weights
+- :mod:`.trajectory`    per-atom error trajectories (LTAU) in HDF5: writer and reader
+- :mod:`.metrics_log`   per-epoch metric names and ``metrics.csv``
+- :mod:`.checkpoint`    safe, atomic checkpoints (``torch.load(weights_only=True)``)
+- :mod:`.trainer`       the loop for one model; :mod:`.ensemble` runs M members
+- :mod:`.evaluation`    metrics of a model on labelled files (``ase-nnip eval``)
+- :mod:`.learning_curve` trains several training-set sizes and fits the slope
+
+**Update rules (adding an optimizer such as the EKF).** The trainer never calls
+``loss.backward()`` itself; it drives an :class:`~.update_rules.base.UpdateRule`:
+
+    for batch in rule.epoch_batches(train_set, batch_size, generator):  # rule picks the grouping
+        metrics = rule.step(model, batch)                                # one update, returns {"loss": ...}
+    rule.end_epoch(monitored_value, step_scheduler)
+    rule.lr / rule.set_lr(lr)                                            # logging / SWA
+    rule.state_dict() / rule.load_state_dict(state)                      # checkpoints
+
+:class:`~.update_rules.gradient.GradientRule` implements it for Adam, AMSGrad and SGD
+(+ gradient clipping and the LR scheduler). An Extended Kalman Filter is one new module
+``update_rules/ekf.py`` with a subclass (``names = ("ekf",)``, its own options dataclass,
+its own ``epoch_batches`` and ``step`` building the error vector and Jacobian) plus one
+entry in ``update_rules._update_rule_classes``; its options then come from the
+``training.optimizer`` section and are validated like every other section.
+"""
+
+from __future__ import annotations
+
+from ase_nnip.train.checkpoint import load_checkpoint_model
+from ase_nnip.train.config import TrainConfig, load_training_config
+from ase_nnip.train.ensemble import TrainingResult, train
+from ase_nnip.train.trajectory import ErrorTrajectoryReader
+
+__all__ = [
+    "ErrorTrajectoryReader",
+    "TrainConfig",
+    "TrainingResult",
+    "load_checkpoint_model",
+    "load_training_config",
+    "train",
+]

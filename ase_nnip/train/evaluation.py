@@ -1,0 +1,69 @@
+"""Error metrics of a model on labelled files, in the units people report (meV/atom, meV/Å)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ase_nnip.data import GraphDataset, LabelKeys, load_structures
+from ase_nnip.metrics import error_metrics, predict_dataset
+
+#: error_metrics key → (name in meV units, factor from eV).
+MEV_NAMES = {
+    "energy_rmse_per_atom": "energy_rmse_meV_per_atom",
+    "energy_mae_per_atom": "energy_mae_meV_per_atom",
+    "force_rmse_component": "force_rmse_component_meV_per_A",
+    "force_mae_component": "force_mae_component_meV_per_A",
+    "force_rmse_vector": "force_rmse_vector_meV_per_A",
+    "force_mae_vector": "force_mae_vector_meV_per_A",
+}
+
+
+def to_mev(metrics: dict) -> dict:
+    """Box-4 metrics (eV, eV/atom, eV/Å) → the same in meV with unit-suffixed names."""
+    return {MEV_NAMES[k]: 1000.0 * v for k, v in metrics.items() if k in MEV_NAMES}
+
+
+def model_dtype(model) -> torch.dtype:
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float64)
+
+
+def dataset_errors(model, dataset: GraphDataset, batch_size: int = 50) -> tuple[dict, "object"]:
+    """(Box-4 metrics in eV units, the :class:`~ase_nnip.metrics.DatasetPredictions`)."""
+    p = predict_dataset(model, dataset, batch_size)
+    metrics = error_metrics(
+        p.energy_errors if p.energy_ref is not None else None,
+        p.num_atoms,
+        p.forces - p.forces_ref if p.forces_ref is not None else None,
+    )
+    return metrics, p
+
+
+def evaluate_file(
+    model,
+    path,
+    energy_key: Optional[str] = "energy",
+    forces_key: Optional[str] = "forces",
+    batch_size: int = 50,
+) -> dict:
+    """Metrics of ``model`` on every frame of ``path``: eV-unit Box-4 keys, their meV
+    counterparts (:data:`MEV_NAMES`), ``num_structures`` and ``num_atoms``."""
+    structures = load_structures(path, LabelKeys(energy=energy_key, forces=forces_key))
+    for s in structures:
+        model.check_atomic_numbers(s.atoms.numbers)
+    dataset = GraphDataset.from_structures(structures, model.cutoff, dtype=model_dtype(model))
+    metrics, _ = dataset_errors(model, dataset, batch_size)
+    out = {"file": str(path), "num_structures": len(structures), "num_atoms": int(dataset.num_atoms)}
+    out.update(metrics)
+    out.update(to_mev(metrics))
+    return out
+
+
+def pooled_force_rmse(results: list[dict], key: str = "force_rmse_component") -> float:
+    """Force RMSE over the union of several :func:`evaluate_file` results (same unit as
+    ``key``): each file's mean square weighted by its number of atoms."""
+    n = np.array([r["num_atoms"] for r in results], dtype=float)
+    rmse = np.array([r[key] for r in results], dtype=float)
+    return float(np.sqrt(np.sum(n * rmse**2) / np.sum(n)))
