@@ -64,7 +64,7 @@ def cutoff_function(r: torch.Tensor, rc: float, name: str = "cos", alpha: float 
     """
     inside = r < rc
     if name == "hard":
-        return inside.to(r.dtype)
+        return inside.to(r.dtype) + 0.0 * r  # zero derivative, but part of the autograd graph
     if name in _NO_INNER_CUTOFF:
         u = torch.where(inside, 1.0 - r / rc, torch.zeros_like(r))
         f = torch.tanh(u) ** 3

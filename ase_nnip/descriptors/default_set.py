@@ -11,6 +11,7 @@ Functions whose range of values over the data is too small are removed afterward
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Iterable, Mapping, Sequence
 
@@ -30,20 +31,28 @@ from ase_nnip.descriptors.symmetry_functions import (
 _GRID_POINTS = 4001
 
 
-def radial_term_curvature(r: np.ndarray, eta: float, rc: float, cutoff: str = "cos", alpha: float = 0.0) -> np.ndarray:
-    """d²/dr² of g(r) = exp(−η r²) f_c(r) on the grid ``r`` (Å), by autograd."""
+@functools.lru_cache(maxsize=32)
+def _cutoff_on_grid(rc: float, cutoff: str, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Grid r in (0, r_c) and f_c, f_c', f_c'' on it (autograd)."""
+    r = np.linspace(0.0, rc, _GRID_POINTS)[1:-1]
     x = torch.tensor(r, dtype=torch.float64, requires_grad=True)
-    g = torch.exp(-eta * x * x) * cutoff_function(x, rc, cutoff, alpha)
-    (dg,) = torch.autograd.grad(g.sum(), x, create_graph=True)
-    (d2g,) = torch.autograd.grad(dg.sum(), x)
-    return d2g.numpy()
+    f = cutoff_function(x, rc, cutoff, alpha)
+    (df,) = torch.autograd.grad(f.sum(), x, create_graph=True)
+    (d2f,) = torch.autograd.grad(df.sum(), x)
+    return r, f.detach().numpy(), df.detach().numpy(), d2f.numpy()
+
+
+def radial_term_curvature(eta: float, rc: float, cutoff: str = "cos", alpha: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Grid r (Å) and d²/dr² of g(r) = exp(−η r²) f_c(r) on it:
+    g'' = exp(−η r²) [f_c'' − 4ηr f_c' + (4η²r² − 2η) f_c]."""
+    r, f, df, d2f = _cutoff_on_grid(float(rc), cutoff, float(alpha))
+    return r, np.exp(-eta * r * r) * (d2f - 4 * eta * r * df + (4 * eta**2 * r * r - 2 * eta) * f)
 
 
 def inflection_point(eta: float, rc: float, cutoff: str = "cos", alpha: float = 0.0) -> float:
     """Radius (Å) of the first inflection point of exp(−η r²) f_c(r) in (0, r_c): where its
     curvature first turns from negative (concave core) to positive (convex tail)."""
-    r = np.linspace(0.0, rc, _GRID_POINTS)[1:-1]
-    c = radial_term_curvature(r, eta, rc, cutoff, alpha)
+    r, c = radial_term_curvature(eta, rc, cutoff, alpha)
     turns = np.nonzero((c[:-1] < 0) & (c[1:] >= 0))[0]
     if turns.size == 0:
         raise ValueError(f"exp(-{eta} r^2) f_c(r) with the {cutoff} cutoff has no inflection point below r_c = {rc} Å")
