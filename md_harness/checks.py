@@ -15,7 +15,7 @@ import numpy as np
 from ase import units
 from ase.neighborlist import neighbor_list
 
-from md_harness.detectors import bonds_per_atom, density_g_cm3, min_cell_height_A
+from md_harness.detectors import bonds_per_atom, density_g_cm3, min_cell_height_A, neighbor_search_copy
 
 MIN_DISTANCE_A = 0.5
 VOLUME_STEP = 5e-3  # relative volume change of the finite difference
@@ -47,7 +47,7 @@ def fd_pressure_terms(atoms, volume_step: float = VOLUME_STEP) -> tuple[float, f
 def _structure_problems(config, atoms, cutoff_A) -> list[str]:
     problems = []
     if len(atoms) > 1:
-        i, j, d = neighbor_list("ijd", atoms, MIN_DISTANCE_A)
+        i, j, d = neighbor_list("ijd", neighbor_search_copy(atoms), MIN_DISTANCE_A)
         if len(d):
             k = int(np.argmin(d))
             problems.append(

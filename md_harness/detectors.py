@@ -37,6 +37,16 @@ FAILURE_MODES = (
 AMU_PER_A3_TO_G_PER_CM3 = units._amu * 1e3 / 1e-24
 
 
+def neighbor_search_copy(atoms):
+    """Atoms for ``ase.neighborlist``: without the cell when nothing is periodic (a large
+    vacuum box, like the 50 Å one of the 3BPA files, makes ASE's binning slow)."""
+    probe = atoms.copy()
+    probe.calc = None
+    if not probe.pbc.any():
+        probe.set_cell(np.zeros((3, 3)))
+    return probe
+
+
 def find_bonds(atoms, margin_A: float = 0.3, pairs=None) -> np.ndarray:
     """(B, 2) atom index pairs i < j closer than r_cov(i) + r_cov(j) + margin (ASE covalent radii).
 
@@ -44,7 +54,7 @@ def find_bonds(atoms, margin_A: float = 0.3, pairs=None) -> np.ndarray:
     elements are returned. Periodic images count through the minimum image.
     """
     cutoffs = covalent_radii[atoms.numbers] + 0.5 * margin_A
-    i, j = neighbor_list("ij", atoms, cutoffs, self_interaction=False)
+    i, j = neighbor_list("ij", neighbor_search_copy(atoms), cutoffs, self_interaction=False)
     keep = i < j
     bonds = np.unique(np.stack([i[keep], j[keep]], axis=1), axis=0).reshape(-1, 2)
     if pairs is not None:

@@ -100,6 +100,29 @@ def structure_sha256(numbers, positions, cell, pbc) -> str:
     return digest.hexdigest()
 
 
+def open_results(path) -> h5py.File:
+    """Open a results file for reading; a missing, unreadable or foreign file is a ResultsFileError."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise ResultsFileError(f"cannot read results file {path}: {err}") from err
+    if f.attrs.get("format") != FORMAT:
+        f.close()
+        raise ResultsFileError(f"{path} is not an md-harness results file")
+    return f
+
+
+def _new_rows(first_index: int, seeds) -> np.ndarray:
+    """Table rows of replicas not started yet."""
+    rows = np.zeros(len(seeds), dtype=TABLE_DTYPE)
+    rows["index"] = np.arange(first_index, first_index + len(seeds))
+    rows["seed"] = seeds
+    rows["status"] = b"unfinished"
+    rows["failure_step"] = rows["first_uncertain_step"] = -1
+    rows["censored"] = True
+    return rows
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -147,13 +170,7 @@ class ResultsStore:
             f.attrs["sessions"] = "[]"
             for key, value in attrs.items():
                 f.attrs[key] = value
-            table = np.zeros(len(seeds), dtype=TABLE_DTYPE)
-            table["index"] = np.arange(len(seeds))
-            table["seed"] = seeds
-            table["status"] = b"unfinished"
-            table["failure_step"] = table["first_uncertain_step"] = -1
-            table["censored"] = True
-            f.create_dataset("replicas", data=table, maxshape=(None,))
+            f.create_dataset("replicas", data=_new_rows(0, seeds), maxshape=(None,))
             g = f.create_group("start")
             g["numbers"], g["positions"], g["cell"], g["pbc"] = start.numbers, start.positions, start.cell.array, start.pbc
             f["bonds"] = np.asarray(bonds, dtype=np.int64).reshape(-1, 2)
@@ -165,13 +182,7 @@ class ResultsStore:
         """Open an existing file for a continued run; refuse it when its protocol or model differ."""
         path = Path(path)
         path.with_name(path.name + ".tmp").unlink(missing_ok=True)  # left by a killed transaction
-        try:
-            f = h5py.File(path, "r")
-        except OSError as err:
-            raise ResultsFileError(f"{path} exists but is not a readable HDF5 file: {err}") from err
-        with f:
-            if f.attrs.get("format") != FORMAT:
-                raise ResultsFileError(f"{path} is not an md-harness results file (format {f.attrs.get('format')!r})")
+        with open_results(path) as f:
             stored = json.loads(f.attrs["config"])
             n_stored = len(f["replicas"])
             for key in ("model_identity", "structure_sha256"):
@@ -189,13 +200,7 @@ class ResultsStore:
             raise ResultsFileError(f"cannot resume {path}: it has {n_stored} replicas, the config asks for {len(seeds)}")
         store = cls(path)
         if len(seeds) > n_stored:
-            extra = np.zeros(len(seeds) - n_stored, dtype=TABLE_DTYPE)
-            extra["index"] = np.arange(n_stored, len(seeds))
-            extra["seed"] = seeds[n_stored:]
-            extra["status"] = b"unfinished"
-            extra["failure_step"] = extra["first_uncertain_step"] = -1
-            extra["censored"] = True
-            store.table = np.concatenate([store.table, extra])
+            store.table = np.concatenate([store.table, _new_rows(n_stored, seeds[n_stored:])])
             with store.transaction() as f:
                 f["replicas"].resize((len(seeds),))
                 f.attrs["config"] = json.dumps(config_dict, sort_keys=True)
@@ -311,13 +316,7 @@ class Results:
 
 def load_results(path) -> Results:
     path = Path(path)
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise ResultsFileError(f"cannot read results file {path}: {err}") from err
-    with f:
-        if f.attrs.get("format") != FORMAT:
-            raise ResultsFileError(f"{path} is not an md-harness results file")
+    with open_results(path) as f:
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
         table = f["replicas"][:]
         thermo, fingerprints = {}, {}
