@@ -62,7 +62,9 @@ class HarnessConfig:
     model_cutoff_A: Optional[float] = _key(
         None, "model cutoff for the box-size check (default: cutoff_A of an .nnip model)", NUM, nullable=True
     )
-    threads_per_rank: Optional[int] = _key(None, "torch.set_num_threads per rank (null: leave torch's default)", (int,), nullable=True)
+    threads_per_rank: Optional[int] = _key(
+        None, "torch.set_num_threads on every rank; use 1 when ranks share a node (null: torch's default)", (int,), nullable=True
+    )
     structure: str = _key(_REQUIRED, "start structure, any file ase.io.read understands", (str,))
     structure_index: int = _key(0, "frame of the structure file to start from", (int,))
     output: Optional[str] = _key(None, "results file (HDF5); default: <config file stem>.h5 in the current directory", (str,), nullable=True)

@@ -31,7 +31,7 @@ TAG_TO_ROOT = 11  # worker → rank 0: ("request",), ("checkpoint", ...), ("fini
 TAG_TASK = 12  # rank 0 → worker: a ReplicaTask, or None (no more work)
 TAG_STOP = 13  # rank 0 → worker: stop running replicas (wall time or signal on rank 0)
 POLL_S = 0.002
-MPI_ENV = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS", "SLURM_STEP_NUM_TASKS")
+MPI_ENV = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
 
 
 def launched_by_mpi() -> bool:

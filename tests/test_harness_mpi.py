@@ -32,7 +32,7 @@ def _env():
 def test_two_ranks_record_every_replica_once_and_match_one_rank(tmp_path):
     if not MPIEXEC.exists():
         pytest.skip(f"mpiexec not found next to {sys.executable}")
-    path = write_cluster_config(tmp_path, n_replicas=4, duration_ps=0.05, output=str(tmp_path / "mpi.h5"))
+    path = write_cluster_config(tmp_path, n_replicas=4, duration_ps=0.1, output=str(tmp_path / "mpi.h5"))
     result = subprocess.run(
         [str(MPIEXEC), "-n", "2", *CLI, str(path)], capture_output=True, text=True, timeout=180, env=_env()
     )
@@ -40,7 +40,7 @@ def test_two_ranks_record_every_replica_once_and_match_one_rank(tmp_path):
     finished = re.findall(r"replica (\d+): (\w+)", result.stderr)
     assert sorted(int(i) for i, _ in finished) == [0, 1, 2, 3]  # each replica ends (and is written) once
 
-    run_campaign(cluster_config(tmp_path, n_replicas=4, duration_ps=0.05, output=str(tmp_path / "serial.h5")))
+    run_campaign(cluster_config(tmp_path, n_replicas=4, duration_ps=0.1, output=str(tmp_path / "serial.h5")))
     assert_same_records(records(tmp_path / "serial.h5"), records(tmp_path / "mpi.h5"))
     with h5py.File(tmp_path / "mpi.h5") as f:
         ranks = {int(g.attrs["rank"]) for g in f["replica"].values()}
