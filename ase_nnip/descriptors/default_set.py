@@ -129,7 +129,11 @@ def default_symmetry_functions(
     for centre, neighbor in itertools.product(species, species):
         if (centre, neighbor) not in r_min:
             continue
-        for eta in radial_etas(r_min[(centre, neighbor)], cutoff_A, radial_per_pair, cutoff, alpha):
+        try:
+            etas = radial_etas(r_min[(centre, neighbor)], cutoff_A, radial_per_pair, cutoff, alpha)
+        except ValueError as exc:
+            raise ValueError(f"radial functions {centre}–{neighbor} (R_min = {r_min[(centre, neighbor)]:.3f} Å): {exc}") from exc
+        for eta in etas:
             functions.append(SymmetryFunction(centre, RADIAL, (neighbor,), eta, cutoff_A))
     for centre in species:
         for j, k in itertools.combinations_with_replacement(species, 2):

@@ -259,14 +259,17 @@ class BehlerParrinelloModel(AtomisticModel):
         if generated:
             options = dict(opt.default_set_options)
             min_range = float(options.pop("min_range", 1e-4))
-            functions = default_symmetry_functions(
-                species,
-                float(opt.cutoff_A),
-                minimum_distances(dataset.batches(16)),
-                cutoff=opt.cutoff_function,
-                alpha=opt.cutoff_alpha,
-                **options,
-            )
+            try:
+                functions = default_symmetry_functions(
+                    species,
+                    float(opt.cutoff_A),
+                    minimum_distances(dataset.batches(16)),
+                    cutoff=opt.cutoff_function,
+                    alpha=opt.cutoff_alpha,
+                    **options,
+                )
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"symmetry_functions 'auto' (default set, options {options}): {exc}") from exc
         else:
             functions = parse_symmetry_functions(config["symmetry_functions"], species)
         if config.get("sf_statistics", "auto") == "auto" or generated:

@@ -1,0 +1,295 @@
+"""Behler–Parrinello model: outputs and descriptors, derivatives, invariances, config
+resolution from data, model file and calculator, and training through the generic trainer."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import molecule
+from ase.calculators.lj import LennardJones
+from scipy.spatial.transform import Rotation
+
+from ase_nnip.calculator import NNIPCalculator
+from ase_nnip.data import GraphDataset, Structure, atoms_to_graph, collate
+from ase_nnip.model_file import load_model, save_model
+from ase_nnip.models import ConfigError, build_model, config_from_data
+from ase_nnip.models.bpnn import ACTIVATIONS
+from ase_nnip.properties import predict
+
+RC = 3.0
+FUNCTIONS = [
+    {"element": "H", "type": 2, "neighbors": ["H"], "eta_per_A2": 0.5, "rs_A": 0.0, "rc_A": RC},
+    {"element": "H", "type": 2, "neighbors": ["O"], "eta_per_A2": 2.0, "rs_A": 0.9, "rc_A": RC},
+    {"element": "H", "type": 3, "neighbors": ["H", "O"], "eta_per_A2": 0.1, "rs_A": 0.0, "rc_A": RC,
+     "lambda": 1.0, "zeta": 2.0},
+    {"element": "O", "type": 2, "neighbors": ["H"], "eta_per_A2": 1.0, "rs_A": 0.0, "rc_A": RC},
+    {"element": "O", "type": 2, "neighbors": ["O"], "eta_per_A2": 0.3, "rs_A": 0.0, "rc_A": RC},
+    {"element": "O", "type": 3, "neighbors": ["H", "H"], "eta_per_A2": 0.2, "rs_A": 0.0, "rc_A": RC,
+     "lambda": -1.0, "zeta": 1.0},
+    {"element": "O", "type": 9, "neighbors": ["O", "H"], "eta_per_A2": 0.1, "rs_A": 0.0, "rc_A": RC,
+     "lambda": 1.0, "zeta": 4.0},
+]
+CONFIG = dict(
+    model_type="behler_parrinello",
+    species=["H", "O"],
+    cutoff_A=RC,
+    symmetry_functions=FUNCTIONS,
+    cutoff_function="cos",
+    scaling="none",
+    hidden_layers=[6, 5],
+    activations="tanh",
+    reference_energies_eV={"H": -13.6, "O": -430.0},
+)
+
+
+def small_model(dtype=torch.float64, seed=0, **changes):
+    torch.manual_seed(seed)
+    return build_model({**CONFIG, **changes}).to(dtype).eval()
+
+
+def water_box(seed=2, n=8, box=6.2):
+    rng = np.random.default_rng(seed)
+    base = molecule("H2O")
+    atoms = Atoms(cell=np.diag([box, box * 0.97, box * 1.03]), pbc=True)
+    for k in range(n):
+        w = base.copy()
+        w.rotate(rng.uniform(0, 360), rng.normal(size=3))
+        w.translate(np.array([(k % 2), (k // 2) % 2, k // 4]) * box / 2 + 1.0)
+        atoms += w
+    atoms.cell[1, 0] = 0.4
+    atoms.rattle(0.05, seed=seed)
+    return atoms
+
+
+def energy_forces_stress(model, atoms):
+    out = predict(model, atoms_to_graph(atoms, model.cutoff), forces=True, stress=atoms.pbc.all())
+    stress = None if out.stress is None else out.stress[0].detach().numpy()
+    return float(out.energy[0].detach()), out.forces.detach().numpy(), stress, out
+
+
+def labelled_dataset(n_frames=4, seed=0):
+    calc = LennardJones(sigma=0.85, epsilon=0.1, rc=RC, smooth=True)
+    structures = []
+    for k in range(n_frames):
+        atoms = water_box(seed + k)
+        atoms.calc = calc
+        structures.append(
+            Structure(atoms, atoms.get_potential_energy(), atoms.get_forces(), None, "lj", k)
+        )
+    return structures
+
+
+def test_outputs_and_descriptors_are_last_hidden_layer():
+    model = small_model()
+    atoms = water_box()
+    graph = atoms_to_graph(atoms, model.cutoff)
+    energy, forces, _, out = energy_forces_stress(model, atoms)
+    assert out.energies.shape == (24,) and out.energies.dtype == torch.float64
+    assert out.descriptors.shape == (24, 5) and model.descriptor_dim == 5
+    assert energy == pytest.approx(float(out.energies.detach().sum()))
+    # Recompute one O atom by hand: inputs → tanh layers → linear output.
+    species = model.species_index(graph.atomic_numbers)
+    g = model.scaled_symmetry_functions(graph, species)[0, :4]
+    net = model.networks["O"]
+    h1 = torch.tanh(net.layers[0](g))
+    h2 = torch.tanh(net.layers[1](h1))
+    torch.testing.assert_close(out.descriptors[0], h2)
+    torch.testing.assert_close(out.energies[0], net.layers[2](h2)[0] - 430.0)
+    assert np.abs(forces.sum(0)).max() < 1e-10  # translation invariance: no net force
+
+
+def test_forces_and_stress_match_finite_differences():
+    model = small_model()
+    atoms = water_box(seed=4)
+    _, forces, stress, _ = energy_forces_stress(model, atoms)
+    h = 1e-5
+    for a, c in [(0, 0), (1, 2), (5, 1), (17, 0)]:
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[a, c] += h
+        minus.positions[a, c] -= h
+        fd = -(energy_forces_stress(model, plus)[0] - energy_forces_stress(model, minus)[0]) / (2 * h)
+        assert forces[a, c] == pytest.approx(fd, abs=1e-6)
+    volume = atoms.get_volume()
+    for i, j in [(0, 0), (1, 2), (2, 1)]:
+        eps = np.zeros((3, 3))
+        eps[i, j] = eps[j, i] = h / 2 if i != j else h
+        energies = []
+        for sign in (1, -1):
+            strained = atoms.copy()
+            strained.set_cell(atoms.cell.array @ (np.eye(3) + sign * eps), scale_atoms=True)
+            energies.append(energy_forces_stress(model, strained)[0])
+        fd = (energies[0] - energies[1]) / (2 * h) / volume
+        assert stress[i, j] == pytest.approx(fd, abs=1e-7)
+
+
+def test_rotation_translation_permutation_invariance():
+    model = small_model()
+    atoms = water_box(seed=5)
+    e0, f0, _, out0 = energy_forces_stress(model, atoms)
+    rot = Rotation.random(random_state=3).as_matrix()
+    moved = atoms.copy()
+    moved.set_cell(atoms.cell.array @ rot.T)
+    moved.positions = atoms.positions @ rot.T + np.array([0.3, -1.2, 2.0])
+    e1, f1, _, out1 = energy_forces_stress(model, moved)
+    assert e1 == pytest.approx(e0, abs=1e-9)
+    np.testing.assert_allclose(f1, f0 @ rot.T, atol=1e-9)
+    torch.testing.assert_close(out1.descriptors, out0.descriptors, atol=1e-9, rtol=0)
+    perm = np.random.default_rng(0).permutation(len(atoms))
+    e2, f2, _, _ = energy_forces_stress(model, atoms[perm])
+    assert e2 == pytest.approx(e0, abs=1e-9)
+    np.testing.assert_allclose(f2, f0[perm], atol=1e-9)
+
+
+def test_batch_equals_single_structures():
+    model = small_model()
+    frames = [water_box(seed=1), molecule("H2O"), water_box(seed=3)]
+    graphs = [atoms_to_graph(a, model.cutoff) for a in frames]
+    batch = predict(model, collate(graphs), forces=True)
+    singles = [predict(model, g, forces=True) for g in graphs]
+    torch.testing.assert_close(batch.energy, torch.cat([s.energy for s in singles]))
+    torch.testing.assert_close(batch.forces, torch.cat([s.forces for s in singles]))
+
+
+def test_model_file_and_calculator_round_trip(tmp_path):
+    model = small_model(scaling="scalecenter", sf_statistics={
+        "H": {"min": [0.0, 0.0, 0.0], "max": [2.0, 1.0, 0.5], "mean": [1.0, 0.3, 0.1]},
+        "O": {"min": [0.0, 0.0, 0.0, 0.0], "max": [1.0, 0.5, 0.4, 0.3], "mean": [0.5, 0.1, 0.1, 0.1]},
+    }, energy_scale_eV=0.7, energy_shift_eV={"H": 0.1, "O": -0.2}, normalize_nodes=True)
+    path = tmp_path / "bpnn.nnip"
+    fingerprint = save_model(model, path)
+    loaded = load_model(path)
+    assert loaded.model_type == "behler_parrinello" and loaded.fingerprint == fingerprint
+    assert json.loads(json.dumps(loaded.config)) == loaded.config
+    atoms = water_box()
+    atoms.calc = NNIPCalculator(path)
+    e = atoms.get_potential_energy()
+    assert e == pytest.approx(energy_forces_stress(model, atoms)[0], abs=1e-9)
+    assert atoms.calc.results["descriptors"].shape == (24, 5)
+    assert atoms.get_stress().shape == (6,)
+    # Casting to float32 and back must not round the scaling or energy parameters.
+    again = load_model(path).float().double()
+    assert energy_forces_stress(again, atoms)[0] == pytest.approx(e, abs=1e-9)
+    f32 = NNIPCalculator(path, dtype="float32")
+    b = atoms.copy()
+    b.calc = f32
+    assert b.get_potential_energy() == pytest.approx(e, abs=1e-3)
+
+
+def test_normalize_nodes_and_activations():
+    model = small_model(normalize_nodes=True, activations=["softplus", "gaussian"], output_activation="linear")
+    net = model.networks["H"]
+    x = torch.randn(4, 3, dtype=torch.float64)
+    h1 = torch.log1p(torch.exp(net.layers[0](x) / 3))
+    h2 = torch.exp(-0.5 * (net.layers[1](h1) / 6) ** 2)
+    y, hidden = net(x)
+    torch.testing.assert_close(hidden, h2)
+    torch.testing.assert_close(y, (net.layers[2](h2) / 5).squeeze(-1))
+    x = torch.linspace(-3, 3, 7, dtype=torch.float64)
+    torch.testing.assert_close(ACTIVATIONS["revsigmoid"](x), 1 - torch.sigmoid(x))
+    torch.testing.assert_close(ACTIVATIONS["exp"](x), torch.exp(-x))
+    torch.testing.assert_close(ACTIVATIONS["harmonic"](x), x * x)
+
+
+def test_config_errors():
+    bad = [
+        dict(activations="swish"),
+        dict(hidden_layers={"H": [4, 5], "O": [4, 6]}),
+        dict(hidden_layers=[]),
+        dict(cutoff_A=2.0),
+        dict(scaling="scalecenter"),  # sf_statistics still "auto"
+        dict(scaling="scale", sf_statistics={"H": {"min": [0, 0, 0], "max": [1, 1, 1]},
+                                             "O": {"min": [0, 0], "max": [1, 1]}}),
+        dict(scaling="scale", sf_statistics={"H": {"min": [0, 0, 0], "max": [1, 0, 1]},
+                                             "O": {"min": [0] * 4, "max": [1] * 4}}),
+        dict(symmetry_functions=FUNCTIONS[:3]),  # O has no functions
+        dict(symmetry_functions="auto"),
+        dict(energy_shift_eV="auto"),
+        dict(layers=[3]),
+        dict(symmetry_functions=FUNCTIONS + [{**FUNCTIONS[0], "neighbors": ["C"]}]),
+    ]
+    for changes in bad:
+        with pytest.raises(ConfigError):
+            build_model({**CONFIG, **changes})
+
+
+def test_config_from_data_resolves_everything_auto():
+    structures = labelled_dataset(3)
+    # The default set needs R_min inside the widest function's inflection point (r_c/2 for cos).
+    with pytest.raises(ConfigError, match="increase the cutoff"):
+        config_from_data({**CONFIG, "symmetry_functions": "auto"}, GraphDataset.from_structures(structures, RC))
+    dataset = GraphDataset.from_structures(structures, 6.0, dtype=torch.float32)
+    config = {
+        "model_type": "behler_parrinello", "species": ["O", "H"], "cutoff_A": 6.0,
+        "symmetry_functions": "auto", "sf_statistics": "auto", "energy_scale_eV": "auto", "energy_shift_eV": "auto",
+        "default_set_options": {"radial_per_pair": 4, "zetas": [1, 4]}, "hidden_layers": [8, 8],
+    }
+    resolved = config_from_data(config, dataset)
+    assert json.loads(json.dumps(resolved)) == resolved
+    model = build_model(resolved).double()
+    n_h, n_o = model.symmetry_functions.num_functions
+    assert n_h > 4 and n_o > 4
+    assert resolved["energy_scale_eV"] > 0 and np.isfinite(resolved["energy_shift_eV"])
+    # scalecenter: over the training data every scaled input spans exactly S_max − S_min = 1.
+    graph = collate([g.to(dtype=torch.float64) for g in dataset.graphs])
+    species = model.species_index(graph.atomic_numbers)
+    with torch.no_grad():
+        x = model.scaled_symmetry_functions(graph, species)
+    for k, n in enumerate((n_h, n_o)):
+        rows = x[species == k, :n]
+        torch.testing.assert_close(rows.max(0).values - rows.min(0).values, torch.ones(n, dtype=torch.float64))
+        torch.testing.assert_close(rows.mean(0), torch.zeros(n, dtype=torch.float64), atol=1e-12, rtol=0)
+    # Given functions are kept as they are and only the statistics are computed.
+    fixed = config_from_data({**CONFIG, "scaling": "scale", "sf_statistics": "auto"},
+                             GraphDataset.from_structures(structures, RC))
+    assert fixed["symmetry_functions"] == build_model(CONFIG).config["symmetry_functions"]
+    assert len(fixed["sf_statistics"]["O"]["min"]) == 4
+
+
+def test_training_with_force_loss_reduces_the_loss():
+    structures = labelled_dataset(2, seed=7)
+    dataset = GraphDataset.from_structures(structures, RC)
+    torch.manual_seed(0)
+    config = config_from_data({**CONFIG, "scaling": "scalecenter", "sf_statistics": "auto",
+                               "reference_energies_eV": {}, "energy_shift_eV": "auto"}, dataset)
+    model = build_model(config).double().train()
+    batch = collate(dataset.graphs)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+    def loss_fn():
+        out = predict(model, batch, forces=True, create_graph=True)
+        return ((out.energy - batch.energy) ** 2).mean() / 24**2 + ((out.forces - batch.forces) ** 2).mean()
+
+    first = float(loss_fn().detach())
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        optimizer.step()
+    assert float(loss_fn().detach()) < 0.5 * first
+
+
+@pytest.mark.slow
+def test_generic_trainer_trains_a_bpnn(tmp_path):
+    """The trainer knows nothing about the model type: a BPNN config just works."""
+    from ase.io import write
+
+    from ase_nnip.train.ensemble import train
+
+    frames = []
+    for s in labelled_dataset(6, seed=11):
+        frames.append(s.atoms)
+    write(tmp_path / "train.extxyz", frames)
+    config = {
+        "data": {"train_file": str(tmp_path / "train.extxyz"), "n_val": 2, "reference_energies": "fit"},
+        "model": {"model_type": "behler_parrinello", "cutoff_A": RC, "symmetry_functions": FUNCTIONS,
+                  "sf_statistics": "auto", "hidden_layers": [6, 6], "energy_scale_eV": "auto",
+                  "energy_shift_eV": "auto"},
+        "training": {"epochs": 2, "batch_size": 2, "dtype": "float64"},
+    }
+    result = train(config, tmp_path / "out", members=1, quiet=True, base_dir=tmp_path)
+    assert result.ok
+    model = load_model(tmp_path / "out" / "member_0" / "model.nnip")
+    assert model.model_type == "behler_parrinello"
+    assert (tmp_path / "out" / "member_0" / "error_trajectory.h5").exists()
