@@ -138,7 +138,7 @@ def test_batch_equals_individual(mol, water_box):
     start = 0
     for k, g in enumerate(graphs):
         single = predict(model, g)
-        assert float(batched.energy[k]) == pytest.approx(float(single.energy[0]), abs=1e-10)
+        assert float(batched.energy[k].detach()) == pytest.approx(float(single.energy[0].detach()), abs=1e-10)
         np.testing.assert_allclose(
             batched.forces[start : start + g.num_atoms].detach(), single.forces.detach(), atol=1e-10
         )

@@ -63,9 +63,12 @@ class AtomicGraph:
     def edge_vectors(self) -> torch.Tensor:
         """(E, 3) vectors r_ij = pos[j] - pos[i] + S·cell, differentiable w.r.t. positions and cell."""
         i, j = self.edge_index
-        cell_per_edge = self.cell[self.batch[i]]
-        offsets = torch.einsum("ek,ekl->el", self.shifts, cell_per_edge)
-        return self.positions[j] - self.positions[i] + offsets
+        if self.num_graphs == 1:
+            offsets = self.shifts @ self.cell[0]
+        else:
+            cell_per_edge = self.cell.index_select(0, self.batch.index_select(0, i))
+            offsets = torch.einsum("ek,ekl->el", self.shifts, cell_per_edge)
+        return self.positions.index_select(0, j) - self.positions.index_select(0, i) + offsets
 
     def to(self, device=None, dtype=None) -> "AtomicGraph":
         """Move to a device; floating-point tensors are cast to ``dtype`` when given."""

@@ -28,6 +28,13 @@ from torch import nn
 
 from ase_nnip.data.graph import AtomicGraph
 from ase_nnip.models.base import AtomisticModel, CommonConfig, ConfigError
+from ase_nnip.models.equivariant_ops import (
+    BlockLinear,
+    EdgeTensorProduct,
+    GatedActivation,
+    SpeciesBlockLinear,
+    split_orders,
+)
 from ase_nnip.models.radial import BesselBasis, PolynomialCutoff
 from ase_nnip.models.rescale import PerSpeciesScaleShift, per_species_values
 from ase_nnip.models.zbl import ZBLRepulsion
@@ -93,20 +100,19 @@ def dataset_mean_residual_energy(dataset, reference_energies: dict) -> float:
     return float(sum(values) / len(values))
 
 
-def natural_irreps(multiplicity: int, l_max: int) -> o3.Irreps:
-    """multiplicity × (0e + 1o + 2e + …) up to l_max."""
-    return o3.Irreps([(multiplicity, (l, (-1) ** l)) for l in range(l_max + 1)])
-
-
 class InteractionBlock(nn.Module):
-    """One message-passing block: convolution with the edge spherical harmonics, then a
-    gated nonlinearity (or SiLU when the block outputs only scalars)."""
+    """One message-passing block: convolution of neighbour features with the edge
+    spherical harmonics, species-dependent self-connection, gated nonlinearity.
+
+    Input features (N, C, (l_in+1)²) → output (N, C, (l_out+1)²).
+    """
 
     def __init__(
         self,
-        irreps_in: o3.Irreps,
-        irreps_sh: o3.Irreps,
-        irreps_out: o3.Irreps,
+        l_in: int,
+        l_sh: int,
+        l_out: int,
+        channels: int,
         num_species: int,
         num_radial_basis: int,
         radial_neurons: int,
@@ -115,47 +121,36 @@ class InteractionBlock(nn.Module):
         resnet: bool,
     ):
         super().__init__()
-        self.irreps_in = o3.Irreps(irreps_in)
-        self.irreps_out = o3.Irreps(irreps_out)
-        scalars = o3.Irreps([(mul, ir) for mul, ir in self.irreps_out if ir.l == 0])
-        gated = o3.Irreps([(mul, ir) for mul, ir in self.irreps_out if ir.l > 0])
-        if len(gated) > 0:
-            gates = o3.Irreps([(gated.num_irreps, "0e")])
-            self.activation = e3nn_nn.Gate(scalars, [nn.functional.silu], gates, [torch.sigmoid], gated)
-            irreps_pre = self.activation.irreps_in
-        else:
-            self.activation = e3nn_nn.Activation(scalars, [nn.functional.silu])
-            irreps_pre = scalars
-
-        self.linear_in = o3.Linear(self.irreps_in, self.irreps_in)
-        # One "uvu" path per (input irrep, harmonic, allowed output irrep).
-        irreps_mid, instructions = [], []
-        for i_in, (mul, ir_in) in enumerate(self.irreps_in):
-            for i_sh, (_, ir_sh) in enumerate(irreps_sh):
-                for ir_out in ir_in * ir_sh:
-                    if ir_out in irreps_pre:
-                        instructions.append((i_in, i_sh, len(irreps_mid), "uvu", True))
-                        irreps_mid.append((mul, ir_out))
-        irreps_mid = o3.Irreps(irreps_mid)
-        self.tp = o3.TensorProduct(
-            self.irreps_in, irreps_sh, irreps_mid, instructions, shared_weights=False, internal_weights=False
-        )
+        self.l_in, self.l_out = l_in, l_out
+        uniform_in = {l: channels for l in range(l_in + 1)}
+        self.linear_in = BlockLinear(uniform_in, uniform_in)
+        self.tp = EdgeTensorProduct(l_in, l_sh, l_out)
         self.radial = e3nn_nn.FullyConnectedNet(
-            [num_radial_basis] + radial_layers * [radial_neurons] + [self.tp.weight_numel], nn.functional.silu
+            [num_radial_basis] + radial_layers * [radial_neurons] + [channels * self.tp.num_paths],
+            nn.functional.silu,
         )
-        self.linear_out = o3.Linear(irreps_mid, irreps_pre)
-        # Species-dependent self-connection: a separate linear map per element.
-        self.self_connection = o3.Linear(self.irreps_in, irreps_pre, shared_weights=False, internal_weights=False)
-        self.self_connection_weights = nn.Parameter(torch.randn(num_species, self.self_connection.weight_numel))
+        self.activation = GatedActivation(l_out, channels)
+        pre_channels = self.activation.input_channels()
+        self.linear_out = BlockLinear(
+            {l: channels * self.tp.paths_per_order[l] for l in range(l_out + 1)}, pre_channels
+        )
+        shared = range(min(l_in, l_out) + 1)
+        self.self_connection = SpeciesBlockLinear(
+            uniform_in, {l: pre_channels[l] for l in shared}, num_species
+        )
         self.norm = 1.0 / math.sqrt(avg_num_neighbors)
-        self.resnet = resnet and self.irreps_in == self.irreps_out
+        self.resnet = resnet and l_in == l_out
 
     def forward(self, h, species, edge_index, edge_sh, edge_radial):
         i, j = edge_index
-        messages = self.tp(self.linear_in(h)[j], edge_sh, self.radial(edge_radial))
-        aggregated = torch.zeros(h.shape[0], messages.shape[1], dtype=h.dtype, device=h.device)
+        x = torch.cat(self.linear_in(split_orders(h, self.l_in)), dim=-1)
+        messages = self.tp(x.index_select(0, j), edge_sh, self.radial(edge_radial))
+        aggregated = torch.zeros((h.shape[0],) + messages.shape[1:], dtype=h.dtype, device=h.device)
         aggregated = aggregated.index_add(0, i, messages) * self.norm
-        pre = self.linear_out(aggregated) + self.self_connection(h, self.self_connection_weights[species])
+        by_order = self.tp.split_by_order(aggregated)
+        pre = self.linear_out([by_order[l] for l in range(self.l_out + 1)])
+        for l, sc in zip(self.self_connection.orders, self.self_connection(split_orders(h, self.l_in), species)):
+            pre[l] = pre[l] + sc
         out = self.activation(pre)
         return out + h if self.resnet else out
 
@@ -180,21 +175,22 @@ class EquivariantModel(AtomisticModel):
         if opt.avg_num_neighbors <= 0:
             raise ConfigError(f"avg_num_neighbors must be positive, got {opt.avg_num_neighbors}")
         c = opt.num_channels
-        self.irreps_sh = o3.Irreps.spherical_harmonics(opt.l_max)
+        self.sh_orders = list(range(opt.l_max + 1))
         self.embedding = nn.Linear(self.num_species, c, bias=False)
         self.radial_basis = BesselBasis(self.cutoff, opt.num_radial_basis, opt.trainable_bessel)
         self.envelope = PolynomialCutoff(self.cutoff, opt.polynomial_p)
 
-        hidden = natural_irreps(c, opt.l_max)
-        irreps = o3.Irreps(f"{c}x0e")
+        l_in = 0
         blocks = []
         for layer in range(opt.num_layers):
-            out = o3.Irreps(f"{c}x0e") if layer == opt.num_layers - 1 else hidden
+            # The last block outputs only scalars: invariant descriptors by construction.
+            l_out = 0 if layer == opt.num_layers - 1 else opt.l_max
             blocks.append(
                 InteractionBlock(
-                    irreps,
-                    self.irreps_sh,
-                    out,
+                    l_in,
+                    opt.l_max,
+                    l_out,
+                    c,
                     self.num_species,
                     opt.num_radial_basis,
                     opt.radial_mlp_neurons,
@@ -203,7 +199,7 @@ class EquivariantModel(AtomisticModel):
                     opt.resnet,
                 )
             )
-            irreps = out
+            l_in = l_out
         self.blocks = nn.ModuleList(blocks)
         self.readout = nn.Sequential(
             nn.Linear(c, opt.readout_hidden), nn.SiLU(), nn.Linear(opt.readout_hidden, 1)
@@ -235,14 +231,14 @@ class EquivariantModel(AtomisticModel):
     def atomic_outputs(self, graph: AtomicGraph, species: torch.Tensor):
         vectors = graph.edge_vectors()
         lengths = torch.linalg.norm(vectors, dim=-1)
-        edge_sh = o3.spherical_harmonics(self.irreps_sh, vectors, normalize=True, normalization="component")
+        edge_sh = o3.spherical_harmonics(self.sh_orders, vectors, normalize=True, normalization="component")
         edge_radial = self.radial_basis(lengths) * self.envelope(lengths).unsqueeze(-1)
 
         onehot = nn.functional.one_hot(species, self.num_species).to(vectors.dtype)
-        h = self.embedding(onehot)
+        h = self.embedding(onehot).unsqueeze(-1)  # (N, C, 1): scalars only
         for block in self.blocks:
             h = block(h, species, graph.edge_index, edge_sh, edge_radial)
-        descriptors = h
+        descriptors = h.squeeze(-1)
         energies = self.readout(descriptors).squeeze(-1)
         if self.rescale is not None:
             energies = self.rescale(energies, species)

@@ -51,10 +51,8 @@ class PolynomialCutoff(nn.Module):
 
 def polynomial_envelope(x: torch.Tensor, p: float) -> torch.Tensor:
     """The polynomial envelope of :class:`PolynomialCutoff` at reduced distance ``x``."""
-    out = (
-        1.0
-        - 0.5 * (p + 1.0) * (p + 2.0) * torch.pow(x, p)
-        + p * (p + 2.0) * torch.pow(x, p + 1.0)
-        - 0.5 * p * (p + 1.0) * torch.pow(x, p + 2.0)
-    )
+    xp = x
+    for _ in range(int(p) - 1):  # repeated products: cheaper than pow, and compiler-friendly
+        xp = xp * x
+    out = 1.0 - 0.5 * (p + 1.0) * (p + 2.0) * xp + p * (p + 2.0) * xp * x - 0.5 * p * (p + 1.0) * xp * x * x
     return out * (x < 1.0)

@@ -25,7 +25,7 @@ class PerSpeciesScaleShift(nn.Module):
             self.register_buffer("shifts", shifts)
 
     def forward(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
-        return self.scales[species] * x + self.shifts[species]
+        return self.scales.index_select(0, species) * x + self.shifts.index_select(0, species)
 
 
 def per_species_values(value, species: list[str], name: str) -> list[float]:
