@@ -158,7 +158,10 @@ def make_dynamics(atoms: Atoms, settings: SamplingSettings, temperature_K: float
         return NVTBerendsen(atoms, dt, temperature_K=temperature_K, taut=settings.taut_fs * units.fs)
     from ase.md.langevin import Langevin
 
-    return Langevin(atoms, dt, temperature_K=temperature_K, friction=settings.friction_per_fs / units.fs, rng=rng)
+    # fixcm=False: ASE's fixcm=True Langevin does not sample NVT exactly; a liquid's centre
+    # of mass may drift, which changes nothing for the sampled configurations.
+    return Langevin(atoms, dt, temperature_K=temperature_K, friction=settings.friction_per_fs / units.fs,
+                    fixcm=False, rng=rng)
 
 
 def labelled_frame(atoms: Atoms, **info) -> Atoms:
@@ -187,7 +190,7 @@ def sample_configurations(
     A summary (settings and results) is written next to ``output`` as ``<output>.json``.
     """
     from ase.io import write
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
     settings.validate()
     output = Path(output)
@@ -204,7 +207,7 @@ def sample_configurations(
             try:
                 atoms = scale_to_density(start, density, molecules)
                 atoms.calc = calculator
-                MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+                thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
                 Stationary(atoms)
                 dynamics = make_dynamics(atoms, settings, temperature, rng)
                 for k in range(settings.equilibration_steps + settings.frames_per_run * settings.interval_steps):
