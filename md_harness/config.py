@@ -287,7 +287,7 @@ def preset_table() -> str:
     blocks = []
     for name in list_presets():
         values = load_preset(name)
-        lines = [f"{name}:"] + [f"  {k}: {v!r}" for k, v in values.items() ]
+        lines = [f"{name}:"] + [f"  {k}: {v!r}" for k, v in values.items()]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
