@@ -20,12 +20,15 @@ fsync → rename), so a SIGKILL at any moment leaves the previous, readable file
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
+import platform
 import shutil
 import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
@@ -92,8 +95,6 @@ def _get_tree(group: h5py.Group) -> dict:
 
 
 def structure_sha256(numbers, positions, cell, pbc) -> str:
-    import hashlib
-
     digest = hashlib.sha256()
     for array in (np.asarray(numbers, np.int64), np.asarray(positions, float), np.asarray(cell, float), np.asarray(pbc, bool)):
         digest.update(np.ascontiguousarray(array).tobytes())
@@ -330,16 +331,12 @@ def load_results(path) -> Results:
 
 def provenance_attrs(model_info, structure_hash: str) -> dict:
     """Root attributes describing the model, structure and software."""
-    from importlib import metadata
-
     versions = {}
     for package in ("ase-nnip", "ase", "numpy", "h5py", "mpi4py", "torch", "scipy"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             pass
-    import platform
-
     versions["python"] = platform.python_version()
     return {
         "model_spec": model_info.spec,
