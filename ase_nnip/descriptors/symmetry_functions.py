@@ -155,6 +155,14 @@ def sort_like_n2p2(functions: Iterable[SymmetryFunction], species: Sequence[str]
     return sorted(functions, key=lambda sf: n2p2_sort_key(sf, species))
 
 
+def expand_pairs(first: torch.Tensor, count: torch.Tensor, partner_start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index pairs ``(first[m], partner_start[m] + t)`` for every m and 0 ≤ t < count[m]."""
+    owner = torch.repeat_interleave(torch.arange(first.shape[0], device=first.device), count)
+    slot_start = torch.cumsum(count, 0) - count
+    offset = torch.arange(owner.shape[0], device=first.device) - slot_start.index_select(0, owner)
+    return first.index_select(0, owner), partner_start.index_select(0, owner) + offset
+
+
 def triplet_pairs(centres: torch.Tensor, num_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
     """All unordered pairs of distinct edges that share their centre atom.
 
@@ -166,16 +174,11 @@ def triplet_pairs(centres: torch.Tensor, num_atoms: int) -> tuple[torch.Tensor, 
         ``(a, b)``: (T,) edge indices with a < b and ``centres[a] == centres[b]``;
         T = Σ_i n_i (n_i − 1) / 2 with n_i the number of edges of atom i.
     """
-    device = centres.device
-    n_edges = centres.shape[0]
+    edges = torch.arange(centres.shape[0], device=centres.device)
     counts = torch.bincount(centres, minlength=num_atoms)
     block_start = torch.cumsum(counts, 0) - counts
-    position = torch.arange(n_edges, device=device) - block_start[centres]
-    partners = counts[centres] - 1 - position  # later edges in the same block
-    a = torch.repeat_interleave(torch.arange(n_edges, device=device), partners)
-    first_slot = torch.cumsum(partners, 0) - partners
-    b = a + 1 + (torch.arange(a.shape[0], device=device) - first_slot[a])
-    return a, b
+    position = edges - block_start.index_select(0, centres)
+    return expand_pairs(edges, counts.index_select(0, centres) - 1 - position, edges + 1)
 
 
 def _unique(values: list) -> tuple[list, list[int]]:
@@ -345,34 +348,48 @@ class SymmetryFunctionLayer(nn.Module):
         return features.gather(1, self.columns.index_select(0, species))
 
     def _triplets(self, components, r, i, neighbor_species, species):
-        """(a, b, centre, pair) of the triplets that can contribute: edges a < b of the same
-        centre inside the angular cutoff, with an element pair used by the centre's element
-        and, when all angular functions are narrow, r_jk < r_c."""
-        n_atoms = species.shape[0]
+        """(a, b, centre, pair) of the triplets that can contribute: edges a ≠ b of the same
+        centre inside the angular cutoff whose element pair is used by the centre's element
+        (each unordered pair once) and, when all angular functions are narrow, r_jk < r_c.
+
+        Edges are sorted into segments (centre, neighbour element); pairs are generated only
+        for the element pairs each centre needs: within a segment for equal elements,
+        between two segments of the same centre otherwise.
+        """
+        n_atoms, n_species = species.shape[0], self.n_species
         with torch.no_grad():
-            edges = None
-            if bool((r >= self.max_angular_rc).any()):
-                edges = torch.nonzero(r < self.max_angular_rc).squeeze(-1)
-            centres = i if edges is None else i.index_select(0, edges)
-            if centres.numel() > 1 and not bool((centres[1:] >= centres[:-1]).all()):
-                order = torch.argsort(centres, stable=True)
-                edges = order if edges is None else edges.index_select(0, order)
-                centres = i.index_select(0, edges)
-            a, b = triplet_pairs(centres, n_atoms)
-            if edges is not None:
-                a, b = edges.index_select(0, a), edges.index_select(0, b)
-            centre = i.index_select(0, a)
-            pair = self.pair_table.reshape(-1).index_select(
-                0, neighbor_species.index_select(0, a) * self.n_species + neighbor_species.index_select(0, b)
-            )
-            keep = self.relevant_pairs.index_select(0, species.index_select(0, centre) * self.n_pairs + pair)
+            edges = torch.nonzero(r < self.max_angular_rc).squeeze(-1)
+            key = i.index_select(0, edges) * n_species + neighbor_species.index_select(0, edges)
+            key, order = torch.sort(key, stable=True)
+            edges = edges.index_select(0, order)
+            seg_count = torch.bincount(key, minlength=n_atoms * n_species)
+            seg_start = torch.cumsum(seg_count, 0) - seg_count
+            position = torch.arange(key.shape[0], device=key.device) - seg_start.index_select(0, key)
+            edge_species = key % n_species
+            centre_species = species.index_select(0, key // n_species)
+            parts = []
+            for p in range(n_species):
+                for q in range(p, n_species):
+                    pair = int(self.pair_table[p, q])
+                    wanted = self.relevant_pairs.reshape(n_species, self.n_pairs)[:, pair]
+                    if not bool(wanted.any()):
+                        continue
+                    first = torch.nonzero((edge_species == p) & wanted.index_select(0, centre_species)).squeeze(-1)
+                    segment = key.index_select(0, first)
+                    if p == q:
+                        count = seg_count.index_select(0, segment) - 1 - position.index_select(0, first)
+                        a, b = expand_pairs(first, count, first + 1)
+                    else:
+                        other = segment + (q - p)
+                        a, b = expand_pairs(first, seg_count.index_select(0, other), seg_start.index_select(0, other))
+                    parts.append((a, b, torch.full_like(a, pair)))
+            a = edges.index_select(0, torch.cat([x[0] for x in parts]))
+            b = edges.index_select(0, torch.cat([x[1] for x in parts]))
+            pair = torch.cat([x[2] for x in parts])
             if not self.has_wide:
-                kept = torch.nonzero(keep).squeeze(-1)
-                a, b, centre, pair = (x.index_select(0, kept) for x in (a, b, centre, pair))
-                rjk2 = _distance_squared(components, r, a, b)
-                keep = rjk2 < self.max_narrow_rc**2
-            kept = torch.nonzero(keep).squeeze(-1)
-            return tuple(x.index_select(0, kept) for x in (a, b, centre, pair))
+                kept = torch.nonzero(_distance_squared(components, r, a, b) < self.max_narrow_rc**2).squeeze(-1)
+                a, b, pair = (x.index_select(0, kept) for x in (a, b, pair))
+            return a, b, i.index_select(0, a), pair
 
     def _angular(self, vectors, r, i, neighbor_species, species) -> torch.Tensor:
         """(N · n_pairs, n_angular_terms) angular sums per atom and neighbour-element pair."""
