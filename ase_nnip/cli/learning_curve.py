@@ -2,6 +2,8 @@
 
 import click
 
+from ase_nnip.train.cli_helpers import set_option
+
 
 @click.command("learning-curve")
 @click.argument("config", type=click.Path(dir_okay=False, exists=True))
@@ -18,13 +20,7 @@ import click
 )
 @click.option("--resume", is_flag=True, help="Continue interrupted sizes; finished ones are kept.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars and no per-epoch lines.")
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="SECTION.KEY=VALUE",
-    help="Override a config value (YAML syntax), e.g. --set training.epochs=5. Repeatable.",
-)
+@set_option
 def command(config, sizes, tests, output, members, force_metric, resume, quiet, overrides):
     """Train CONFIG with data.n_train set to each of SIZES (everything else unchanged: same
     validation set, nested training subsets) and fit log n = m log ε + b, with ε the final

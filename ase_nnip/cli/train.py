@@ -2,6 +2,8 @@
 
 import click
 
+from ase_nnip.train.cli_helpers import set_option
+
 
 
 @click.command("train")
@@ -11,13 +13,7 @@ import click
 @click.option("--seeds", default=None, help="Comma-separated member seeds, e.g. 1,2,3 (one member per seed).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in OUTPUT from its latest checkpoints.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-epoch lines.")
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="SECTION.KEY=VALUE",
-    help="Override a config value (YAML syntax), e.g. --set training.epochs=5 --set data.n_train=25. Repeatable.",
-)
+@set_option
 def command(config, output, members, seeds, resume, quiet, overrides):
     """Train potentials as described by CONFIG (YAML with sections data, model, training, output).
 

@@ -40,11 +40,6 @@ entry in ``update_rules._update_rule_classes``; its options then come from the
 
 from __future__ import annotations
 
-from ase_nnip.train.checkpoint import load_checkpoint_model
-from ase_nnip.train.config import TrainConfig, load_training_config
-from ase_nnip.train.ensemble import TrainingResult, train
-from ase_nnip.train.trajectory import ErrorTrajectoryReader
-
 __all__ = [
     "ErrorTrajectoryReader",
     "TrainConfig",
@@ -53,3 +48,21 @@ __all__ = [
     "load_training_config",
     "train",
 ]
+
+_EXPORTS = {
+    "ErrorTrajectoryReader": "ase_nnip.train.trajectory",
+    "TrainConfig": "ase_nnip.train.config",
+    "TrainingResult": "ase_nnip.train.ensemble",
+    "load_checkpoint_model": "ase_nnip.train.checkpoint",
+    "load_training_config": "ase_nnip.train.config",
+    "train": "ase_nnip.train.ensemble",
+}
+
+
+def __getattr__(name):
+    # Lazy: the CLI imports ase_nnip.train.cli_helpers at start-up without loading torch.
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ase_nnip.train' has no attribute {name!r}")

@@ -4,6 +4,14 @@ import contextlib
 
 import click
 
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="Override a config value (YAML syntax), e.g. --set training.epochs=5 --set data.n_train=25. Repeatable.",
+)
+
 
 def config_overrides(config_path, overrides):
     """The config at ``config_path`` with ``--set`` overrides applied (paths still relative

@@ -276,7 +276,11 @@ def validate(config: TrainConfig) -> None:
     _check(o.keep_checkpoints is None or o.keep_checkpoints >= 1, "output.keep_checkpoints must be >= 1 or null")
     for w in ("energy_weight", "forces_weight", "stress_weight"):
         _check(getattr(t, w) >= 0, f"training.{w} must be >= 0")
-    loss_schedule(t)  # validates the entries
+    schedule = loss_schedule(t)  # validates the entries
+    _check(
+        d.stress_key is not None or all(c.stress_weight == 0 for c in schedule),
+        "a stress_weight > 0 needs data.stress_key (the stress label in the training file)",
+    )
     parse_config(SchedulerConfig, t.scheduler, "training.scheduler config")
     _check(
         t.scheduler.get("name", "none") in ("none", "plateau", "exponential"),

@@ -102,11 +102,13 @@ def _check_existing(path: Path, config: TrainConfig, seeds: list[int], resume: b
 
 
 def _write_ensemble_file(path: Path, config: TrainConfig, data, seeds, results=None) -> None:
+    existing = path / ENSEMBLE_FILE
+    created = json.loads(existing.read_text())["created"] if existing.exists() else None
     info = {
         "format": "ase-nnip-ensemble",
         "format_version": 1,
         "package_version": __version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "created": created or datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "members": len(seeds),
         "seeds": seeds,
         "member_dirs": [member_dir(path, k).name for k in range(len(seeds))],
@@ -123,7 +125,7 @@ def _write_ensemble_file(path: Path, config: TrainConfig, data, seeds, results=N
     }
     tmp = path / (ENSEMBLE_FILE + ".tmp")
     tmp.write_text(json.dumps(info, indent=2))
-    tmp.replace(path / ENSEMBLE_FILE)
+    tmp.replace(existing)
 
 
 def _finished_member(directory: Path, config: TrainConfig) -> Optional[MemberResult]:
