@@ -18,7 +18,7 @@ from ase_nnip.data import GraphDataset, LabelKeys, load_structures
 from ase_nnip.metrics import predict_dataset
 from ase_nnip.model_file import load_model, read_model_file
 from ase_nnip.train import ErrorTrajectoryReader, load_checkpoint_model, train
-from ase_nnip.train.checkpoint import list_checkpoints, load_checkpoint
+from ase_nnip.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from ase_nnip.train.metrics_log import MetricsCSV
 
 MOLECULES = ["CH4", "H2O", "NH3", "CH3OH", "C2H6", "HCOOH", "H2CO", "CH3CN"]
@@ -89,6 +89,10 @@ def test_resume_after_crash_is_exact(emt_file, tmp_path):
     assert [e for e, _ in list_checkpoints(tmp_path / "b" / "member_0" / "checkpoints")] == [2]
     with pytest.raises(Exception, match="already contains a training run"):
         train(cfg, tmp_path / "b", quiet=True)
+    changed = json.loads(json.dumps(cfg))
+    changed["training"]["batch_size"] = 2
+    with pytest.raises(CheckpointError, match=r"training\.batch_size"):
+        train(changed, tmp_path / "b", quiet=True, resume=True)
     train(cfg, tmp_path / "b", quiet=True, resume=True)
 
     a, b = (load_checkpoint(tmp_path / d / "member_0" / "checkpoints" / "epoch_000004.pt") for d in "ab")

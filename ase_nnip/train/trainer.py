@@ -177,6 +177,11 @@ class MemberTrainer:
                 f"cannot resume {self.directory}: the config differs from the checkpoint's in {differences} "
                 "(only training.epochs, time_limit_s, num_threads and output settings may change)"
             )
+        if json.loads(state["model_config"]) != json.loads(json.dumps(self.data.model_config)):
+            raise CheckpointError(
+                f"cannot resume {self.directory}: the model config resolved from the data differs from the "
+                "checkpoint's (has the training file changed?)"
+            )
         if int(state["seed"]) != self.seed:
             raise CheckpointError(f"cannot resume {self.directory}: checkpoint seed {state['seed']} != {self.seed}")
         self.model.load_state_dict(state["model_state"])
