@@ -88,6 +88,8 @@ class NNIPCalculator(Calculator):
         skin: Verlet skin (Å) of the cached neighbour list; 0 rebuilds on every move.
         uncertainty: optional estimator (or path to one) that adds per-atom uncertainty
             keys to ``results`` from the descriptors; see :mod:`ase_nnip.ltau`.
+        ltau: the same as ``uncertainty`` (e.g. ``ltau=LTAUEstimator.load("model.ltau")``);
+            give one of the two.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies", "descriptors"]
@@ -100,6 +102,7 @@ class NNIPCalculator(Calculator):
         num_threads: Optional[int] = None,
         skin: float = 0.5,
         uncertainty=None,
+        ltau=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -126,6 +129,10 @@ class NNIPCalculator(Calculator):
         self.neighbors = VerletNeighborList(model.cutoff, skin)
         self.fingerprint = model_fingerprint(model)
         self.uncertainty = None
+        if ltau is not None:
+            if uncertainty is not None:
+                raise ValueError("give the uncertainty estimator as uncertainty= or ltau=, not both")
+            uncertainty = ltau
         if uncertainty is not None:
             self.attach_uncertainty(uncertainty)
 
