@@ -13,9 +13,11 @@ elements are the function's (unordered) element pair; 1 + λ cos θ is clamped a
 n2p2. These are exactly RuNNer's/n2p2's definitions (with their type numbers).
 
 Values are computed from the edge vectors of an :class:`~ase_nnip.data.AtomicGraph`, so
-forces and stress follow from autograd. The work is grouped: one factor
-exp(−η (r − r_s)²) f_c(r) per edge and distinct (η, r_s, r_c), products of those factors on
-triplets, and one angular factor per distinct (λ, ζ); no Python loop runs over functions.
+forces and stress follow from autograd. The work is grouped so that no Python loop runs
+over functions: radial terms per edge and distinct (η, r_s, r_c), summed per centre and
+neighbour element; angular terms per triplet for each distinct radial part (type, η, r_s,
+r_c) and angular part (λ, ζ), summed per centre and neighbour-element pair. Triplets are
+generated only for the element pairs a centre's functions use.
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ from ase_nnip.descriptors.cutoff import check_cutoff_function, cutoff_function
 from ase_nnip.models.base import ConfigError
 
 RADIAL = 2
-_TRIPLET_BLOCK = 65536  # triplets per block of the angular computation
 ANGULAR_NARROW = 3
 ANGULAR_WIDE = 9
 SYMMETRY_FUNCTION_TYPES = (RADIAL, ANGULAR_NARROW, ANGULAR_WIDE)
+_TRIPLET_BLOCK = 65536  # triplets per block of the angular computation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,19 +234,30 @@ class SymmetryFunctionLayer(nn.Module):
 
         radial = [sf for sf in self.functions if not sf.is_angular]
         angular = [sf for sf in self.functions if sf.is_angular]
+        radial_term_of = self._setup_radial(radial)
+        angular_term_of = self._setup_angular(angular)
+        self._setup_columns(s_index, radial_term_of, angular_term_of)
 
-        # Radial: per-edge factors exp(−η (r − r_s)²) f_c(r), one per distinct (η, r_s, r_c),
-        # summed per centre atom and neighbour element.
+    def _setup_radial(self, radial: list[SymmetryFunction]) -> list[int]:
+        """Radial terms: per-edge factors exp(−η (r − r_s)²) f_c(r), one per distinct
+        (η, r_s, r_c), summed per centre atom and neighbour element. Returns each function's term."""
         radial_terms, radial_term_of = _unique([(sf.eta_per_A2, sf.rs_A, sf.rc_A) for sf in radial])
         self.n_radial_terms = len(radial_terms)
         self.radial_cutoffs, radial_rc = _unique([t[2] for t in radial_terms])
         self._register_floats("radial_eta", [t[0] for t in radial_terms])
         self._register_floats("radial_rs", [t[1] for t in radial_terms])
         self.register_buffer("radial_rc", torch.tensor(radial_rc, dtype=torch.long), persistent=False)
+        return radial_term_of
 
-        # Angular: groups share the radial part (type, η, r_s, r_c). Its exponent is linear in
-        # X = [r_ij² + r_ik², r_ij + r_ik, r_jk², r_jk, 1] (r_jk columns for narrow functions):
-        # −η Σ (r − r_s)² = X · coefficients, one small matrix product per triplet batch.
+    def _setup_angular(self, angular: list[SymmetryFunction]) -> list[int]:
+        """Angular terms: one per distinct (radial part, angular part). Returns each function's term.
+
+        Radial parts (type, η, r_s, r_c): the exponent is linear in
+        X = [r_ij² + r_ik², r_ij + r_ik, r_jk², r_jk, 1] (r_jk columns for narrow functions),
+        −η Σ (r − r_s)² = X · coefficients, one small matrix product per block of triplets.
+        Angular parts (1 + λ cos θ)^ζ per distinct (λ, ζ), ordered by ζ so that equal powers
+        are contiguous column blocks; 2^(1−ζ) is folded into the term selection matrix.
+        """
         groups, group_of = _unique([(sf.type, sf.eta_per_A2, sf.rs_A, sf.rc_A) for sf in angular])
         self.n_groups = len(groups)
         self.has_narrow = any(g[0] == ANGULAR_NARROW for g in groups)
@@ -264,8 +277,6 @@ class SymmetryFunctionLayer(nn.Module):
         self._register_floats("group_coefficients", coefficients, shape=(self.n_groups, 5), transpose=True)
         self._register_floats("group_cutoff_select", cutoff_select, shape=(self.n_groups, 2 * n_rc), transpose=True)
 
-        # Angular factors (1 + λ cos θ)^ζ per distinct (λ, ζ), ordered by ζ so that equal
-        # powers are contiguous column blocks; 2^(1−ζ) is folded into the term selection.
         lz = sorted({(sf.lambda_, sf.zeta) for sf in angular}, key=lambda v: (v[1], v[0]))
         lz_index = {v: k for k, v in enumerate(lz)}
         self._register_floats("lz_lambda", [v[0] for v in lz])
@@ -275,7 +286,9 @@ class SymmetryFunctionLayer(nn.Module):
                 self.zeta_blocks[-1][1] = k + 1
             else:
                 self.zeta_blocks.append([k, k + 1, zeta])
-        angular_terms, angular_term_of = _unique([(g, lz_index[(sf.lambda_, sf.zeta)]) for g, sf in zip(group_of, angular)])
+        angular_terms, angular_term_of = _unique(
+            [(g, lz_index[(sf.lambda_, sf.zeta)]) for g, sf in zip(group_of, angular)]
+        )
         self.n_angular_terms = len(angular_terms)
         group_select = torch.zeros(self.n_groups, self.n_angular_terms, dtype=torch.float64)
         lz_select = torch.zeros(len(lz), self.n_angular_terms, dtype=torch.float64)
@@ -284,8 +297,12 @@ class SymmetryFunctionLayer(nn.Module):
             lz_select[l, t] = 2.0 ** (1.0 - lz[l][1])
         self._f64["group_select"] = group_select
         self._f64["lz_select"] = lz_select
+        return angular_term_of
 
-        # Column of each function in the concatenated [radial | angular | zero] features.
+    def _setup_columns(self, s_index: dict, radial_term_of: list[int], angular_term_of: list[int]) -> None:
+        """Column of each function in the concatenated [radial | angular | zero] features,
+        and which neighbour-element pairs each centre element needs triplets for."""
+        n_species, n_pairs, pair_table = self.n_species, self.n_pairs, self.pair_table
         n_radial_cols = n_species * self.n_radial_terms
         padding = n_radial_cols + n_pairs * self.n_angular_terms
         self.num_functions = [sum(sf.element == s for sf in self.functions) for s in self.species]
