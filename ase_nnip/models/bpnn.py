@@ -162,7 +162,19 @@ class BehlerParrinelloModel(AtomisticModel):
             raise ConfigError(f"cutoff_A = {self.cutoff} Å is below the largest symmetry-function cutoff {max_rc} Å")
         self.symmetry_functions = SymmetryFunctionLayer(self.species, functions, opt.cutoff_function, opt.cutoff_alpha)
         self._setup_scaling(opt)
+        self._descriptor_dim = self._build_networks(opt)
+        try:
+            scale = per_species_values(opt.energy_scale_eV, self.species, "energy_scale_eV")
+            shift = per_species_values(opt.energy_shift_eV, self.species, "energy_shift_eV")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        # float64 outside the buffers, like the reference energies: casting the module to
+        # float32 and back must not round them.
+        self._energy_scale = torch.tensor(scale, dtype=torch.float64)
+        self._energy_shift = torch.tensor(shift, dtype=torch.float64)
 
+    def _build_networks(self, opt: BehlerParrinelloConfig) -> int:
+        """One :class:`ElementNetwork` per element; returns the (common) last hidden width."""
         hidden = _per_element(opt.hidden_layers, self.species, "hidden_layers")
         activations = _per_element(opt.activations, self.species, "activations")
         self.networks = nn.ModuleDict()
@@ -185,18 +197,10 @@ class BehlerParrinelloModel(AtomisticModel):
             raise ConfigError(
                 f"the last hidden layer must have the same width for every element (it is the LTAU descriptor); got {hidden}"
             )
-        self._descriptor_dim = widths.pop()
-        try:
-            scale = per_species_values(opt.energy_scale_eV, self.species, "energy_scale_eV")
-            shift = per_species_values(opt.energy_shift_eV, self.species, "energy_shift_eV")
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
-        # float64 outside the buffers, like the reference energies: casting the module to
-        # float32 and back must not round them.
-        self._energy_scale = torch.tensor(scale, dtype=torch.float64)
-        self._energy_shift = torch.tensor(shift, dtype=torch.float64)
+        return widths.pop()
 
     def _setup_scaling(self, opt: BehlerParrinelloConfig) -> None:
+        """Per element and function: G̃ = offset + factor · (G − center), from sf_statistics."""
         if opt.scaling not in SCALINGS:
             raise ConfigError(f"unknown scaling {opt.scaling!r}; choose from {sorted(SCALINGS)}")
         needed = SCALINGS[opt.scaling]
