@@ -62,13 +62,15 @@ def clustered_descriptors(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(n, dim) float32 descriptors and their (n,) cluster labels.
 
-    Cluster centres are N(0, 4²) in ``dim`` dimensions; each cluster's points vary along
+    Cluster centres are N(0, 4²) in ``dim`` dimensions and depend only on ``seed``, not on
+    ``n`` (draw training and test points from the same clusters with the same seed); each cluster's points vary along
     ``manifold_dim`` random directions with std ``spread`` plus 1 % isotropic noise.
     """
     rng = np.random.default_rng(seed)
-    labels = rng.integers(0, clusters, size=n)
+    # Clusters first: the same seed gives the same clusters whatever n (train/test sets).
     centres = rng.normal(scale=4.0, size=(clusters, dim))
     bases = rng.normal(size=(clusters, manifold_dim, dim)) / np.sqrt(dim)
+    labels = rng.integers(0, clusters, size=n)
     x = np.empty((n, dim), dtype=np.float32)
     for lo in range(0, n, 65536):  # blocks keep memory small for million-atom sets
         hi = min(lo + 65536, n)

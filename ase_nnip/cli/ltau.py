@@ -1,0 +1,195 @@
+"""`ase-nnip ltau build | calibrate | weights`: LTAU uncertainty files."""
+
+import contextlib
+from pathlib import Path
+
+import click
+
+
+@contextlib.contextmanager
+def _ltau_errors():
+    """Expected input problems become clean CLI errors (exit status 1, no traceback)."""
+    from ase_nnip.data.dataset import DatasetError
+    from ase_nnip.ltau.calibration import CalibrationError
+    from ase_nnip.ltau.confidences import ConfidenceError
+    from ase_nnip.ltau.ltau_file import LTAUFileError
+    from ase_nnip.model_file import ModelFileError
+    from ase_nnip.train.trajectory import TrajectoryFileError
+
+    try:
+        yield
+    except (DatasetError, CalibrationError, ConfidenceError, LTAUFileError, ModelFileError, TrajectoryFileError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except ValueError as exc:  # e.g. a model/LTAU fingerprint mismatch, bad k
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group("ltau", context_settings={"help_option_names": ["-h", "--help"]})
+def command():
+    """LTAU per-atom uncertainty: build the .ltau file, calibrate it, derive loss weights.
+
+    \b
+    ase-nnip ltau build MODEL.nnip --trajectories run/member_*/error_trajectory.h5 -o model.ltau
+    ase-nnip ltau calibrate MODEL.nnip model.ltau test_600K.xyz test_1200K.xyz --group-by file
+    ase-nnip ltau weights model.ltau --mode easy -o weights.h5
+    """
+
+
+@command.command("build")
+@click.argument("model", type=click.Path(dir_okay=False, exists=True))
+@click.argument("more_trajectories", nargs=-1, type=click.Path(dir_okay=False, exists=True))
+@click.option("--trajectories", "-t", multiple=True, type=click.Path(dir_okay=False, exists=True),
+              help="error_trajectory.h5 of an ensemble member; the files may simply follow the option "
+                   "(--trajectories run/member_*/error_trajectory.h5). All must come from the same training split.")
+@click.option("--data", "data_file", type=click.Path(dir_okay=False, exists=True),
+              help="Training data file (default: the data_file recorded in the trajectories); frames are taken "
+                   "by their structure_index.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .ltau file to write.")
+@click.option("--atol", type=float, default=None,
+              help="Absolute error threshold in eV/Å (default: the members' mean final training MAE of "
+                   "force-error norms).")
+@click.option("--rtol", type=float, default=0.0, show_default=True,
+              help="Relative threshold: an atom counts as correct when its error <= atol + rtol·|F_ref|.")
+@click.option("--burn-in-epochs", type=int, default=None,
+              help="Skip epochs 1..N of every trajectory (default: the first 10% of its epochs).")
+@click.option("--window", "window_epochs", type=int, default=None,
+              help="Use at most this many epochs after the burn-in (default: all remaining epochs).")
+@click.option("--k", "k", type=int, default=2, show_default=True,
+              help="Nearest training atoms averaged per query atom (paper: 2 for molecules such as 3BPA).")
+@click.option("--index", "index_type", type=click.Choice(["auto", "flat", "hnsw"]), default="auto", show_default=True,
+              help="Search index: exact IndexFlatL2, approximate IndexHNSWFlat, or auto (flat up to 50,000 "
+                   "training atoms).")
+@click.option("--hnsw-m", type=int, default=32, show_default=True, help="HNSW links per node (M).")
+@click.option("--ef-construction", type=int, default=40, show_default=True, help="HNSW efConstruction.")
+@click.option("--ef-search", type=int, default=16, show_default=True, help="HNSW efSearch (stored; can be "
+              "overridden when loading).")
+@click.option("--standardize/--no-standardize", default=False, show_default=True,
+              help="Standardise descriptors (per-dimension mean 0, std 1) before the search.")
+@click.option("--batch-size", type=int, default=16, show_default=True,
+              help="Structures per model evaluation batch when computing descriptors.")
+def build(model, more_trajectories, trajectories, data_file, output, atol, rtol, burn_in_epochs, window_epochs, k, index_type, hnsw_m,
+          ef_construction, ef_search, standardize, batch_size):
+    """Build the .ltau file of MODEL (.nnip) from the members' error trajectories.
+
+    Computes each training atom's confidence μ_M(p_i) (fraction of window epochs with error
+    <= atol + rtol·|F_ref|, averaged over members) and σ_M(p_i), the descriptors of every
+    training atom from MODEL, and a FAISS index over them. The file records MODEL's
+    fingerprint: it can only be attached to that model. The same inputs give the same file.
+    """
+    trajectories = list(trajectories) + list(more_trajectories)
+    if not trajectories:
+        raise click.UsageError("no error-trajectory files: give them after --trajectories")
+    with _ltau_errors():
+        from ase_nnip.ltau import EpochWindow, HNSWParams, build_ltau
+        from ase_nnip.model_file import load_model
+
+        m = load_model(model)
+        data = build_ltau(
+            m,
+            trajectories,
+            output=output,
+            data_file=data_file,
+            atol=atol,
+            rtol=rtol,
+            window=EpochWindow(burn_in_epochs, window_epochs),
+            k=k,
+            index=index_type,
+            standardize=standardize,
+            hnsw=HNSWParams(hnsw_m, ef_construction, ef_search),
+            batch_size=batch_size,
+        )
+    c = data.confidences
+    click.echo(
+        f"wrote {output}: {c.num_atoms} training atoms, {len(trajectories)} member(s), "
+        f"atol {c.atol:.5g} eV/Å, rtol {c.rtol:g}, k {data.k}, {data.index_type} index, "
+        f"mean p {c.mean.mean():.3f}, model {data.model_fingerprint[:12]}"
+    )
+    for w in c.member_windows:
+        click.echo(f"  {w['file']}: epochs {w['first_epoch']}..{w['last_epoch']} ({w['rows']} rows)")
+
+
+@command.command("calibrate")
+@click.argument("model", type=click.Path(dir_okay=False, exists=True))
+@click.argument("ltau", type=click.Path(dir_okay=False, exists=True))
+@click.argument("data", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--forces-key", default="forces", show_default=True, help="Force labels in DATA.")
+@click.option("--group-by", default=None,
+              help="Also calibrate per group: an info key of the frames (e.g. config_type), or 'file' for one "
+                   "group per DATA file. Each group gets its own scale factor in the .ltau file.")
+@click.option("--bins", "n_bins", type=int, default=10, show_default=True, help="Equal-width bins of predicted p.")
+@click.option("--scale", type=float, default=None,
+              help="Use this scale factor s instead of fitting it (curves and ECE are still reported).")
+@click.option("-o", "--output-prefix", type=click.Path(), default=None,
+              help="Prefix of the report files PREFIX.png, PREFIX.json, PREFIX.csv (default: LTAU's path "
+                   "without suffix + '_calibration').")
+@click.option("--write/--no-write", default=True, show_default=True,
+              help="Store the scale factors in the .ltau file (rewritten atomically).")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Structures per evaluation batch.")
+def calibrate(model, ltau, data, forces_key, group_by, n_bins, scale, output_prefix, write, batch_size):
+    """Calibrate the LTAU uncertainty of MODEL on labelled held-out DATA files.
+
+    Bins test atoms by predicted p = 1 − uncertainty and compares the observed fraction with
+    force error <= s·atol per bin (calibration curve), reports the expected calibration error
+    (ECE) before (s = 1) and after fitting s, and the Spearman rank correlation between
+    uncertainty and actual per-atom force error. Writes a PNG plot and the numbers (JSON, CSV).
+    """
+    with _ltau_errors():
+        from ase_nnip.ltau import LTAUEstimator, read_ltau, write_ltau
+        from ase_nnip.ltau.calibration import (
+            calibration_report,
+            plot_calibration,
+            write_calibration_csv,
+            write_calibration_json,
+        )
+        from ase_nnip.ltau.evaluation import labelled_uncertainty
+        from ase_nnip.model_file import load_model
+
+        m = load_model(model)
+        ltau_data = read_ltau(ltau)
+        estimator = LTAUEstimator(ltau_data)
+        test = labelled_uncertainty(m, estimator, list(data), forces_key, group_by, batch_size)
+        report = calibration_report(
+            test.predicted_p, test.errors, test.thresholds, test.ood_distance, test.groups, n_bins, scale, group_by
+        )
+        report.atol, report.rtol, report.data_files = ltau_data.confidences.atol, ltau_data.confidences.rtol, test.files
+        prefix = Path(output_prefix) if output_prefix else Path(ltau).with_suffix("").with_name(
+            Path(ltau).stem + "_calibration"
+        )
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        paths = [Path(f"{prefix}.{ext}") for ext in ("png", "json", "csv")]
+        plot_calibration(report, paths[0])
+        write_calibration_json(report, paths[1])
+        write_calibration_csv(report, paths[2])
+        if write:
+            write_ltau(ltau_data.with_calibration(report.ltau_calibration()), ltau)
+    click.echo(f"atol {report.atol:.5g} eV/Å, {report.overall.num_atoms} test atoms, {n_bins} bins")
+    click.echo(f"{'group':24s} {'atoms':>7s} {'s':>8s} {'ECE(s=1)':>9s} {'ECE(s)':>8s} {'spearman':>9s}")
+    for g in [report.overall, *report.groups.values()]:
+        click.echo(
+            f"{g.name[:24]:24s} {g.num_atoms:7d} {g.scale:8.3f} {g.ece_uncalibrated:9.4f} {g.ece_calibrated:8.4f} "
+            f"{g.spearman_uncertainty_error:9.3f}"
+        )
+    click.echo("wrote " + ", ".join(str(p) for p in paths) + (f"; scale factors stored in {ltau}" if write else ""))
+
+
+@command.command("weights")
+@click.argument("ltau", type=click.Path(dir_okay=False, exists=True))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Atom-weights HDF5 file to write (trainer: data.atom_weights_file).")
+@click.option("--mode", type=click.Choice(["easy", "hard"]), required=True,
+              help="easy: w = exp[λ(μ + σ)] up-weights confident atoms; hard: w = exp[λ(1 − μ + σ)] up-weights "
+                   "atoms with low confidence (paper appendix E).")
+@click.option("--strength", type=float, default=None,
+              help="λ (default: the paper's 2.0 for easy, 4.5 for hard).")
+@click.option("--normalize/--no-normalize", default=True, show_default=True,
+              help="Divide by the mean weight (mean 1), keeping the overall force-loss scale.")
+def weights(ltau, output, mode, strength, normalize):
+    """Per-atom force-loss weights from the confidences in LTAU, for re-training (paper section 4.2)."""
+    with _ltau_errors():
+        from ase_nnip.ltau import read_ltau
+        from ase_nnip.ltau.weights import write_ltau_weights
+
+        w = write_ltau_weights(read_ltau(ltau), output, mode, strength, normalize)
+    click.echo(
+        f"wrote {output}: {len(w)} atoms, mode {mode}, weights min {w.min():.3g} mean {w.mean():.3g} max {w.max():.3g}"
+    )
