@@ -137,3 +137,43 @@ def _replace(path, old, new):
     text = path.read_text()
     assert old in text
     path.write_text(text.replace(old, new, 1))
+
+
+def _write_weights(path, layers):
+    """Inverse of split_weights: n2p2's flat order (per layer: input-major weights, biases)."""
+    values = np.concatenate([np.concatenate([w.T.reshape(-1), b]) for w, b in layers])
+    path.write_text("".join(f"{v:.17e}\n" for v in values))
+
+
+def test_normalisation_keywords_keep_the_potential(water_dir, water_model, tmp_path):
+    """Re-express the same potential with n2p2's optional keywords and compensating weights:
+    conv_energy / mean_energy (y = conv·(E_i − mean)), atom_energy offsets, normalize_nodes
+    (pre-activations divided by the previous width) and scale_min/max_short = −1/1. The
+    imported model must give the same energy (minus the offsets it was told about)."""
+    from ase_nnip.n2p2 import read_weights
+
+    copy = tmp_path / "potential"
+    shutil.copytree(water_dir, copy)
+    for f in copy.iterdir():
+        f.chmod(0o644)
+    conv, mean, offsets = 2.5, -5.7, {"H": 0.25, "O": -0.5}
+    _replace(copy / "input.nn", "cutoff_type 2", "cutoff_type 2 0.0\nnormalize_nodes\nscale_min_short -1.0\n"
+             f"scale_max_short 1.0\nmean_energy {mean}\nconv_energy {conv}\nconv_length 1.8\n"
+             f"atom_energy H {offsets['H']}\natom_energy O {offsets['O']}")
+    counts = dict(zip(water_model.species, water_model.symmetry_functions.num_functions))
+    for symbol, z in (("H", 1), ("O", 8)):
+        path = copy / f"weights.{z:03d}.data"
+        layers = split_weights(read_weights(path), [counts[symbol], 20, 20, 1])
+        (w1, b1), (w2, b2), (w3, b3) = layers
+        # inputs scaled to [−1, 1]: x' = 2x − 1  ⇒  W1' = W1/2, b1' = b1 + W1·1/2
+        w1, b1 = w1 / 2, b1 + w1.sum(1) / 2
+        # output: y' = conv·(y − offset − mean)
+        w3, b3 = conv * w3, conv * (b3 - offsets[symbol] - mean)
+        # normalize_nodes divides each layer's (W x + b) by its input width
+        layers = [(w * w.shape[1], b * w.shape[1]) for w, b in ((w1, b1), (w2, b2), (w3, b3))]
+        _write_weights(path, layers)
+    renormalised = import_n2p2(copy, units="bohr-hartree")
+    assert renormalised.config["normalize_nodes"] and renormalised.config["scaling_min"] == -1.0
+    atoms = read(water_dir / "water64.extxyz")
+    expected = NNIPCalculator(water_model).get_potential_energy(atoms)
+    assert NNIPCalculator(renormalised).get_potential_energy(atoms) == pytest.approx(expected, rel=1e-12)
