@@ -97,7 +97,7 @@ class SamplingSettings:
     timestep_fs: float = 0.5
     equilibration_steps: int = 200
     frames_per_run: int = 20
-    interval_steps: int = 20
+    interval_steps: int = 40
     ensemble: str = "nvt"
     thermostat: str = "langevin"
     friction_per_fs: float = 0.01

@@ -27,7 +27,7 @@ def _floats(text: str, name: str) -> list[float]:
 @click.option("--timestep-fs", default=0.5, show_default=True, help="MD time step.")
 @click.option("--equilibration-steps", default=200, show_default=True, help="MD steps before the first frame of a run.")
 @click.option("--frames-per-run", default=20, show_default=True, help="Frames written per (density, temperature).")
-@click.option("--interval-steps", default=20, show_default=True, help="MD steps between written frames.")
+@click.option("--interval-steps", default=40, show_default=True, help="MD steps between written frames.")
 @click.option("--ensemble", type=click.Choice(["nvt", "npt"]), default="nvt", show_default=True,
               help="NVT keeps each density; NPT (Berendsen barostat) lets it relax towards the model's own.")
 @click.option("--thermostat", type=click.Choice(["langevin", "berendsen"]), default="langevin", show_default=True,
