@@ -290,6 +290,20 @@ def test_generic_trainer_trains_a_bpnn(tmp_path):
     }
     result = train(config, tmp_path / "out", members=1, quiet=True, base_dir=tmp_path)
     assert result.ok
-    model = load_model(tmp_path / "out" / "member_0" / "model.nnip")
+    member = tmp_path / "out" / "member_0"
+    model = load_model(member / "model.nnip")
     assert model.model_type == "behler_parrinello"
-    assert (tmp_path / "out" / "member_0" / "error_trajectory.h5").exists()
+    # ...and so does LTAU, on the BPNN's last-hidden-layer descriptors.
+    from click.testing import CliRunner
+
+    from ase_nnip.cli import main
+
+    ltau = tmp_path / "bpnn.ltau"
+    built = CliRunner().invoke(main, ["ltau", "build", str(member / "model.nnip"), "-t",
+                                      str(member / "error_trajectory.h5"), "-o", str(ltau)])
+    assert built.exit_code == 0, built.output
+    atoms = frames[0].copy()
+    atoms.calc = NNIPCalculator(member / "model.nnip", uncertainty=ltau)
+    atoms.get_potential_energy()
+    added = set(atoms.calc.results) - {"energy", "free_energy", "forces", "stress", "energies", "descriptors"}
+    assert added and all(np.all(np.isfinite(atoms.calc.results[k])) for k in added)
