@@ -377,3 +377,45 @@ def test_directions_plot(tmp_path):
     result = compute_landscape(model, quadratic_loss(minimum), LandscapeSettings(directions=3, steps=5))
     assert result.provenance["model_fingerprint"] is None  # not an ase-nnip model
     assert plot_landscape(result, tmp_path / "curves.png").stat().st_size > 1000
+
+
+# --- data selection and the command line ----------------------------------------------------------
+
+
+def test_training_split_is_rebuilt_from_the_model_metadata(tmp_path):
+    from ase_nnip.landscape.training_data import load_labelled_dataset
+    from ase_nnip.train.data import validation_first_split
+
+    write_labelled_xyz(tmp_path / "data.xyz", labelled_molecules(5))
+    model = tiny_model()
+    _, info = load_labelled_dataset(model, tmp_path / "data.xyz")
+    assert info["subset"] == "all" and info["structure_indices"] == [0, 1, 2, 3, 4]
+    model.metadata = {"training": {"n_train": 3, "n_val": 1, "split_seed": 2, "data_file": "/elsewhere/data.xyz"}}
+    dataset, info = load_labelled_dataset(model, tmp_path / "data.xyz")
+    expected = validation_first_split(5, 3, 1, 2)[0].tolist()
+    assert info["subset"] == "training" and info["structure_indices"] == expected
+    assert [int(g.structure_index[0]) for g in dataset.graphs] == expected
+    _, info = load_labelled_dataset(model, tmp_path / "data.xyz", subset="all", max_structures=2)
+    assert info["structure_indices"] == [0, 1]
+    model.metadata["training"]["n_train"] = 5
+    with pytest.raises(ValueError, match="only 5 frames"):
+        load_labelled_dataset(model, tmp_path / "data.xyz", subset="training")
+
+
+def test_landscape_command_plane_and_errors(tmp_path):
+    from click.testing import CliRunner
+
+    from ase_nnip.cli import main
+    from ase_nnip.model_file import save_model
+
+    save_model(tiny_model(dtype=torch.float32), tmp_path / "m.nnip")
+    write_labelled_xyz(tmp_path / "data.xyz", labelled_molecules(2))
+    runner = CliRunner()
+    base = ["landscape", str(tmp_path / "m.nnip"), str(tmp_path / "data.xyz"), "--threads", "1"]
+    result = runner.invoke(main, [*base, "--plane", "--steps", "3", "-o", str(tmp_path / "p.h5")])
+    assert result.exit_code == 0, result.output
+    assert load_landscape(tmp_path / "p.h5").energy.shape == (3, 3) and (tmp_path / "p.png").exists()
+    result = runner.invoke(main, [*base, "--steps", "4"])
+    assert result.exit_code != 0 and "odd" in result.output
+    result = runner.invoke(main, [*base, "--plane", "--interpolate", str(tmp_path / "m.nnip")])
+    assert result.exit_code != 0 and "not both" in result.output

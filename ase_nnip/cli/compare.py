@@ -57,6 +57,7 @@ def command(models, data, tests, harness, landscapes, fishers, compute_landscape
     from ase_nnip.landscape.cli_options import landscape_settings
     from ase_nnip.landscape.compare import ComputeOptions, compare_models
     from ase_nnip.landscape.entropy import EntropyParameters
+    from ase_nnip.landscape.files import json_ready
     from ase_nnip.landscape.parallel import mpi_world, rank_and_size
 
     comm = mpi_world()
@@ -100,7 +101,7 @@ def command(models, data, tests, harness, landscapes, fishers, compute_landscape
     elif harness:
         click.echo("\nno correlations: no time to failure could be paired with the metrics")
     with open(f"{output}.json", "w") as f:
-        json.dump(result.to_dict(), f, indent=2, default=str)
+        json.dump(json_ready(result.to_dict()), f, indent=2, default=str)
     names = list(dict.fromkeys(key for row in result.rows for key in row))
     with open(f"{output}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=names)

@@ -38,7 +38,7 @@ def command(landscapes, energy_temperature, forces_temperature, alpha, k, sensit
     import json
 
     from ase_nnip.landscape.entropy import EntropyParameters, landscape_entropy, sensitivity_table
-    from ase_nnip.landscape.files import load_landscape
+    from ase_nnip.landscape.files import json_ready, load_landscape
 
     params = EntropyParameters(energy_temperature, forces_temperature, alpha, k)
     rows, table = [], []
@@ -61,7 +61,7 @@ def command(landscapes, energy_temperature, forces_temperature, alpha, k, sensit
                        f"{r['S_E_normalized']:11.4f} {r['S_F_normalized']:11.4f} {r['S_normalized']:11.4f}")
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({"parameters": params.__dict__, "landscapes": rows, "sensitivity": table}, f, indent=2)
+            json.dump(json_ready({"parameters": params.__dict__, "landscapes": rows, "sensitivity": table}), f, indent=2)
     if csv_path:
         all_rows = rows + table
         names = list(dict.fromkeys(key for r in all_rows for key in r))

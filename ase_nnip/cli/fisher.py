@@ -31,7 +31,7 @@ def command(model, data, method, top_k, loss_kind, energy_weight, forces_weight,
 
     import torch
 
-    from ase_nnip.landscape.files import save_fisher
+    from ase_nnip.landscape.files import json_ready, save_fisher
     from ase_nnip.landscape.fisher import fisher_spectrum, loss_for_model
     from ase_nnip.landscape.training_data import load_labelled_dataset
     from ase_nnip.model_file import load_model
@@ -51,8 +51,8 @@ def command(model, data, method, top_k, loss_kind, energy_weight, forces_weight,
     summary = spectrum.summary()
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({"summary": summary, "eigenvalues": spectrum.eigenvalues.tolist(),
-                       "provenance": spectrum.provenance}, f, indent=2, default=str)
+            payload = {"summary": summary, "eigenvalues": spectrum.eigenvalues, "provenance": spectrum.provenance}
+            json.dump(json_ready(payload), f, indent=2, default=str)
         written.append(json_path)
     if plot:
         from ase_nnip.landscape.plots import plot_fisher_histogram

@@ -33,6 +33,22 @@ FORMAT_VERSION = 1
 LANDSCAPE_DATASETS = {"energy": "energy_rmse_meV_per_atom", "forces": "forces_rmse_meV_per_A"}
 
 
+def json_ready(value):
+    """``value`` with NaN and ±inf floats replaced by None (strict JSON has no NaN) and numpy
+    scalars/arrays turned into Python numbers/lists."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 class ResultFileError(ValueError):
     """A landscape or Fisher file is missing, truncated or of another kind."""
 
@@ -105,7 +121,7 @@ def save_fisher(spectrum: FisherSpectrum, path) -> Path:
         "trace": float(spectrum.trace),
         "num_samples": int(spectrum.num_samples),
         "num_parameters": int(spectrum.num_parameters),
-        "summary": json.dumps(spectrum.summary()),
+        "summary": json.dumps(json_ready(spectrum.summary())),
         "provenance": json.dumps(spectrum.provenance, default=str),
     }
     return _write(path, FISHER_FORMAT, attrs, {"eigenvalues": np.asarray(spectrum.eigenvalues, dtype=float)})
@@ -128,6 +144,7 @@ __all__ = [
     "FORMAT_VERSION",
     "LANDSCAPE_FORMAT",
     "ResultFileError",
+    "json_ready",
     "load_fisher",
     "load_landscape",
     "save_fisher",

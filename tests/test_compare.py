@@ -1,0 +1,127 @@
+"""Model comparison: Spearman correlations, matching result files to models by fingerprint,
+and `ase-nnip compare` with md-harness results, a landscape file and computed metrics."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+from ase.io import write
+from click.testing import CliRunner
+from test_landscape import labelled_molecules, one_thread, tiny_model, write_labelled_xyz  # noqa: F401
+
+from ase_nnip.cli import main
+from ase_nnip.landscape.compare import correlation_table, match_files, metric_columns, spearman
+from ase_nnip.landscape.files import save_landscape
+from ase_nnip.landscape.landscapes import Landscape
+from ase_nnip.model_file import save_model
+
+
+def test_spearman_on_ranks():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 45])[0] == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1])[0] == pytest.approx(-1.0)
+    assert spearman([1.0, 5.0, 2.0, 9.0], [0.1, 0.3, 0.2, 0.25])[0] == pytest.approx(0.8)
+    rho, _, n = spearman([1, 2, np.nan, 4], [1, 2, 3, np.nan])
+    assert np.isnan(rho) and n == 2  # fewer than 3 pairs
+    assert np.isnan(spearman([1, 2, 3], [5, 5, 5])[0])  # constant time to failure
+
+
+def test_correlation_table_uses_the_metric_columns():
+    rows = [
+        {"model": "a", "S": 1.0, "fisher_trace": 30.0, "n_replicas": 3, "ttf_median_ps": 1.0, "ttf_rmst_ps": 2.0},
+        {"model": "b", "S": 2.0, "fisher_trace": 20.0, "n_replicas": 3, "ttf_median_ps": 2.0, "ttf_rmst_ps": 3.0},
+        {"model": "c", "S": 3.0, "fisher_trace": 10.0, "n_replicas": 3, "ttf_median_ps": np.nan, "ttf_rmst_ps": 4.0},
+    ]
+    assert metric_columns(rows) == ["S", "fisher_trace"]
+    table = {(r["metric"], r["time_to_failure"]): r for r in correlation_table(rows)}
+    assert table[("S", "ttf_rmst_ps")]["spearman"] == pytest.approx(1.0)
+    assert table[("fisher_trace", "ttf_rmst_ps")]["spearman"] == pytest.approx(-1.0)
+    assert table[("S", "ttf_median_ps")]["n"] == 2 and np.isnan(table[("S", "ttf_median_ps")]["spearman"])
+
+
+def test_match_files_by_fingerprint():
+    fingerprints = {"f1": "aaa", "f2": "bbb", "f3": "ccc"}
+    assert match_files(["f1", "f2"], ["aaa", "bbb"], fingerprints.get, "landscape") == {"aaa": "f1", "bbb": "f2"}
+    with pytest.raises(ValueError, match="f3 was made for model ccc"):
+        match_files(["f3"], ["aaa"], fingerprints.get, "landscape")
+    with pytest.raises(ValueError, match="both for model"):
+        match_files(["f1", "f1"], ["aaa"], fingerprints.get, "landscape")
+
+
+@pytest.fixture(scope="module")
+def three_models(tmp_path_factory):
+    """Three tiny models (files), labelled data and a short md-harness run of each."""
+    from md_harness.config import build_config
+    from md_harness.runner import run_campaign
+
+    tmp = tmp_path_factory.mktemp("compare")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    paths = []
+    for seed in range(3):
+        path = tmp / f"model{seed}.nnip"
+        save_model(tiny_model(seed=seed, dtype=torch.float32), path)
+        paths.append(path)
+    write_labelled_xyz(tmp / "train.xyz", labelled_molecules(3))
+    write_labelled_xyz(tmp / "test.xyz", labelled_molecules(2, seed=5))
+    write(tmp / "start.xyz", molecule("CH3CH2OH"))
+    harness = []
+    for seed, path in enumerate(paths):
+        output = tmp / f"md{seed}.h5"
+        config = build_config(
+            dict(protocol="tiny", model=str(path), structure=str(tmp / "start.xyz"), ensemble="nvt_berendsen",
+                 temperature_K=300, timestep_fs=0.5, thermostat_tau_fs=50, duration_ps=0.01, n_replicas=2,
+                 thermo_stride_steps=5, checkpoint_every_steps=10, last_frames=2, output=str(output),
+                 threads_per_rank=1, max_initial_force_eV_A=1e6),
+            base_dir=tmp,
+        )
+        run_campaign(config)
+        harness.append(output)
+    torch.set_num_threads(threads)
+    return tmp, paths, harness
+
+
+def test_compare_command(three_models):
+    tmp, paths, harness = three_models
+    # model 0 comes with a landscape file: its entropy is read, not computed
+    flat = Landscape("directions", [-1.0, 0.0, 1.0], np.zeros((2, 3)), np.zeros((2, 3)),
+                     {"model_fingerprint": _fingerprint(paths[0])})
+    save_landscape(flat, tmp / "land0.h5")
+    out = tmp / "cmp"
+    args = ["compare", *map(str, paths), "--data", str(tmp / "train.xyz"), "--test", str(tmp / "test.xyz"),
+            "--harness", str(harness[2]), "--harness", str(harness[0]), "--harness", str(harness[1]),
+            "--landscape", str(tmp / "land0.h5"), "--directions", "2", "--steps", "3", "-o", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(out.with_suffix(".json").read_text())
+    rows = payload["models"]
+    assert [r["model"] for r in rows] == list(map(str, paths))
+    assert rows[0]["landscape_file"] == str(tmp / "land0.h5")
+    assert rows[0]["S_E"] == pytest.approx(np.log(3)) and rows[0]["S_normalized"] == pytest.approx(0.0)
+    assert all(r["landscape_points"] == 3 for r in rows)
+    for row, h in zip(rows, harness):
+        assert row["harness_file"] == str(h)  # matched by fingerprint, not by order
+        assert row["n_replicas"] == 2 and np.isfinite(row["ttf_rmst_ps"]) and row["ttf_rmst_ps"] <= 0.01 + 1e-12
+        assert row["fisher_trace"] > 0 and row["test_test_force_rmse_meV_per_A"] > 0
+    # every replica survives these short runs: the medians are not reached (no correlation
+    # against them) and the restricted means are all equal (ρ undefined, reported as NaN)
+    correlations = payload["correlations"]
+    assert {c["metric"] for c in correlations} >= {"S", "fisher_trace", "test_test_force_rmse_meV_per_A"}
+    assert all(c["time_to_failure"] == "ttf_rmst_ps" and c["n"] == 3 for c in correlations)
+    assert all(c["spearman"] is None or np.isnan(c["spearman"]) for c in correlations)
+    assert len(out.with_suffix(".csv").read_text().splitlines()) == 4
+    assert "Fisher tr" in result.output
+
+
+def test_compare_rejects_files_of_other_models(three_models):
+    tmp, paths, harness = three_models
+    result = CliRunner().invoke(main, ["compare", str(paths[0]), "--harness", str(harness[1]),
+                                       "-o", str(tmp / "bad")])
+    assert result.exit_code != 0 and "none of the compared models" in result.output
+
+
+def _fingerprint(path):
+    from ase_nnip.model_file import read_model_file
+
+    return read_model_file(path)[2]["fingerprint"]
