@@ -14,10 +14,11 @@ from ase_nnip.train.update_rules.base import NonFiniteLossError, UpdateRule
 
 
 def _update_rule_classes() -> dict[str, type]:
+    from ase_nnip.train.update_rules.ekf import ExtendedKalmanFilterRule
     from ase_nnip.train.update_rules.gradient import GradientRule
 
     out = {}
-    for cls in (GradientRule,):
+    for cls in (GradientRule, ExtendedKalmanFilterRule):
         for name in cls.names:
             out[name] = cls
     return out

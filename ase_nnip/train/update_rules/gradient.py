@@ -11,6 +11,7 @@ import torch
 from ase_nnip.properties import predict
 from ase_nnip.train.schedulers import build_lr_scheduler, step_lr_scheduler
 from ase_nnip.train.update_rules.base import NonFiniteLossError, UpdateRule
+from ase_nnip.train.update_rules.schedule import BatchSchedule, LabelUpdate, parse_schedule, scaled_errors
 
 
 @dataclasses.dataclass
@@ -20,6 +21,9 @@ class GradientOptions:
     betas, eps: Adam moments; momentum, nesterov: SGD;
     grad_clip_norm: rescale the gradient to at most this global L2 norm (null = off);
     grad_clip_value: clamp each gradient component to ±value (null = off).
+    schedule: the batch schedule (:mod:`.schedule`): batches (default) or a per-label
+        schedule (random_label, energy_then_forces: one Adam step per EKF-style update, on
+        Σξ² of the update's labels).
     """
 
     name: str = "amsgrad"
@@ -31,6 +35,10 @@ class GradientOptions:
     nesterov: bool = False
     grad_clip_norm: Optional[float] = None
     grad_clip_value: Optional[float] = None
+    schedule: dict = dataclasses.field(default_factory=lambda: {"name": "batches"})
+
+    def __post_init__(self):
+        parse_schedule(self.schedule)
 
 
 class GradientRule(UpdateRule):
@@ -63,12 +71,23 @@ class GradientRule(UpdateRule):
                 weight_decay=options.weight_decay,
             )
         self.scheduler = build_lr_scheduler(self.optimizer, scheduler)
+        self.schedule = BatchSchedule(parse_schedule(options.schedule))
+
+    def epoch_batches(self, dataset, batch_size, generator):
+        return self.schedule.epoch_updates(dataset, batch_size, generator, self.loss.weights)
+
+    def num_updates(self, dataset, batch_size: int) -> int:
+        return self.schedule.num_updates(dataset, batch_size, self.loss.weights)
 
     def step(self, model, batch) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
-        stress = self.loss.weights.stress > 0
-        pred = predict(model, batch, forces=True, stress=stress, create_graph=True)
-        total, parts = self.loss(pred, batch)
+        if isinstance(batch, LabelUpdate):
+            total = scaled_errors(model, batch, self.loss.weights, self.loss.atom_weights).pow(2).sum()
+            parts = {batch.kind: total}
+        else:
+            stress = self.loss.weights.stress > 0
+            pred = predict(model, batch, forces=True, stress=stress, create_graph=True)
+            total, parts = self.loss(pred, batch)
         if not torch.isfinite(total):
             raise NonFiniteLossError(f"loss is {float(total.detach())} ({_describe(parts)})")
         total.backward()
