@@ -125,3 +125,13 @@ def _fingerprint(path):
     from ase_nnip.model_file import read_model_file
 
     return read_model_file(path)[2]["fingerprint"]
+
+
+def test_a_metric_that_fails_is_recorded_not_raised():
+    from ase_nnip.landscape.compare import recorded_failure
+
+    row, messages = {"model": "m.nnip"}, []
+    with recorded_failure(row, "fisher_error", messages.append):
+        raise ValueError("structure 3: the loss gradient is not finite")
+    assert row["fisher_error"] == "ValueError: structure 3: the loss gradient is not finite"
+    assert messages == ["m.nnip: ValueError: structure 3: the loss gradient is not finite"]

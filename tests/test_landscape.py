@@ -10,6 +10,7 @@ import torch
 from ase.build import molecule
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
+from test_calculator import CONFIG  # the shared tiny equivariant model config
 from torch import nn
 
 from ase_nnip.data import Structure
@@ -34,17 +35,6 @@ from ase_nnip.landscape.plots import plot_landscape
 from ase_nnip.models import build_model
 from ase_nnip.models.base import AtomisticModel
 from ase_nnip.train.data import build_graphs
-
-CONFIG = dict(
-    species=["H", "C", "N", "O"],
-    cutoff_A=4.0,
-    num_layers=2,
-    l_max=1,
-    num_channels=8,
-    radial_mlp_neurons=16,
-    readout_hidden=8,
-    avg_num_neighbors=6.0,
-)
 
 
 @pytest.fixture(autouse=True)
@@ -419,3 +409,20 @@ def test_landscape_command_plane_and_errors(tmp_path):
     assert result.exit_code != 0 and "odd" in result.output
     result = runner.invoke(main, [*base, "--plane", "--interpolate", str(tmp_path / "m.nnip")])
     assert result.exit_code != 0 and "not both" in result.output
+
+
+def test_a_diverging_model_is_a_recorded_nan_not_a_crash():
+    from ase_nnip.landscape.entropy import landscape_entropy
+
+    model = QuadraticParameters()
+    minimum = {n: p.detach().clone() for n, p in model.named_parameters()}
+    quadratic = quadratic_loss(minimum)
+
+    def diverging(m):  # NaN far from the minimum, as an exploding network would give
+        values = quadratic(m)
+        return {k: (np.nan if v > 10.0 else v) for k, v in values.items()}
+
+    result = direction_landscape(model, diverging, random_directions(model, 2, 0), centered_grid(3.0, 7))
+    assert np.isnan(result.energy[:, 0]).all() and np.isfinite(result.energy[:, 3]).all()
+    entropy = landscape_entropy(result)
+    assert np.isfinite(entropy["S"])  # NaN points carry no weight

@@ -1,29 +1,20 @@
 """`ase-nnip landscape` under `mpiexec -n 2`: the same numbers as one rank, rank 0 writes."""
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from test_landscape import labelled_molecules, tiny_model, write_labelled_xyz
+from test_harness_mpi import MPIEXEC, _env
+from test_landscape import labelled_molecules, one_thread, tiny_model, write_labelled_xyz  # noqa: F401
 
 from ase_nnip.cli import main
 from ase_nnip.landscape.files import load_landscape
 from ase_nnip.model_file import save_model
 
-MPIEXEC = Path(sys.executable).parent / "mpiexec"
 CLI = [sys.executable, "-c", "from ase_nnip.cli import main; main()"]
-
-
-def _env():
-    env = dict(os.environ)
-    for name in ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"):
-        env.pop(name, None)  # a test run itself started by a launcher must not leak into the child
-    return env
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ and :func:`md_harness.report.summarize`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +148,17 @@ def error_columns(results: list[dict]) -> dict:
     return out
 
 
+@contextlib.contextmanager
+def recorded_failure(row: dict, key: str, log: Callable[[str], None]):
+    """A metric that cannot be computed for one model (e.g. a non-finite gradient) is recorded
+    in ``row[key]`` and logged; the comparison of the other models goes on."""
+    try:
+        yield
+    except (ValueError, ArithmeticError, RuntimeError) as exc:
+        row[key] = f"{type(exc).__name__}: {exc}"
+        log(f"{row['model']}: {row[key]}")
+
+
 @dataclass
 class ComputeOptions:
     """How missing landscapes and Fisher spectra are computed (when a data file is given).
@@ -230,8 +242,9 @@ def compare_models(
             row.update(entropy_columns(load_landscape(landscape_files[fp]), entropy_parameters))
         elif options.landscape and data is not None:
             log(f"{path}: computing the landscape on {data}")
-            landscape = compute_landscape(model, DatasetLoss(dataset(DTYPES[settings.dtype]), settings.batch_size), settings, comm=comm)
-            row.update(entropy_columns(landscape, entropy_parameters))
+            with recorded_failure(row, "landscape_error", log):
+                loss = DatasetLoss(dataset(DTYPES[settings.dtype]), settings.batch_size)
+                row.update(entropy_columns(compute_landscape(model, loss, settings, comm=comm), entropy_parameters))
         if fp in fisher_files:
             row["fisher_file"] = str(fisher_files[fp])
             row.update(fisher_columns(load_fisher(fisher_files[fp])))
@@ -239,10 +252,12 @@ def compare_models(
             log(f"{path}: computing the Fisher spectrum on {data}")
             dtype = DTYPES[options.fisher_dtype]
             loss = loss_for_model(model, options.fisher_loss_kind, options.energy_weight, options.forces_weight)
-            spectrum = fisher_spectrum(
-                model, dataset(dtype), loss, options.fisher_method, options.fisher_top_k, options.max_gradient_memory_gb, dtype
-            )
-            row.update(fisher_columns(spectrum))
+            with recorded_failure(row, "fisher_error", log):
+                spectrum = fisher_spectrum(
+                    model, dataset(dtype), loss, options.fisher_method, options.fisher_top_k,
+                    options.max_gradient_memory_gb, dtype,
+                )
+                row.update(fisher_columns(spectrum))
         if tests:
             results = [
                 evaluate_file(model, t, options.energy_key, options.forces_key, options.eval_batch_size) for t in tests
@@ -267,5 +282,6 @@ __all__ = [
     "harness_summary",
     "match_files",
     "metric_columns",
+    "recorded_failure",
     "spearman",
 ]

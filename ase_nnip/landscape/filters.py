@@ -33,7 +33,6 @@ as in the loss-entropy paper's figure S6).
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 from dataclasses import dataclass, field
 from typing import Optional

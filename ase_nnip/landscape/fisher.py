@@ -90,8 +90,12 @@ def _single_graphs(dataset):
 def gradient_matrix(model: nn.Module, dataset, loss: FisherLoss) -> np.ndarray:
     """G (n_structures, n_parameters), float64: one row g_s per structure."""
     params = trainable_parameters(model)
-    rows = [structure_gradient(model, g, loss, params).cpu().numpy() for g in _single_graphs(dataset)]
-    return np.stack(rows)
+    out = np.empty((len(dataset), sum(p.numel() for p in params)))
+    for row, graph in enumerate(_single_graphs(dataset)):
+        out[row] = structure_gradient(model, graph, loss, params).cpu().numpy()
+        if not np.isfinite(out[row]).all():
+            raise ValueError(f"structure {int(graph.structure_index[0])}: the loss gradient is not finite")
+    return out
 
 
 def exact_eigenvalues(gradients: np.ndarray) -> np.ndarray:
@@ -221,7 +225,12 @@ def fisher_spectrum(
             if method == "exact":
                 eigenvalues = exact_eigenvalues(gradients)
             else:
-                eigenvalues = lanczos_eigenvalues(lambda v: gradients.T @ (gradients @ v) / n, size, top_k, tol)
+
+                def kept(v):
+                    stream.products += 1
+                    return gradients.T @ (gradients @ v) / n
+
+                eigenvalues = lanczos_eigenvalues(kept, size, top_k, tol)
         elif method == "exact":
             raise ValueError(
                 f"the exact spectrum needs the {n} x {size} gradient matrix ({8e-9 * n * size:.1f} GB) "
