@@ -4,6 +4,7 @@ scaled error vector and its Jacobian, the schedules, exact resume through the tr
 EKF versus Adam on the same schedule on a small water set."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -412,3 +413,15 @@ def test_ekf_needs_fewer_updates_than_adam_on_the_same_schedule(water_file, tmp_
         # and after the same number of updates EKF is well ahead
         assert ekf[-1] < 0.85 * adam[len(ekf) - 1], (lr, ekf, adam)
     assert len(ekf) * updates_per_epoch == 96
+
+
+def test_water_example_configs_differ_only_in_the_optimizer():
+    repo = Path(__file__).resolve().parents[1]
+    ekf, adam = (load_training_config(repo / "examples" / "water" / f"train_{k}.yaml").to_dict() for k in ("ekf", "adam"))
+    assert ekf["training"]["optimizer"]["name"] == "ekf" and adam["training"]["optimizer"]["name"] == "adam"
+    assert ekf["training"]["optimizer"]["schedule"] == adam["training"]["optimizer"]["schedule"]
+    assert ekf["training"]["optimizer"]["schedule"]["name"] == "random_label"
+    for section in ("data", "model"):
+        assert ekf[section] == adam[section]
+    differing = {k for k in ekf["training"] if ekf["training"][k] != adam["training"][k]}
+    assert differing == {"optimizer", "scheduler"}

@@ -40,9 +40,9 @@ weights. Memory: Σ_b W_b² numbers of ``covariance_dtype``.
 
 Implementation: S = JPJᵀ + λR = LLᵀ (Cholesky), Y = L⁻¹(PJᵀ)ᵀ, so Kξ = Yᵀ(L⁻¹ξ) and
 KJP = YᵀY: P is updated in place by one symmetric rank-n update per block. The Jacobian J
-comes from one batched reverse pass per update (``torch.autograd.grad`` with
-``is_grads_batched``; a loop over rows where a model's operations cannot be batched); force
-rows differentiate through the force computation (double backward).
+comes from one reverse pass per row of ξ (``torch.autograd.grad``; optionally one vectorised
+pass, ``batched_jacobian``); force rows differentiate through the force computation (double
+backward).
 
 State (checkpointed by the trainer): the P blocks, λ, the number of updates, η and the LR
 scheduler's state. The random choices of the batch schedule come from the trainer's
@@ -79,6 +79,9 @@ class EKFOptions:
     block_size: the largest block (weights) of the non-global modes.
     covariance_dtype: float32 or float64 (P, the gain and the weight change).
     max_covariance_MB: refuse a P larger than this (choose blocks / block_size instead).
+    batched_jacobian: compute the Jacobian rows in one vectorised reverse pass (faster for
+        small structures; on large ones, e.g. 192 water atoms with angular symmetry
+        functions, the row-by-row passes are faster and need less memory).
     schedule: the batch schedule (see :mod:`.schedule`): one energy or a group of force
         components per update (random_label, the paper's) or energy_then_forces, or batches.
     """
@@ -95,6 +98,7 @@ class EKFOptions:
     block_size: int = 4096
     covariance_dtype: str = "float64"
     max_covariance_MB: float = 4096.0
+    batched_jacobian: bool = False
     schedule: dict = dataclasses.field(default_factory=lambda: {"name": "random_label"})
 
     def __post_init__(self):
@@ -259,7 +263,7 @@ class ExtendedKalmanFilterRule(UpdateRule):
         self.forgetting_factor = float(options.forgetting_factor)
         self.updates_done = 0
         self.schedule = BatchSchedule(parse_schedule(options.schedule))
-        self.batched_jacobian = True
+        self.batched_jacobian = options.batched_jacobian
         # η lives in a parameterless optimizer so that the trainer's LR schedulers (and SWA's
         # set_lr) drive it like any learning rate.
         self._lr_holder = torch.optim.SGD([torch.zeros(0, requires_grad=True)], lr=options.lr)
