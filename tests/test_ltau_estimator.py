@@ -224,3 +224,19 @@ def test_build_checks_the_data_file(model_and_data):
     write(tmp / "swapped.xyz", swapped)
     with pytest.raises(ConfidenceError, match="is it the file the models were trained on"):
         build_ltau(model, [tmp / "t.h5"], data_file=tmp / "swapped.xyz")
+
+
+def test_atoms_with_fewer_than_k_neighbours_average_what_was_found(small_set):
+    """HNSW may return -1 for missing neighbours: those are left out of the means."""
+    _, x, conf = small_set
+    est = LTAUEstimator(make_ltau_data(conf, x, "fp", k=2, index="flat"))
+    full = est.search(x[:3])[1]
+    partial = full.copy()
+    partial[0, 1] = -1
+    partial[2, :] = -1
+    est._search = lambda query: (None, partial)
+    out = est.predict(x[:3])
+    assert out["uncertainty"][0] == pytest.approx(1 - conf.mean[full[0, 0]])
+    assert out["uncertainty"][1] == pytest.approx(1 - conf.mean[full[1]].mean())
+    assert np.isnan(out["uncertainty"][2]) and np.isnan(out["ood_distance"][2])
+    assert out["max_uncertainty"] == pytest.approx(np.nanmax(out["uncertainty"]))

@@ -40,7 +40,7 @@ def command(model, structures, ltau_file, output, summary_path, optimizer, fmax,
     from ase_nnip.data.dataset import DatasetError, read_structures
     from ase_nnip.ltau import LTAUEstimator, LTAUFileError
     from ase_nnip.model_file import ModelFileError
-    from ase_nnip.relax import optimizer_class, relax_many, write_summary
+    from ase_nnip.relax import STATUSES, optimizer_class, relax_many, write_summary
 
     if max_uncertainty is not None and ltau_file is None:
         raise click.UsageError("--max-uncertainty needs --ltau")
@@ -67,6 +67,5 @@ def command(model, structures, ltau_file, output, summary_path, optimizer, fmax,
     write(output, [r.atoms for r in results], format="extxyz")
     summary_path = summary_path or str(Path(output).with_suffix("")) + "_summary.csv"
     write_summary(results, summary_path)
-    counts = {status: sum(r.status == status for r in results) for status in ("converged", "not_converged",
-                                                                               "untrusted", "error")}
+    counts = {status: sum(r.status == status for r in results) for status in STATUSES}
     click.echo(f"wrote {output} and {summary_path}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))

@@ -93,11 +93,6 @@ class SampleConfidences:
     def num_atoms(self) -> int:
         return len(self.mean)
 
-    @property
-    def thresholds(self) -> np.ndarray:
-        """(N,) τ_i = atol + rtol·|F_i,ref| in eV/Å."""
-        return threshold(self.atol, self.rtol, self.reference_force_norm)
-
 
 def threshold(atol: float, rtol: float, reference_force_norm) -> np.ndarray:
     """Per-atom error threshold atol + rtol·|F_ref| (eV/Å), float64."""

@@ -89,17 +89,30 @@ def build_index(descriptors: np.ndarray, kind: str = "auto", hnsw: HNSWParams = 
 
 
 @contextlib.contextmanager
-def faiss_threads(n: Optional[int]):
-    """FAISS's OpenMP thread count inside the block (None: unchanged); restored after."""
+def faiss_threads(n: Optional[int], blas_threshold: Optional[int] = None):
+    """FAISS's OpenMP thread count (None: unchanged) and, optionally, the number of queries
+    from which brute-force search uses BLAS, inside the block; both restored after."""
     import faiss
 
     previous = faiss.omp_get_max_threads()
+    previous_blas = faiss.cvar.distance_compute_blas_threshold
     if n is not None:
         faiss.omp_set_num_threads(int(n))
+    if blas_threshold is not None:
+        faiss.cvar.distance_compute_blas_threshold = int(blas_threshold)
     try:
         yield
     finally:
         faiss.omp_set_num_threads(previous)
+        faiss.cvar.distance_compute_blas_threshold = previous_blas
+
+
+def indexed_vectors(index) -> np.ndarray:
+    """(N, d) float32 view (no copy) of the vectors stored in a flat or HNSW-flat index."""
+    import faiss
+
+    storage = faiss.downcast_index(index.storage) if isinstance(index, faiss.IndexHNSWFlat) else index
+    return faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * storage.d).reshape(storage.ntotal, storage.d)
 
 
 def index_type(index) -> str:

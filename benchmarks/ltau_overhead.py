@@ -1,0 +1,218 @@
+"""Cost of the LTAU uncertainty lookup (targets: ≤ 3 % of a 3BPA calculator call with the
+13,500-atom flat index; ≤ 50 µs per atom for a 1,000,000-atom HNSW index on 2 cores).
+
+Part 1, 3BPA: NNIPCalculator energy+forces calls on the 3BPA frames with and without the
+estimator attached (calls interleaved, so machine load hits both alike), and the lookup
+(``LTAUEstimator.predict``) alone on each call's descriptors. The index holds the 13,500
+training-atom descriptors of the model; without --ltau the model is the default-size
+equivariant model with random weights (its descriptors have the right size and come from
+real 3BPA geometries) and the confidences are random numbers, which does not change the cost.
+
+Part 2, HNSW: a synthetic 1,000,000-atom index (clustered descriptors on a low-dimensional
+manifold, see ase_nnip.ltau.synthetic), paper settings M=32, efConstruction=40, efSearch=16:
+build time, query time per atom in batches and per 27-atom structure, and recall@k against
+exact (flat) search on a sample of queries; also for larger efSearch.
+
+    python benchmarks/ltau_overhead.py [--threads 2] [--calls 200] [--model M.nnip --ltau M.ltau]
+                                       [--hnsw-atoms 1000000] [--skip-hnsw] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.io import read
+
+from ase_nnip import NNIPCalculator, load_model
+from ase_nnip.ltau import EpochWindow, LTAUEstimator, SampleConfidences, make_ltau_data, read_ltau
+from ase_nnip.ltau.confidences import CDF_GRID
+from ase_nnip.ltau.index import HNSWParams, build_index, faiss_threads
+from ase_nnip.ltau.synthetic import clustered_descriptors
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def default_model():
+    """The default-size equivariant model for 3BPA (as in benchmarks/calculator_speed.py)."""
+    from ase_nnip.models import build_model
+
+    torch.manual_seed(0)
+    return build_model(dict(species=["H", "C", "N", "O"], cutoff_A=5.0, avg_num_neighbors=16.6))
+
+
+def random_confidences(structure_index, atom_index, numbers, seed=0) -> SampleConfidences:
+    """Random μ, σ and CDF tables of the right shapes (cost only; values meaningless)."""
+    rng = np.random.default_rng(seed)
+    n = len(atom_index)
+    table = np.sort(rng.uniform(size=(n, len(CDF_GRID))), axis=1).astype(np.float32)
+    mid = len(CDF_GRID) // 2
+    return SampleConfidences(
+        structure_index=structure_index, atom_index=atom_index, atomic_number=numbers,
+        reference_force_norm=np.ones(n, np.float32), mean=table[:, mid].astype(np.float64),
+        std=rng.uniform(0, 0.1, n), cdf_grid=CDF_GRID, cdf_mean=table, cdf_std=table * 0.1,
+        atol=0.01, rtol=0.0, window=EpochWindow(0, None),
+    )
+
+
+def training_index(model, frames, k):
+    """LTAU data over every atom of ``frames`` (descriptors from ``model``)."""
+    from ase_nnip.data import GraphDataset, Structure
+    from ase_nnip.metrics import predict_dataset
+
+    structures = [Structure(atoms=a, index=i) for i, a in enumerate(frames)]
+    dataset = GraphDataset.from_structures(structures, model.cutoff, dtype=torch.float32)
+    descriptors = predict_dataset(model, dataset, batch_size=50, descriptors=True).descriptors
+    counts = [len(a) for a in frames]
+    conf = random_confidences(
+        np.repeat(np.arange(len(frames)), counts),
+        np.concatenate([np.arange(c) for c in counts]).astype(np.int32),
+        np.concatenate([a.numbers for a in frames]).astype(np.int32),
+    )
+    from ase_nnip.model_file import model_fingerprint
+
+    return make_ltau_data(conf, descriptors, model_fingerprint(model), k=k, index="flat")
+
+
+def bench_3bpa(args) -> dict:
+    frames = read(DATA / "3bpa" / "train_300K.xyz", ":")
+    if args.model:
+        model = load_model(args.model)
+        data = read_ltau(args.ltau)
+        source = f"{args.model} + {args.ltau}"
+    else:
+        model = default_model().float()
+        t0 = time.perf_counter()
+        data = training_index(model, frames, k=2)
+        source = f"default-size random-weight model; descriptors of all {len(frames)} frames; random confidences"
+        print(f"  descriptors of {data.num_atoms} atoms computed in {time.perf_counter() - t0:.1f} s")
+    estimator = LTAUEstimator(data)
+    plain = NNIPCalculator(model, dtype="float32")
+    with_ltau = NNIPCalculator(model, dtype="float32", ltau=estimator)
+    rng = np.random.default_rng(0)
+    t_plain, t_ltau, t_lookup = [], [], []
+    for k in range(args.warmup + args.calls):
+        atoms = frames[k % len(frames)].copy()
+        atoms.positions += rng.normal(scale=0.01, size=atoms.positions.shape)
+        for calc, times in ((plain, t_plain), (with_ltau, t_ltau)):
+            a = atoms.copy()
+            a.calc = calc
+            t0 = time.perf_counter()
+            a.get_forces()
+            if k >= args.warmup:
+                times.append(time.perf_counter() - t0)
+        descriptors = np.array(with_ltau.results["descriptors"])
+        t0 = time.perf_counter()
+        estimator.predict(descriptors)
+        if k >= args.warmup:
+            t_lookup.append(time.perf_counter() - t0)
+    med = {name: statistics.median(v) * 1e3 for name, v in
+           (("call_ms", t_plain), ("call_with_ltau_ms", t_ltau), ("lookup_ms", t_lookup))}
+    out = {
+        "source": source,
+        "index_atoms": data.num_atoms,
+        "descriptor_dim": int(data.descriptors.shape[1]),
+        "k": data.k,
+        **med,
+        "lookup_share_percent": 100 * med["lookup_ms"] / med["call_with_ltau_ms"],
+        "difference_share_percent": 100 * (med["call_with_ltau_ms"] - med["call_ms"]) / med["call_with_ltau_ms"],
+        "lookup_us_per_atom": 1e3 * med["lookup_ms"] / len(frames[0]),
+    }
+    print(f"  index: {out['index_atoms']} atoms × {out['descriptor_dim']} dims, flat, k={out['k']} ({source})")
+    print(f"  calculator call: {med['call_ms']:.2f} ms without, {med['call_with_ltau_ms']:.2f} ms with LTAU "
+          f"(medians of {args.calls})")
+    print(f"  lookup alone: {med['lookup_ms'] * 1e3:.0f} µs per call ({out['lookup_us_per_atom']:.1f} µs/atom) "
+          f"= {out['lookup_share_percent']:.2f} % of the call (target <= 3 %); "
+          f"with-minus-without: {out['difference_share_percent']:.2f} %")
+    return out
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
+    """Fraction of the exact k nearest neighbours that were found."""
+    hits = sum(len(np.intersect1d(f, e)) for f, e in zip(found, exact))
+    return hits / exact.size
+
+
+def bench_hnsw(args) -> dict:
+    import faiss
+
+    n, d, k = args.hnsw_atoms, args.dim, args.k
+    x, _ = clustered_descriptors(n + args.queries, d, clusters=args.clusters, manifold_dim=args.manifold_dim, seed=1)
+    train, queries = x[: n], x[n:]
+    t0 = time.perf_counter()
+    index = build_index(train, "hnsw", HNSWParams(), threads=args.threads)
+    build_s = time.perf_counter() - t0
+    print(f"  {n} atoms × {d} dims ({args.clusters} clusters, manifold dim {args.manifold_dim}): "
+          f"HNSW build {build_s:.1f} s on {args.threads} threads")
+    sample = queries[: args.recall_sample]
+    flat = faiss.IndexFlatL2(d)
+    flat.add(train)
+    with faiss_threads(args.threads):
+        t0 = time.perf_counter()
+        _, exact = flat.search(sample, k)
+        flat_us = 1e6 * (time.perf_counter() - t0) / len(sample)
+    out = {"atoms": n, "dim": d, "k": k, "build_s": build_s, "flat_us_per_atom": flat_us, "ef_search": {}}
+    for ef in (16, 32, 64):
+        index.hnsw.efSearch = ef
+        with faiss_threads(args.threads):
+            index.search(queries[:1000], k)  # warm-up
+            t0 = time.perf_counter()
+            index.search(queries, k)
+            batch_us = 1e6 * (time.perf_counter() - t0) / len(queries)
+        with faiss_threads(1):
+            t0 = time.perf_counter()
+            calls = 0
+            for start in range(0, 27 * 200, 27):  # structure-sized queries, as in a calculator
+                index.search(queries[start : start + 27], k)
+                calls += 1
+            structure_us = 1e6 * (time.perf_counter() - t0) / (27 * calls)
+        _, found = index.search(sample, k)
+        recall = recall_at_k(found, exact)
+        out["ef_search"][ef] = {"batch_us_per_atom": batch_us, "structure_us_per_atom_1thread": structure_us,
+                                "recall_at_k": recall}
+        print(f"  efSearch {ef:3d}: {batch_us:6.1f} µs/atom in batches of {len(queries)} ({args.threads} threads), "
+              f"{structure_us:6.1f} µs/atom in 27-atom calls (1 thread); recall@{k} {recall:.4f} "
+              f"(target <= 50 µs/atom at efSearch 16)")
+    print(f"  exact flat search for comparison: {flat_us:.0f} µs/atom ({args.threads} threads)")
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads and FAISS batch-search threads")
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--model", help="a trained .nnip (with --ltau) instead of the random-weight model")
+    parser.add_argument("--ltau", help="the .ltau file of --model")
+    parser.add_argument("--skip-3bpa", action="store_true")
+    parser.add_argument("--skip-hnsw", action="store_true")
+    parser.add_argument("--hnsw-atoms", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=32, help="descriptor dimension of the synthetic index")
+    parser.add_argument("--clusters", type=int, default=1000)
+    parser.add_argument("--manifold-dim", type=int, default=6)
+    parser.add_argument("--queries", type=int, default=20_000)
+    parser.add_argument("--recall-sample", type=int, default=2000)
+    parser.add_argument("--k", type=int, default=2)
+    parser.add_argument("--json", help="write the numbers to this file")
+    args = parser.parse_args()
+    if bool(args.model) != bool(args.ltau):
+        parser.error("--model and --ltau go together")
+    torch.set_num_threads(args.threads)
+    results = {"threads": args.threads, "torch": torch.__version__}
+    if not args.skip_3bpa:
+        print("3BPA calculator overhead:")
+        results["3bpa"] = bench_3bpa(args)
+    if not args.skip_hnsw:
+        print("HNSW on a synthetic index:")
+        results["hnsw"] = bench_hnsw(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
