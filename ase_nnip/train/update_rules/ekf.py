@@ -259,7 +259,8 @@ class ExtendedKalmanFilterRule(UpdateRule):
                 f"{options.max_covariance_MB:.0f}: use blocks per_layer/per_tensor/fixed with a smaller block_size"
             )
         device = self.params[0].device
-        self.covariance = [torch.eye(n, dtype=self.dtype, device=device) / options.epsilon for n in self.block_sizes]
+        # in place: a temporary per block would double the peak memory of large blocks
+        self.covariance = [torch.eye(n, dtype=self.dtype, device=device).div_(options.epsilon) for n in self.block_sizes]
         self.forgetting_factor = float(options.forgetting_factor)
         self.updates_done = 0
         self.schedule = BatchSchedule(parse_schedule(options.schedule))
@@ -334,7 +335,7 @@ class ExtendedKalmanFilterRule(UpdateRule):
 
     def state_dict(self) -> dict:
         return {
-            "covariance": [p.clone() for p in self.covariance],
+            "covariance": list(self.covariance),  # references, as torch optimizers do (P may be GBs)
             "block_sizes": list(self.block_sizes),
             "forgetting_factor": self.forgetting_factor,
             "updates_done": self.updates_done,
