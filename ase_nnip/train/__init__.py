@@ -31,11 +31,13 @@ Modules (one job each):
     rule.state_dict() / rule.load_state_dict(state)                      # checkpoints
 
 :class:`~.update_rules.gradient.GradientRule` implements it for Adam, AMSGrad and SGD
-(+ gradient clipping and the LR scheduler). An Extended Kalman Filter is one new module
-``update_rules/ekf.py`` with a subclass (``names = ("ekf",)``, its own options dataclass,
-its own ``epoch_batches`` and ``step`` building the error vector and Jacobian) plus one
-entry in ``update_rules._update_rule_classes``; its options then come from the
-``training.optimizer`` section and are validated like every other section.
+(+ gradient clipping and the LR scheduler), :class:`~.update_rules.ekf.ExtendedKalmanFilterRule`
+for the Extended Kalman Filter (``name: ekf``: its own options dataclass, its own
+``epoch_batches`` and ``step`` building the error vector and Jacobian) with one entry in
+``update_rules._update_rule_classes``; options come from the ``training.optimizer`` section
+and are validated like every other section. Both take a ``schedule`` option
+(:mod:`.update_rules.schedule`): mini-batches, or the EKF-style one energy or group of
+force components per update, so Adam can run on the EKF's batch schedule.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Update rules: how one update changes the weights (the ``training.optimizer`` section).
 
 An update rule is selected by ``training.optimizer.name``; its options are the other keys
-of that section, validated against the rule's ``options_class``. To add one (e.g. the
-Extended Kalman Filter, ``name: ekf``): write a module with a subclass of
-:class:`~ase_nnip.train.update_rules.base.UpdateRule` and add it to
+of that section, validated against the rule's ``options_class``. To add one (as
+:mod:`.ekf` adds the Extended Kalman Filter, ``name: ekf``): write a module with a subclass
+of :class:`~ase_nnip.train.update_rules.base.UpdateRule` and add it to
 :func:`_update_rule_classes` below. Nothing else in the trainer changes.
 """
 
