@@ -5,6 +5,9 @@
     atoms.calc.results["energies"]      # (N,) eV per atom
     atoms.calc.results["descriptors"]   # (N, d) latent features per atom
 
+    NNIPCalculator("model.nnip", uncertainty="model.ltau")   # + LTAU (ase_nnip.ltau):
+    atoms.calc.results["uncertainty"], ["ood_distance"], ["max_uncertainty"]
+
 The neighbour list is built at ``cutoff + skin`` and reused across MD steps until an atom
 (or the cell) has moved enough that a pair could have crossed the cutoff; each call keeps
 only the pairs actually within the cutoff.

@@ -142,12 +142,13 @@ def bench_hnsw(args) -> dict:
     import faiss
 
     n, d, k = args.hnsw_atoms, args.dim, args.k
-    x, _ = clustered_descriptors(n + args.queries, d, clusters=args.clusters, manifold_dim=args.manifold_dim, seed=1)
+    x, _ = clustered_descriptors(n + args.queries, d, clusters=args.clusters, manifold_dim=args.manifold_dim,
+                                spread=args.spread, seed=1)
     train, queries = x[: n], x[n:]
     t0 = time.perf_counter()
     index = build_index(train, "hnsw", HNSWParams(), threads=args.threads)
     build_s = time.perf_counter() - t0
-    print(f"  {n} atoms × {d} dims ({args.clusters} clusters, manifold dim {args.manifold_dim}): "
+    print(f"  {n} atoms × {d} dims ({args.clusters} clusters, manifold dim {args.manifold_dim}, spread {args.spread}): "
           f"HNSW build {build_s:.1f} s on {args.threads} threads")
     sample = queries[: args.recall_sample]
     flat = faiss.IndexFlatL2(d)
@@ -193,8 +194,9 @@ def main():
     parser.add_argument("--skip-hnsw", action="store_true")
     parser.add_argument("--hnsw-atoms", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=32, help="descriptor dimension of the synthetic index")
-    parser.add_argument("--clusters", type=int, default=1000)
-    parser.add_argument("--manifold-dim", type=int, default=6)
+    parser.add_argument("--clusters", type=int, default=200)
+    parser.add_argument("--manifold-dim", type=int, default=8)
+    parser.add_argument("--spread", type=float, default=1.0, help="std along the manifold (centres are N(0, 4²))")
     parser.add_argument("--queries", type=int, default=20_000)
     parser.add_argument("--recall-sample", type=int, default=2000)
     parser.add_argument("--k", type=int, default=2)

@@ -37,7 +37,7 @@ def command():
 
 @command.command("build")
 @click.argument("model", type=click.Path(dir_okay=False, exists=True))
-@click.argument("more_trajectories", nargs=-1, type=click.Path(dir_okay=False, exists=True))
+@click.argument("more_trajectories", nargs=-1, metavar="[TRAJECTORY]...", type=click.Path(dir_okay=False, exists=True))
 @click.option("--trajectories", "-t", multiple=True, type=click.Path(dir_okay=False, exists=True),
               help="error_trajectory.h5 of an ensemble member; the files may simply follow the option "
                    "(--trajectories run/member_*/error_trajectory.h5). All must come from the same training split.")
@@ -75,6 +75,7 @@ def build(model, more_trajectories, trajectories, data_file, output, atol, rtol,
     <= atol + rtol·|F_ref|, averaged over members) and σ_M(p_i), the descriptors of every
     training atom from MODEL, and a FAISS index over them. The file records MODEL's
     fingerprint: it can only be attached to that model. The same inputs give the same file.
+    The trajectory files may also be listed after MODEL without --trajectories.
     """
     trajectories = list(trajectories) + list(more_trajectories)
     if not trajectories:

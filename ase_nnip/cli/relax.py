@@ -42,8 +42,8 @@ def command(model, structures, ltau_file, output, summary_path, optimizer, fmax,
     from ase_nnip.model_file import ModelFileError
     from ase_nnip.relax import STATUSES, optimizer_class, relax_many, write_summary
 
-    if max_uncertainty is not None and ltau_file is None:
-        raise click.UsageError("--max-uncertainty needs --ltau")
+    if (max_uncertainty is not None or group is not None) and ltau_file is None:
+        raise click.UsageError("--max-uncertainty and --group need --ltau")
     try:
         optimizer_class(optimizer)
         estimator = LTAUEstimator.load(ltau_file, group=group) if ltau_file else None

@@ -116,9 +116,9 @@ class LTAUEstimator:
         """Refuse a model other than the one that made the training descriptors."""
         if fingerprint != self.fingerprint:
             raise ValueError(
-                f"LTAU index was built from the descriptors of model {self.fingerprint[:16]}… but the "
-                f"calculator's model is {str(fingerprint)[:16]}…: descriptors of different models are "
-                "not comparable; build the .ltau file with this model (ase-nnip ltau build)"
+                f"LTAU index was built from the descriptors of model {self.fingerprint} but the "
+                f"calculator's model is {fingerprint}: descriptors of different models are not "
+                "comparable; build the .ltau file with this model (ase-nnip ltau build)"
             )
 
     def _query(self, descriptors: np.ndarray) -> np.ndarray:
