@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -58,18 +59,23 @@ def untrained_default_model(path: Path) -> Path:
     return path
 
 
-def run(command: list[str], threads: int) -> tuple[float, float, str]:
-    """(process wall time s, evaluation wall time s from the command's report, output)."""
+def run(command: list[str], threads: int) -> tuple[float, float, float, str]:
+    """(process wall time s, evaluation wall time s from the command's report, CPU time s of
+    the command and its children, output). On a shared machine the CPU time of a 1-thread
+    run is a better estimate of its quiet-machine wall time than its wall time."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     for name in ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"):
         env.pop(name, None)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr}")
     match = re.search(r"(\d+) evaluations in ([\d.]+) s", result.stdout)
-    return wall, float(match.group(2)), result.stdout
+    return wall, float(match.group(2)), cpu, result.stdout
 
 
 def main():
@@ -106,11 +112,12 @@ def main():
         timings = {}
         for label, launcher, threads in runs:
             output = tmp / f"{threads}-{len(launcher)}.h5"
-            wall, evaluation, _ = run([*launcher, "landscape", *common, "--threads", str(threads), "-o", str(output)], threads)
+            command = [*launcher, "landscape", *common, "--threads", str(threads), "-o", str(output)]
+            wall, evaluation, cpu, _ = run(command, threads)
             per = evaluation / evaluations
             timings[label] = evaluation
-            print(f"{label:30s} evaluation {evaluation:8.1f} s ({per:6.2f} s per evaluation; process {wall:6.1f} s) "
-                  f"-> 20 x 41 extrapolated {per * full / 60:6.1f} min")
+            print(f"{label:30s} evaluation {evaluation:8.1f} s ({per:6.2f} s per evaluation; process wall {wall:6.1f} s, "
+                  f"CPU {cpu:6.1f} s) -> 20 x 41 extrapolated {per * full / 60:6.1f} min")
         if "mpiexec -n 2, 1 thread each" in timings:
             mpi = timings["mpiexec -n 2, 1 thread each"]
             for label in timings:

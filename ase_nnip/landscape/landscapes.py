@@ -115,10 +115,6 @@ class Landscape:
         values = np.where(np.isfinite(self.values(quantity)), self.values(quantity), np.inf)
         return values.mean(axis=0) if self.kind == "directions" else values.reshape(-1)
 
-    @property
-    def num_directions(self) -> int:
-        return {"directions": self.energy.shape[0], "plane": 2, "interpolation": 1}[self.kind]
-
 
 def evaluate_points(
     model: nn.Module,
