@@ -108,5 +108,11 @@ def test_bad_inputs_are_named(members, tmp_path):
         sample_confidences([files[0][0]], atol=0.0)
     with pytest.raises(ConfidenceError, match="window_epochs"):
         EpochWindow(0, 0)
+    diverged = np.full((4, N), 0.1, np.float32)
+    diverged[2, 3] = np.nan
+    write_error_trajectory(tmp_path / "nan.h5", diverged, COUNTS)
+    with pytest.raises(ConfidenceError, match="non-finite force errors at epoch 3"):
+        sample_confidences([tmp_path / "nan.h5"], atol=0.1, window=EpochWindow(0, None))
+    assert sample_confidences([tmp_path / "nan.h5"], atol=0.2, window=EpochWindow(0, 2)).mean.tolist() == [1.0] * N
     with pytest.raises(Exception, match="not found"):
         sample_confidences([tmp_path / "missing.h5"], atol=0.1)

@@ -164,6 +164,12 @@ def member_confidences(
     start, stop = int(rows[0]), int(rows[-1]) + 1  # the window is a contiguous run of rows
     for lo in range(start, stop, step):
         block = reader.force_error_norm(slice(lo, min(lo + step, stop))).astype(np.float64)
+        if not np.all(np.isfinite(block)):
+            bad = lo + int(np.nonzero(~np.all(np.isfinite(block), axis=1))[0][0])
+            raise ConfidenceError(
+                f"{reader.path}: non-finite force errors at epoch {int(epochs[bad])} (a diverged member?); "
+                "leave this member out or end the window before that epoch (--window)"
+            )
         below += np.count_nonzero(block <= tau, axis=0)
         # Grid bin of each value: the first multiplier c_b with error/τ_i <= c_b (B = above all).
         bins = np.searchsorted(cdf_grid, block * inverse_tau, side="left")
