@@ -1,9 +1,10 @@
 """Cost of the LTAU uncertainty lookup (targets: ≤ 3 % of a 3BPA calculator call with the
 13,500-atom flat index; ≤ 50 µs per atom for a 1,000,000-atom HNSW index on 2 cores).
 
-Part 1, 3BPA: NNIPCalculator energy+forces calls on the 3BPA frames with and without the
-estimator attached (calls interleaved, so machine load hits both alike), and the lookup
-(``LTAUEstimator.predict``) alone on each call's descriptors. The index holds the 13,500
+Part 1, 3BPA: NNIPCalculator energy+forces calls with and without the estimator attached
+(calls interleaved, so machine load hits both alike), and the lookup (``LTAUEstimator.predict``)
+alone on each call's descriptors, in two scenarios: a different 3BPA frame every call, and MD-like
+small moves of one frame (as benchmarks/calculator_speed.py). The index holds the 13,500
 training-atom descriptors of the model; without --ltau the model is the default-size
 equivariant model with random weights (its descriptors have the right size and come from
 real 3BPA geometries) and the confidences are random numbers, which does not change the cost.
@@ -91,14 +92,59 @@ def bench_3bpa(args) -> dict:
         data = training_index(model, frames, k=2)
         source = f"default-size random-weight model; descriptors of all {len(frames)} frames; random confidences"
         print(f"  descriptors of {data.num_atoms} atoms computed in {time.perf_counter() - t0:.1f} s")
-    estimator = LTAUEstimator(data)
     plain = NNIPCalculator(model, dtype="float32")
-    with_ltau = NNIPCalculator(model, dtype="float32", ltau=estimator)
+    with_ltau = NNIPCalculator(model, dtype="float32", ltau=LTAUEstimator(data))
+    out = {
+        "source": source,
+        "index_atoms": data.num_atoms,
+        "descriptor_dim": int(data.descriptors.shape[1]),
+        "k": data.k,
+    }
+    print(f"  index: {out['index_atoms']} atoms × {out['descriptor_dim']} dims, flat, k={out['k']} ({source})")
     rng = np.random.default_rng(0)
-    t_plain, t_ltau, t_lookup = [], [], []
-    for k in range(args.warmup + args.calls):
+    start = frames[0].positions.copy()
+
+    def new_frame(k):
         atoms = frames[k % len(frames)].copy()
         atoms.positions += rng.normal(scale=0.01, size=atoms.positions.shape)
+        return atoms
+
+    def md_like(k):  # as benchmarks/calculator_speed.py: small moves about one geometry
+        atoms = frames[0].copy()
+        atoms.positions = start + rng.normal(scale=0.01, size=start.shape)
+        return atoms
+
+    for name, make in (("new frame every call", new_frame), ("MD-like, small moves of one frame", md_like)):
+        out[name] = time_scenario(make, plain, with_ltau, LTAUEstimator(data), args)
+        r = out[name]
+        print(f"  {name}: call {r['call_ms']:.2f} ms without, {r['call_with_ltau_ms']:.2f} ms with LTAU; lookup "
+              f"alone {r['lookup_ms'] * 1e3:.0f} µs ({r['lookup_us_per_atom']:.1f} µs/atom) = "
+              f"{r['lookup_share_percent']:.2f} % of the call (target <= 3 %); with-minus-without "
+              f"{r['difference_share_percent']:.2f} %")
+
+    descriptors = np.array(with_ltau.results["descriptors"])
+    threaded = LTAUEstimator(data, threads=args.threads)
+    times = []
+    for _ in range(args.calls):
+        x = descriptors.copy()
+        t0 = time.perf_counter()
+        threaded.predict(x)
+        times.append(time.perf_counter() - t0)
+    out["lookup_ms_faiss_threads"] = statistics.median(times) * 1e3
+    print(f"  lookup with {args.threads} FAISS threads: {out['lookup_ms_faiss_threads'] * 1e3:.0f} µs per call")
+    hnsw_ms, same = hnsw_alternative(data, descriptors, frames, with_ltau, LTAUEstimator(data))
+    out["hnsw_lookup_ms"], out["hnsw_same_neighbours"] = hnsw_ms, same
+    print(f"  the same index as HNSW (M=32, efSearch=16): {hnsw_ms * 1e3:.0f} µs per call, "
+          f"{100 * same:.1f} % of atoms with the same neighbours as the flat index")
+    return out
+
+
+def time_scenario(make_atoms, plain, with_ltau, lookup, args) -> dict:
+    """Interleaved calls without / with LTAU on the atoms ``make_atoms(k)`` gives, and the
+    lookup alone on each call's descriptors."""
+    t_plain, t_ltau, t_lookup = [], [], []
+    for k in range(args.warmup + args.calls):
+        atoms = make_atoms(k)
         for calc, times in ((plain, t_plain), (with_ltau, t_ltau)):
             a = atoms.copy()
             a.calc = calc
@@ -108,42 +154,17 @@ def bench_3bpa(args) -> dict:
                 times.append(time.perf_counter() - t0)
         descriptors = np.array(with_ltau.results["descriptors"])
         t0 = time.perf_counter()
-        estimator.predict(descriptors)
+        lookup.predict(descriptors)
         if k >= args.warmup:
             t_lookup.append(time.perf_counter() - t0)
     med = {name: statistics.median(v) * 1e3 for name, v in
            (("call_ms", t_plain), ("call_with_ltau_ms", t_ltau), ("lookup_ms", t_lookup))}
-    hnsw_ms, same = hnsw_alternative(data, with_ltau.results["descriptors"], frames, with_ltau, estimator)
-    threaded = LTAUEstimator(data, threads=args.threads)
-    t_threaded = []
-    for _ in range(args.calls):
-        descriptors = np.array(with_ltau.results["descriptors"])
-        t0 = time.perf_counter()
-        threaded.predict(descriptors)
-        t_threaded.append(time.perf_counter() - t0)
-    out = {
-        "source": source,
-        "index_atoms": data.num_atoms,
-        "descriptor_dim": int(data.descriptors.shape[1]),
-        "k": data.k,
+    return {
         **med,
         "lookup_share_percent": 100 * med["lookup_ms"] / med["call_with_ltau_ms"],
         "difference_share_percent": 100 * (med["call_with_ltau_ms"] - med["call_ms"]) / med["call_with_ltau_ms"],
-        "lookup_us_per_atom": 1e3 * med["lookup_ms"] / len(frames[0]),
+        "lookup_us_per_atom": 1e3 * med["lookup_ms"] / len(descriptors),
     }
-    out["hnsw_lookup_ms"], out["hnsw_same_neighbours"] = hnsw_ms, same
-    out["lookup_ms_faiss_threads"] = statistics.median(t_threaded) * 1e3
-    print(f"  index: {out['index_atoms']} atoms × {out['descriptor_dim']} dims, flat, k={out['k']} ({source})")
-    print(f"  calculator call: {med['call_ms']:.2f} ms without, {med['call_with_ltau_ms']:.2f} ms with LTAU "
-          f"(medians of {args.calls})")
-    print(f"  lookup alone: {med['lookup_ms'] * 1e3:.0f} µs per call ({out['lookup_us_per_atom']:.1f} µs/atom) "
-          f"= {out['lookup_share_percent']:.2f} % of the call (target <= 3 %); "
-          f"with-minus-without: {out['difference_share_percent']:.2f} %")
-    print(f"  lookup with {args.threads} FAISS threads (LTAUEstimator(threads={args.threads})): "
-          f"{out['lookup_ms_faiss_threads'] * 1e3:.0f} µs per call")
-    print(f"  the same index as HNSW (M=32, efSearch=16): {hnsw_ms * 1e3:.0f} µs per call, "
-          f"{100 * same:.1f} % of atoms with the same neighbours as the flat index")
-    return out
 
 
 def hnsw_alternative(data, descriptors, frames, calc, flat_estimator, calls=100):

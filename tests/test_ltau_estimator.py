@@ -241,3 +241,6 @@ def test_atoms_with_fewer_than_k_neighbours_average_what_was_found(small_set):
     assert out["uncertainty"][1] == pytest.approx(1 - conf.mean[full[1]].mean())
     assert np.isnan(out["uncertainty"][2]) and np.isnan(out["ood_distance"][2])
     assert out["max_uncertainty"] == pytest.approx(np.nanmax(out["uncertainty"]))
+    empty = est.predict(np.zeros((0, x.shape[1]), np.float32))
+    assert empty["uncertainty"].shape == (0,) and np.isnan(empty["max_uncertainty"])
+

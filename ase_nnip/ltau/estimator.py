@@ -146,8 +146,11 @@ class LTAUEstimator:
         """Per-atom ``uncertainty``, ``uncertainty_std``, ``ood_distance`` (n,) and the
         structure's ``max_uncertainty`` for descriptors (n, d) of the attached model."""
         x = self._query(descriptors)
+        if len(x) == 0:
+            empty = np.zeros(0)
+            return {"uncertainty": empty, "uncertainty_std": empty, "ood_distance": empty, "max_uncertainty": float("nan")}
         _, neighbors = self._search(x)
-        if neighbors.size and neighbors.min() < 0:
+        if neighbors.min() < 0:
             # HNSW found fewer than k neighbours for some atom: average over those it found.
             return self._predict_partial(x, neighbors)
         uncertainty = 1.0 - self._confidence[neighbors].mean(axis=1)
@@ -155,7 +158,7 @@ class LTAUEstimator:
             "uncertainty": uncertainty,
             "uncertainty_std": self._confidence_std[neighbors].mean(axis=1),
             "ood_distance": self._distances(x, neighbors).mean(axis=1),
-            "max_uncertainty": float(uncertainty.max()) if uncertainty.size else float("nan"),
+            "max_uncertainty": float(uncertainty.max()),
         }
 
     def _distances(self, x: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
