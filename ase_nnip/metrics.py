@@ -59,18 +59,17 @@ def predict_dataset(model, dataset, batch_size: int = 16, descriptors: bool = Fa
     for p in trainable:
         p.requires_grad_(False)
     try:
-        for labelled in dataset.batches(batch_size):
-            batch = labelled.to(device=device, dtype=dtype)
+        for batch in dataset.batches(batch_size):
+            batch = batch.to(device=device, dtype=dtype)
             out = predict(model, batch, forces=True)
             energy.append(out.energy.detach().cpu().double().numpy())
             forces.append(out.forces.detach().cpu().double().numpy())
             natoms.append(batch.atoms_per_graph.cpu().numpy())
             ids.append(batch.structure_index.cpu().numpy())
-            # Labels from the uncast batch: float64 energy labels keep their precision.
             if has_energy:
-                e_ref.append(labelled.energy.cpu().double().numpy())
+                e_ref.append(batch.energy.cpu().double().numpy())
             if has_forces:
-                f_ref.append(labelled.forces.cpu().double().numpy())
+                f_ref.append(batch.forces.cpu().double().numpy())
             if descriptors:
                 desc.append(out.descriptors.detach().cpu().numpy())
     finally:

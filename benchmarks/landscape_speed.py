@@ -40,12 +40,12 @@ def untrained_default_model(path: Path) -> Path:
     from ase_nnip.data.statistics import reference_energies_from_file
     from ase_nnip.model_file import save_model
     from ase_nnip.models import build_model, config_from_data
-    from ase_nnip.train.data import build_graphs, validation_first_split
+    from ase_nnip.data import GraphDataset, split_indices
 
     train_file = DATA / "train_300K.xyz"
     structures = load_structures(train_file, LabelKeys())
-    train, _ = validation_first_split(len(structures), 450, 50, 0)
-    dataset = build_graphs([structures[k] for k in train], 5.0, torch.float32)
+    train, _ = split_indices(len(structures), 450, 50, 0)
+    dataset = GraphDataset.from_structures([structures[k] for k in train], 5.0, dtype=torch.float32)
     config = dict(
         model_type="equivariant", species=["H", "C", "N", "O"], cutoff_A=5.0, num_layers=3, l_max=2,
         num_channels=32, avg_num_neighbors="auto", rescaling=True, scale_eV="auto", shift_eV="auto",

@@ -34,7 +34,7 @@ from ase_nnip.landscape.landscapes import (
 from ase_nnip.landscape.plots import plot_landscape
 from ase_nnip.models import build_model
 from ase_nnip.models.base import AtomisticModel
-from ase_nnip.train.data import build_graphs
+from ase_nnip.data import GraphDataset
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +75,7 @@ def write_labelled_xyz(path, structures) -> None:
 
 
 def dataset_of(structures, cutoff=4.0, dtype=torch.float64):
-    return build_graphs(structures, cutoff, dtype)
+    return GraphDataset.from_structures(structures, cutoff, dtype=dtype)
 
 
 class SpeciesEnergyModel(AtomisticModel):
@@ -374,7 +374,7 @@ def test_directions_plot(tmp_path):
 
 def test_training_split_is_rebuilt_from_the_model_metadata(tmp_path):
     from ase_nnip.landscape.training_data import load_labelled_dataset
-    from ase_nnip.train.data import validation_first_split
+    from ase_nnip.data import split_indices
 
     write_labelled_xyz(tmp_path / "data.xyz", labelled_molecules(5))
     model = tiny_model()
@@ -382,7 +382,7 @@ def test_training_split_is_rebuilt_from_the_model_metadata(tmp_path):
     assert info["subset"] == "all" and info["structure_indices"] == [0, 1, 2, 3, 4]
     model.metadata = {"training": {"n_train": 3, "n_val": 1, "split_seed": 2, "data_file": "/elsewhere/data.xyz"}}
     dataset, info = load_labelled_dataset(model, tmp_path / "data.xyz")
-    expected = validation_first_split(5, 3, 1, 2)[0].tolist()
+    expected = split_indices(5, 3, 1, 2)[0].tolist()
     assert info["subset"] == "training" and info["structure_indices"] == expected
     assert [int(g.structure_index[0]) for g in dataset.graphs] == expected
     _, info = load_labelled_dataset(model, tmp_path / "data.xyz", subset="all", max_structures=2)

@@ -25,7 +25,8 @@ from ase_nnip.train.config import (
     loss_schedule,
     load_training_config,
 )
-from ase_nnip.train.data import add_force_noise, validation_first_split
+from ase_nnip.data import split_indices
+from ase_nnip.train.data import add_force_noise
 from ase_nnip.train.learning_curve import fit_learning_curve
 from ase_nnip.train.loss import LossSchedule, LossWeights, TrainingLoss, loss_from_metrics, weighted_loss
 from ase_nnip.train.metrics_log import METRIC_NAMES, MetricsCSV
@@ -314,14 +315,14 @@ def test_checkpoint_is_safe_and_atomic(tmp_path):
 
 # ---------------------------------------------------------------- data/fit
 def test_validation_first_split_is_nested():
-    small_train, val_a = validation_first_split(100, 25, 10, seed=1)
-    big_train, val_b = validation_first_split(100, 50, 10, seed=1)
+    small_train, val_a = split_indices(100, 25, 10, seed=1)
+    big_train, val_b = split_indices(100, 50, 10, seed=1)
     np.testing.assert_array_equal(val_a, val_b)
     assert set(small_train) < set(big_train) and not set(big_train) & set(val_b)
-    all_train, _ = validation_first_split(100, None, 10, seed=1)
+    all_train, _ = split_indices(100, None, 10, seed=1)
     assert len(all_train) == 90
     with pytest.raises(DatasetError, match="cannot take 95"):
-        validation_first_split(100, 95, 10, seed=1)
+        split_indices(100, 95, 10, seed=1)
 
 
 def test_force_noise_statistics():

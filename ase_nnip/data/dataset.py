@@ -134,12 +134,19 @@ def load_structures(
     return out
 
 
-def split_indices(n: int, n_train: int, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded random train/validation split of ``range(n)``; disjoint index arrays."""
-    if n_train + n_val > n:
-        raise DatasetError(f"cannot take {n_train} train + {n_val} validation structures from {n}")
+def split_indices(n: int, n_train: Optional[int], n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of ``range(n)`` into sorted, disjoint (train, validation) index arrays.
+
+    Validation is the first ``n_val`` of a random permutation and training the next
+    ``n_train`` (all the rest when None). Drawing validation first keeps it fixed when
+    ``n_train`` changes, and training sets of different sizes are nested (learning curves).
+    """
+    if n_train is None:
+        n_train = n - n_val
+    if n_train < 1 or n_val < 0 or n_train + n_val > n:
+        raise DatasetError(f"cannot take {n_train} training + {n_val} validation structures from {n}")
     perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[:n_train]), np.sort(perm[n_train : n_train + n_val])
+    return np.sort(perm[n_val : n_val + n_train]), np.sort(perm[:n_val])
 
 
 @dataclass

@@ -32,7 +32,8 @@ class AtomicGraph:
         shifts: (E, 3) integer image shifts as floats: r_ij = pos[j] - pos[i] + shifts @ cell.
         batch: (N,) int64 structure index of each atom.
         num_graphs: G.
-        energy: (G,) eV, optional label.
+        energy: (G,) eV, optional label; always float64 (totals of ~10⁴ eV would lose
+            meV in float32), also after :meth:`to`.
         forces: (N, 3) eV/Å, optional label.
         stress: (G, 3, 3) eV/Å³, optional label (ASE sign convention).
         structure_index: (G,) int64 index of each structure in its dataset (stable IDs).
@@ -71,12 +72,13 @@ class AtomicGraph:
         return self.positions.index_select(0, j) - self.positions.index_select(0, i) + offsets
 
     def to(self, device=None, dtype=None) -> "AtomicGraph":
-        """Move to a device; floating-point tensors are cast to ``dtype`` when given."""
+        """Move to a device; floating-point tensors except the energy label are cast to
+        ``dtype`` when given."""
         changes = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, torch.Tensor):
-                if value.is_floating_point() and dtype is not None:
+                if value.is_floating_point() and dtype is not None and f.name != "energy":
                     value = value.to(device=device, dtype=dtype)
                 else:
                     value = value.to(device=device)
@@ -138,7 +140,7 @@ def graph_from_arrays(
         shifts=_float(shifts, (-1, 3)),
         batch=torch.zeros(n, dtype=torch.long),
         num_graphs=1,
-        energy=None if energy is None else _float([energy], (1,)),
+        energy=None if energy is None else torch.tensor([float(energy)], dtype=torch.float64),
         forces=None if forces is None else _float(forces, (n, 3)),
         stress=None if stress is None else _float(stress, (1, 3, 3)),
         structure_index=torch.tensor([structure_index], dtype=torch.long),

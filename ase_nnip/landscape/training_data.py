@@ -2,7 +2,7 @@
 of it the model was trained on (reconstructed from the split recorded in the model file).
 
 The trainer stores ``n_train``, ``n_val``, ``split_seed`` and ``data_file`` in the model's
-metadata; the same seeded split (:func:`ase_nnip.train.data.validation_first_split`) gives
+metadata; the same seeded split (:func:`ase_nnip.data.split_indices`) gives
 back the training structures. Labels are those of the file: if the model was trained on
 force labels with added noise (``force_noise_sigma`` > 0), the clean labels are used and
 the returned description says so.
@@ -28,7 +28,7 @@ def select_structures(model, path, num_frames: int, subset: str) -> tuple[Option
     """Frame indices to use (None = all) and a description of the choice."""
     import numpy as np
 
-    from ase_nnip.train.data import validation_first_split
+    from ase_nnip.data import split_indices
 
     if subset not in SUBSETS:
         raise ValueError(f"unknown subset {subset!r}; expected one of {SUBSETS}")
@@ -44,7 +44,7 @@ def select_structures(model, path, num_frames: int, subset: str) -> tuple[Option
             f"the model was trained on {n_train} of {n_train + n_val} structures of {split['data_file']}, "
             f"but {path} has only {num_frames} frames"
         )
-    train, _ = validation_first_split(num_frames, n_train, n_val, int(split["split_seed"]))
+    train, _ = split_indices(num_frames, n_train, n_val, int(split["split_seed"]))
     info = {"subset": "training", "split": split}
     if not same_file:
         info["warning"] = f"the model was trained on {split['data_file']}, not {path}"
@@ -68,7 +68,7 @@ def load_labelled_dataset(
     import torch
 
     from ase_nnip.data import LabelKeys, load_structures
-    from ase_nnip.train.data import build_graphs
+    from ase_nnip.data import GraphDataset
 
     structures = load_structures(path, LabelKeys(energy=energy_key, forces=forces_key))
     indices, info = select_structures(model, path, len(structures), subset)
@@ -82,7 +82,7 @@ def load_labelled_dataset(
             model.check_atomic_numbers(s.atoms.numbers)
         except ValueError as exc:
             raise ValueError(f"{path} frame {s.index}: {exc}") from exc
-    dataset = build_graphs(chosen, model.cutoff, dtype or torch.float32)
+    dataset = GraphDataset.from_structures(chosen, model.cutoff, dtype=dtype or torch.float32)
     info.update(
         data_file=str(path),
         energy_key=energy_key,

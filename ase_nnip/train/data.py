@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 
-from ase_nnip.data import GraphDataset, LabelKeys, Structure, load_structures
+from ase_nnip.data import GraphDataset, LabelKeys, Structure, load_structures, split_indices
 from ase_nnip.data.dataset import DatasetError
 from ase_nnip.data.statistics import fit_reference_energies, force_component_std, reference_energies_from_file
 from ase_nnip.models import config_from_data, model_class
@@ -46,21 +46,6 @@ class TrainingData:
     dtype: torch.dtype
 
 
-def validation_first_split(n: int, n_train: Optional[int], n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of ``range(n)``: validation = the first ``n_val`` of a random permutation,
-    training = the next ``n_train`` (all the rest when None). Both sorted.
-
-    Drawing validation first keeps it fixed when ``n_train`` changes, and the training sets
-    of different sizes are nested (learning curves).
-    """
-    if n_train is None:
-        n_train = n - n_val
-    if n_train < 1 or n_train + n_val > n:
-        raise DatasetError(f"cannot take {n_train} training + {n_val} validation structures from {n}")
-    perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[n_val : n_val + n_train]), np.sort(perm[:n_val])
-
-
 def add_force_noise(
     structures: Sequence[Structure], sigma: float, sigma_dft: float, seed: int
 ) -> list[Structure]:
@@ -71,18 +56,6 @@ def add_force_noise(
         noise = rng.normal(0.0, sigma * sigma_dft, size=np.shape(s.forces))
         out.append(replace(s, forces=np.asarray(s.forces) + noise))
     return out
-
-
-def build_graphs(structures: Sequence[Structure], cutoff: float, dtype: torch.dtype) -> GraphDataset:
-    """Graph dataset in ``dtype`` whose energy labels stay float64 (totals of ~10⁴ eV would
-    otherwise be rounded by ~1 meV in float32)."""
-    dataset = GraphDataset.from_structures(structures, cutoff, dtype=dtype)
-    if dtype != torch.float64:
-        dataset.graphs = [
-            g if s.energy is None else replace(g, energy=torch.tensor([s.energy], dtype=torch.float64))
-            for g, s in zip(dataset.graphs, structures)
-        ]
-    return dataset
 
 
 def model_cutoff(model_config: dict) -> float:
@@ -109,7 +82,7 @@ def prepare_training_data(config: TrainConfig) -> TrainingData:
     d = config.data
     keys = LabelKeys(energy=d.energy_key, forces=d.forces_key, stress=d.stress_key)
     structures = load_structures(d.train_file, keys)
-    train_idx, val_idx = validation_first_split(len(structures), d.n_train, d.n_val, d.split_seed)
+    train_idx, val_idx = split_indices(len(structures), d.n_train, d.n_val, d.split_seed)
     train_structures = [structures[k] for k in train_idx]
     val_structures = [structures[k] for k in val_idx]
 
@@ -134,8 +107,8 @@ def prepare_training_data(config: TrainConfig) -> TrainingData:
 
     dtype = DTYPES[config.training.dtype]
     cutoff = model_cutoff(model_config)
-    train = build_graphs(train_structures, cutoff, dtype)
-    val = build_graphs(val_structures, cutoff, dtype) if val_structures else None
+    train = GraphDataset.from_structures(train_structures, cutoff, dtype=dtype)
+    val = GraphDataset.from_structures(val_structures, cutoff, dtype=dtype) if val_structures else None
     model_config = config_from_data(model_config, train)
     atom_weights = atom_weights_for_dataset(d.atom_weights_file, train) if d.atom_weights_file else None
     return TrainingData(
