@@ -244,3 +244,13 @@ def test_atoms_with_fewer_than_k_neighbours_average_what_was_found(small_set):
     empty = est.predict(np.zeros((0, x.shape[1]), np.float32))
     assert empty["uncertainty"].shape == (0,) and np.isnan(empty["max_uncertainty"])
 
+
+
+def test_non_finite_descriptors_give_nan_for_those_atoms(small_set):
+    _, x, conf = small_set
+    est = LTAUEstimator(make_ltau_data(conf, x, "fp", k=2, index="flat"))
+    q = x[:4].copy()
+    q[1, 3] = np.nan
+    out = est.predict(q)
+    assert np.isnan(out["uncertainty"][1]) and np.isnan(out["max_uncertainty"])
+    np.testing.assert_array_equal(out["uncertainty"][[0, 2, 3]], est.predict(x[[0, 2, 3]])["uncertainty"])

@@ -12,8 +12,13 @@ Modules (one job each):
 - :mod:`.ltau_file`    the ``.ltau`` HDF5 file
 - :mod:`.build`        descriptors of the training atoms + everything above → ``.ltau``
 - :mod:`.estimator`    :class:`LTAUEstimator`, the calculator's uncertainty hook
+- :mod:`.evaluation`   predictions next to actual force errors on labelled data
 - :mod:`.calibration`  calibration curve, ECE, fitted scale factor s, rank correlation
 - :mod:`.weights`      per-atom loss weights that up-weight easy or hard atoms
+- :mod:`.synthetic`    synthetic trajectories and descriptors (tests, benchmarks)
+
+Command line: ``ase-nnip ltau build | calibrate | weights``; uncertainty-aware relaxations
+in :mod:`ase_nnip.relax` (``ase-nnip relax``).
 """
 
 from ase_nnip.ltau.build import build_ltau, make_ltau_data, training_descriptors

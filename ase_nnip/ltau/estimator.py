@@ -149,6 +149,9 @@ class LTAUEstimator:
         if len(x) == 0:
             empty = np.zeros(0)
             return {"uncertainty": empty, "uncertainty_std": empty, "ood_distance": empty, "max_uncertainty": float("nan")}
+        finite = np.isfinite(x).all(axis=1)
+        if not finite.all():
+            return self._predict_finite_rows(x, finite)
         _, neighbors = self._search(x)
         if neighbors.min() < 0:
             # HNSW found fewer than k neighbours for some atom: average over those it found.
@@ -160,6 +163,16 @@ class LTAUEstimator:
             "ood_distance": self._distances(x, neighbors).mean(axis=1),
             "max_uncertainty": float(uncertainty.max()),
         }
+
+    def _predict_finite_rows(self, x: np.ndarray, finite: np.ndarray) -> dict:
+        """Atoms with non-finite descriptors (a model that blew up) get NaN, the others their values."""
+        out = {key: np.full(len(x), np.nan) for key in ("uncertainty", "uncertainty_std", "ood_distance")}
+        if finite.any():
+            part = self.predict(x[finite])
+            for key in out:
+                out[key][finite] = part[key]
+        out["max_uncertainty"] = float("nan")
+        return out
 
     def _distances(self, x: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
         """(n, k) Euclidean distances from each query to its neighbours, float64."""
