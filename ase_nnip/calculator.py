@@ -132,6 +132,7 @@ class NNIPCalculator(Calculator):
         self.neighbors = VerletNeighborList(model.cutoff, skin)
         self.fingerprint = model_fingerprint(model)
         self.uncertainty = None
+        self._pool = None
         if ltau is not None:
             if uncertainty is not None:
                 raise ValueError("give the uncertainty estimator as uncertainty= or ltau=, not both")
@@ -168,7 +169,17 @@ class NNIPCalculator(Calculator):
         graph = graph_from_arrays(
             atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc, edge_index, shifts, dtype=self.dtype
         ).to(device=self.device)
-        out = predict(self.model, graph, forces=True, stress=want_stress or atoms.pbc.all())
+        lookup = None
+
+        def start_lookup(output):
+            # The uncertainty lookup needs only the descriptors: run it in a worker thread
+            # (FAISS and numpy release the GIL) while autograd computes the forces.
+            nonlocal lookup
+            if self.uncertainty is not None:
+                descriptors = output.descriptors.detach().cpu().numpy().copy()
+                lookup = self._lookup_pool().submit(self.uncertainty.predict, descriptors)
+
+        out = predict(self.model, graph, forces=True, stress=want_stress or atoms.pbc.all(), on_forward=start_lookup)
 
         energy = float(out.energy.detach()[0])
         self.results["energy"] = energy
@@ -179,8 +190,15 @@ class NNIPCalculator(Calculator):
         if out.stress is not None:
             s = out.stress.detach().cpu().double().numpy()[0]
             self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
-        if self.uncertainty is not None:
-            self.results.update(self.uncertainty.predict(self.results["descriptors"]))
+        if lookup is not None:
+            self.results.update(lookup.result())
+
+    def _lookup_pool(self):
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnip-uncertainty")
+        return self._pool
 
     def _within_cutoff(self, atoms, edge_index, shifts):
         if self.neighbors.skin == 0 or edge_index.shape[1] == 0:
