@@ -17,13 +17,13 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
 from ase_nnip import __version__
+from ase_nnip.hdf5_format import atomic_create, open_checked
 from ase_nnip.models import AtomisticModel, build_model
 
 FORMAT = "ase-nnip-model"
@@ -69,15 +69,9 @@ def save_model(model: AtomisticModel, path, metadata: Optional[dict] = None) -> 
     The file is written to a temporary name and renamed, so an interrupted save never
     leaves a truncated model behind.
     """
-    import h5py
-
-    path = Path(path)
     state = _state_arrays(model)
     fingerprint = compute_fingerprint(model.config, state)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        f.attrs["format"] = FORMAT
-        f.attrs["format_version"] = FORMAT_VERSION
+    with atomic_create(path, FORMAT, FORMAT_VERSION) as f:
         f.attrs["fingerprint"] = fingerprint
         f.attrs["package_version"] = __version__
         f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
@@ -87,34 +81,15 @@ def save_model(model: AtomisticModel, path, metadata: Optional[dict] = None) -> 
         weights = f.create_group("weights")
         for name, array in state.items():
             weights.create_dataset(name, data=array)
-    tmp.replace(path)
     model.fingerprint = fingerprint
     return fingerprint
 
 
 def read_model_file(path) -> tuple[dict, dict[str, np.ndarray], dict]:
     """Config, weights and header attributes of a model file, verified against its fingerprint."""
-    import h5py
-
-    path = Path(path)
-    if not path.exists():
-        raise ModelFileError(f"model file not found: {path}")
-    try:
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != FORMAT:
-                raise ModelFileError(f"{path} is not an ase-nnip model file (no '{FORMAT}' header)")
-            version = int(f.attrs.get("format_version", -1))
-            if version > FORMAT_VERSION:
-                raise ModelFileError(
-                    f"{path} has model-file format {version}; this ase-nnip ({__version__}) reads up to "
-                    f"{FORMAT_VERSION}: upgrade ase-nnip"
-                )
-            header = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-            state = {name: np.asarray(ds[()]) for name, ds in f["weights"].items()}
-    except ModelFileError:
-        raise
-    except (OSError, KeyError, ValueError) as exc:
-        raise ModelFileError(f"{path} is corrupt, truncated or not an ase-nnip model file ({exc})") from exc
+    with open_checked(path, FORMAT, FORMAT_VERSION, ModelFileError, "ase-nnip model file") as f:
+        header = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        state = {name: np.asarray(ds[()]) for name, ds in f["weights"].items()}
     try:
         config = json.loads(header["config"])
         metadata = json.loads(header.get("metadata", "{}"))

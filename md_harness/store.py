@@ -35,6 +35,7 @@ from typing import Optional
 import h5py
 import numpy as np
 
+from ase_nnip.hdf5_format import check_format
 from md_harness.config import comparable
 from md_harness.replica import THERMO_COLUMNS, ReplicaRecord, ReplicaTask
 
@@ -107,9 +108,11 @@ def open_results(path) -> h5py.File:
         f = h5py.File(path, "r")
     except OSError as err:
         raise ResultsFileError(f"cannot read results file {path}: {err}") from err
-    if f.attrs.get("format") != FORMAT:
+    try:
+        check_format(f, path, FORMAT, FORMAT_VERSION, ResultsFileError, "md-harness results file")
+    except ResultsFileError:
         f.close()
-        raise ResultsFileError(f"{path} is not an md-harness results file")
+        raise
     return f
 
 

@@ -169,7 +169,7 @@ def test_float32_close_to_float64(mol):
     graph = atoms_to_graph(mol, m32.cutoff, dtype=torch.float32)
     out = predict(m32, graph)
     assert out.forces.dtype == torch.float32
-    assert float(out.energy[0]) == pytest.approx(e64, rel=1e-5, abs=1e-4)
+    assert float(out.energy[0].detach()) == pytest.approx(e64, rel=1e-5, abs=1e-4)
     np.testing.assert_allclose(out.forces.detach().numpy(), f64, atol=1e-4)
 
 

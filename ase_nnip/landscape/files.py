@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ase_nnip.hdf5_format import atomic_create, open_checked
 from ase_nnip.landscape.fisher import FisherSpectrum
 from ase_nnip.landscape.landscapes import UNITS, Landscape
 
@@ -55,42 +56,20 @@ class ResultFileError(ValueError):
 
 def _write(path, file_format: str, attrs: dict, datasets: dict) -> Path:
     """Write via a temporary name and a rename: an interrupted write leaves no partial file."""
-    import h5py
-
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        f.attrs["format"] = file_format
-        f.attrs["format_version"] = FORMAT_VERSION
+    with atomic_create(path, file_format, FORMAT_VERSION) as f:
         f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
         for key, value in attrs.items():
             f.attrs[key] = value
         for key, value in datasets.items():
             f.create_dataset(key, data=value)
-    tmp.replace(path)
     return path
 
 
 def _read(path, file_format: str, dataset_names) -> tuple[dict, dict]:
-    import h5py
-
-    path = Path(path)
-    if not path.exists():
-        raise ResultFileError(f"file not found: {path}")
-    try:
-        with h5py.File(path, "r") as f:
-            found = f.attrs.get("format")
-            if found != file_format:
-                raise ResultFileError(f"{path} is not an {file_format} file (format attribute {found!r})")
-            version = int(f.attrs.get("format_version", -1))
-            if version > FORMAT_VERSION:
-                raise ResultFileError(f"{path} has format version {version}; this ase-nnip reads up to {FORMAT_VERSION}")
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-            data = {name: np.asarray(f[name][()]) for name in dataset_names}
-    except ResultFileError:
-        raise
-    except (OSError, KeyError, ValueError) as exc:
-        raise ResultFileError(f"{path} is corrupt or not an {file_format} file ({exc})") from exc
+    with open_checked(path, file_format, FORMAT_VERSION, ResultFileError, f"{file_format} file") as f:
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        data = {name: np.asarray(f[name][()]) for name in dataset_names}
     return attrs, data
 
 

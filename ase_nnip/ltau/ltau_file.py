@@ -33,6 +33,7 @@ from typing import Optional
 import numpy as np
 
 from ase_nnip import __version__
+from ase_nnip.hdf5_format import atomic_create, open_checked
 from ase_nnip.ltau.confidences import EpochWindow, SampleConfidences
 from ase_nnip.ltau.index import HNSWParams, Standardizer
 
@@ -93,15 +94,9 @@ def _window_value(v: Optional[int]) -> int:
 
 def write_ltau(data: LTAUData, path) -> None:
     """Write ``data`` to ``path`` atomically (temporary file, then rename)."""
-    import h5py
-
-    path = Path(path)
     c = data.confidences
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_create(path, FORMAT, FORMAT_VERSION) as f:
         a = f.attrs
-        a["format"] = FORMAT
-        a["format_version"] = FORMAT_VERSION
         a["package_version"] = __version__
         a["model_fingerprint"] = str(data.model_fingerprint)
         a["atol"] = float(c.atol)
@@ -119,7 +114,11 @@ def write_ltau(data: LTAUData, path) -> None:
         a["calibration"] = _json(data.calibration)
 
         def put(name, array, dtype):
-            f.create_dataset(name, data=np.asarray(array, dtype=dtype), track_times=False)
+            array = np.asarray(array, dtype=dtype)
+            # gzip keeps the shipped example index small (the CDF tables compress ~5x);
+            # it is deterministic, so building twice still gives the same bytes.
+            packed = dict(compression="gzip", compression_opts=4, shuffle=True) if array.size > 4096 else {}
+            f.create_dataset(name, data=array, track_times=False, **packed)
 
         put("atoms/structure_index", c.structure_index, np.int64)
         put("atoms/atom_index", c.atom_index, np.int32)
@@ -135,7 +134,6 @@ def write_ltau(data: LTAUData, path) -> None:
             put("standardization/mean", data.standardizer.mean, np.float32)
             put("standardization/scale", data.standardizer.scale, np.float32)
         put("index", data.index_data, np.uint8)
-    tmp.replace(path)
 
 
 def _window(value) -> Optional[int]:
@@ -144,55 +142,39 @@ def _window(value) -> Optional[int]:
 
 def read_ltau(path) -> LTAUData:
     """Read a ``.ltau`` file; a missing, foreign or damaged file raises :class:`LTAUFileError`."""
-    import h5py
-
     path = Path(path)
-    if not path.exists():
-        raise LTAUFileError(f"LTAU file not found: {path}")
-    try:
-        with h5py.File(path, "r") as f:
-            a = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-            if a.get("format") != FORMAT:
-                raise LTAUFileError(f"{path} is not an ase-nnip LTAU file (no '{FORMAT}' header)")
-            if int(a.get("format_version", -1)) > FORMAT_VERSION:
-                raise LTAUFileError(
-                    f"{path} has LTAU format {int(a['format_version'])}; this ase-nnip reads up to "
-                    f"{FORMAT_VERSION}: upgrade ase-nnip"
-                )
-            confidences = SampleConfidences(
-                structure_index=f["atoms/structure_index"][()],
-                atom_index=f["atoms/atom_index"][()],
-                atomic_number=f["atoms/atomic_number"][()],
-                reference_force_norm=f["atoms/reference_force_norm"][()],
-                mean=f["confidence/mean"][()],
-                std=f["confidence/std"][()],
-                cdf_grid=f["confidence/cdf_grid"][()],
-                cdf_mean=f["confidence/cdf_mean"][()],
-                cdf_std=f["confidence/cdf_std"][()],
-                atol=float(a["atol"]),
-                rtol=float(a["rtol"]),
-                window=EpochWindow(_window(a["burn_in_epochs"]), _window(a["window_epochs"])),
-                member_windows=json.loads(a["member_windows"]),
-                source=json.loads(a["source"]),
-            )
-            standardizer = None
-            if bool(a["standardize"]):
-                standardizer = Standardizer(f["standardization/mean"][()], f["standardization/scale"][()])
-            data = LTAUData(
-                confidences=confidences,
-                descriptors=f["descriptors"][()],
-                model_fingerprint=str(a["model_fingerprint"]),
-                k=int(a["k"]),
-                index_type=str(a["index_type"]),
-                index_data=f["index"][()],
-                hnsw=HNSWParams(int(a["hnsw_M"]), int(a["hnsw_ef_construction"]), int(a["hnsw_ef_search"])),
-                standardizer=standardizer,
-                calibration=json.loads(a["calibration"]),
-            )
-    except LTAUFileError:
-        raise
-    except (OSError, KeyError, ValueError) as exc:
-        raise LTAUFileError(f"{path} is corrupt, truncated or not an LTAU file ({exc})") from exc
+    with open_checked(path, FORMAT, FORMAT_VERSION, LTAUFileError, "ase-nnip LTAU file") as f:
+        a = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        confidences = SampleConfidences(
+            structure_index=f["atoms/structure_index"][()],
+            atom_index=f["atoms/atom_index"][()],
+            atomic_number=f["atoms/atomic_number"][()],
+            reference_force_norm=f["atoms/reference_force_norm"][()],
+            mean=f["confidence/mean"][()],
+            std=f["confidence/std"][()],
+            cdf_grid=f["confidence/cdf_grid"][()],
+            cdf_mean=f["confidence/cdf_mean"][()],
+            cdf_std=f["confidence/cdf_std"][()],
+            atol=float(a["atol"]),
+            rtol=float(a["rtol"]),
+            window=EpochWindow(_window(a["burn_in_epochs"]), _window(a["window_epochs"])),
+            member_windows=json.loads(a["member_windows"]),
+            source=json.loads(a["source"]),
+        )
+        standardizer = None
+        if bool(a["standardize"]):
+            standardizer = Standardizer(f["standardization/mean"][()], f["standardization/scale"][()])
+        data = LTAUData(
+            confidences=confidences,
+            descriptors=f["descriptors"][()],
+            model_fingerprint=str(a["model_fingerprint"]),
+            k=int(a["k"]),
+            index_type=str(a["index_type"]),
+            index_data=f["index"][()],
+            hnsw=HNSWParams(int(a["hnsw_M"]), int(a["hnsw_ef_construction"]), int(a["hnsw_ef_search"])),
+            standardizer=standardizer,
+            calibration=json.loads(a["calibration"]),
+        )
     n = len(data.confidences.mean)
     if data.descriptors.shape[0] != n or data.confidences.cdf_mean.shape[0] != n:
         raise LTAUFileError(f"{path}: descriptors, confidences and CDF tables differ in length")

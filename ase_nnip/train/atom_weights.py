@@ -8,12 +8,11 @@ atoms is an error (it was most likely made for another data set).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from ase_nnip.data.dataset import DatasetError
+from ase_nnip.hdf5_format import atomic_create, open_checked
 from ase_nnip.train.loss import AtomWeights
 
 FORMAT = "ase-nnip-atom-weights"
@@ -22,8 +21,6 @@ FORMAT_VERSION = 1
 
 def write_atom_weights(path, structure_index, atom_index, weight) -> None:
     """Write a weights file (atomically)."""
-    import h5py
-
     structure_index = np.asarray(structure_index, dtype=np.int64).reshape(-1)
     atom_index = np.asarray(atom_index, dtype=np.int32).reshape(-1)
     weight = np.asarray(weight, dtype=np.float32).reshape(-1)
@@ -31,35 +28,16 @@ def write_atom_weights(path, structure_index, atom_index, weight) -> None:
         raise ValueError("structure_index, atom_index and weight must have the same length")
     if not np.all(np.isfinite(weight)) or np.any(weight < 0):
         raise ValueError("atom weights must be finite and >= 0")
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        f.attrs["format"] = FORMAT
-        f.attrs["format_version"] = FORMAT_VERSION
+    with atomic_create(path, FORMAT, FORMAT_VERSION) as f:
         f.create_dataset("structure_index", data=structure_index)
         f.create_dataset("atom_index", data=atom_index)
         f.create_dataset("weight", data=weight)
-    tmp.replace(path)
 
 
 def read_atom_weights(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(structure_index, atom_index, weight) arrays of a weights file, validated."""
-    import h5py
-
-    path = Path(path)
-    if not path.exists():
-        raise DatasetError(f"atom weights file not found: {path}")
-    try:
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != FORMAT:
-                raise DatasetError(f"{path} is not an ase-nnip atom-weights file (format '{FORMAT}')")
-            if int(f.attrs.get("format_version", -1)) > FORMAT_VERSION:
-                raise DatasetError(f"{path} has a newer atom-weights format; upgrade ase-nnip")
-            s, a, w = (np.asarray(f[k][()]) for k in ("structure_index", "atom_index", "weight"))
-    except DatasetError:
-        raise
-    except (OSError, KeyError) as exc:
-        raise DatasetError(f"cannot read atom weights from {path}: {exc}") from exc
+    with open_checked(path, FORMAT, FORMAT_VERSION, DatasetError, "ase-nnip atom-weights file") as f:
+        s, a, w = (np.asarray(f[k][()]) for k in ("structure_index", "atom_index", "weight"))
     if not (len(s) == len(a) == len(w)):
         raise DatasetError(f"{path}: structure_index, atom_index and weight differ in length")
     if not np.all(np.isfinite(w)) or np.any(w < 0):

@@ -36,6 +36,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from ase_nnip import __version__
+from ase_nnip.hdf5_format import atomic_create, check_format
 from ase_nnip.train.metrics_log import METRIC_NAMES
 
 FORMAT = "ase-nnip-error-trajectory"
@@ -80,11 +81,7 @@ class AtomTable:
 
 
 def _check_format(f, path) -> None:
-    if f.attrs.get("format") != FORMAT:
-        raise TrajectoryFileError(f"{path} is not an ase-nnip error-trajectory file")
-    version = int(f.attrs.get("format_version", -1))
-    if version > FORMAT_VERSION:
-        raise TrajectoryFileError(f"{path} has format version {version}; this ase-nnip reads up to {FORMAT_VERSION}")
+    check_format(f, path, FORMAT, FORMAT_VERSION, TrajectoryFileError, "ase-nnip error-trajectory file")
 
 
 class ErrorTrajectoryWriter:
@@ -106,14 +103,9 @@ class ErrorTrajectoryWriter:
         energy_key: str,
         forces_key: str,
     ) -> "ErrorTrajectoryWriter":
-        import h5py
-
         path = Path(path)
         n_atoms, n_structures = len(table.atom_index), len(table.structures)
-        tmp = path.with_name(path.name + ".tmp")
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
+        with atomic_create(path, FORMAT, FORMAT_VERSION) as f:
             f.attrs["package_version"] = __version__
             f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
             f.attrs["seed"] = int(seed)
@@ -142,7 +134,6 @@ class ErrorTrajectoryWriter:
             metrics = f.create_group("metrics")
             for name in METRIC_NAMES:
                 metrics.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
-        tmp.replace(path)
         return cls(path)
 
     def _row_datasets(self, f):
