@@ -10,9 +10,10 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _limit_threads():
-    # The CI machine has 2 cores; tests should not oversubscribe them.
-    torch.set_num_threads(2)
+def _one_thread():
+    # Tests use tiny models and structures of a few dozen atoms: a second torch thread only
+    # adds synchronisation, and oversubscribes the 2-core CI machine badly.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

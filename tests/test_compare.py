@@ -9,7 +9,7 @@ import torch
 from ase.build import molecule
 from ase.io import write
 from click.testing import CliRunner
-from test_landscape import labelled_molecules, one_thread, tiny_model, write_labelled_xyz  # noqa: F401
+from test_landscape import labelled_molecules, tiny_model, write_labelled_xyz
 
 from ase_nnip.cli import main
 from ase_nnip.landscape.compare import correlation_table, match_files, metric_columns, spearman
@@ -56,8 +56,6 @@ def three_models(tmp_path_factory):
     from md_harness.runner import run_campaign
 
     tmp = tmp_path_factory.mktemp("compare")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     paths = []
     for seed in range(3):
         path = tmp / f"model{seed}.nnip"
@@ -78,7 +76,6 @@ def three_models(tmp_path_factory):
         )
         run_campaign(config)
         harness.append(output)
-    torch.set_num_threads(threads)
     return tmp, paths, harness
 
 

@@ -79,15 +79,6 @@ def tiny_water_dataset(n=3, seed=0):
     return GraphDataset.from_structures(structures, RC)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Graphs of a few dozen atoms: a second thread only adds synchronisation (badly so on a busy machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_loss(energy=1.0, forces=1.0, stress=0.0, atom_weights=None):
     return TrainingLoss(LossSchedule([LossWeightChange(1, energy, forces, stress)]), atom_weights)
 
@@ -375,12 +366,7 @@ def water_file(shared_data, tmp_path_factory):
     rng = np.random.default_rng(0)
     frames = [scale_to_density(water_box(seed), rng.uniform(0.9, 1.1)) for seed in range(24)]
     path = tmp_path_factory.mktemp("water") / "water8.extxyz"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # (module fixture: runs before the per-test _one_thread)
-    try:
-        write(path, labelled(frames, label))
-    finally:
-        torch.set_num_threads(threads)
+    write(path, labelled(frames, label))
     return path
 
 

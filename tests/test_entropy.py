@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_landscape import QuadraticParameters, one_thread, quadratic_loss  # noqa: F401 (fixture)
+from test_landscape import QuadraticParameters, quadratic_loss
 
 from ase_nnip.cli import main
 from ase_nnip.landscape.entropy import (

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from test_landscape import (  # noqa: F401 (one_thread is a fixture)
+from test_landscape import (
     CONFIG,
     SpeciesEnergyModel,
     dataset_of,
     labelled_molecules,
-    one_thread,
     tiny_model,
     write_labelled_xyz,
 )

@@ -37,15 +37,6 @@ from ase_nnip.models.base import AtomisticModel
 from ase_nnip.data import GraphDataset
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread avoids OpenMP overhead (and oversubscription on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model(seed=0, dtype=torch.float64, **changes):
     torch.manual_seed(seed)
     return build_model({**CONFIG, **changes}).to(dtype).eval()

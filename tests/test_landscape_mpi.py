@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from test_harness_mpi import MPIEXEC, _env
-from test_landscape import labelled_molecules, one_thread, tiny_model, write_labelled_xyz  # noqa: F401
+from test_landscape import labelled_molecules, tiny_model, write_labelled_xyz
 
 from ase_nnip.cli import main
 from ase_nnip.landscape.files import load_landscape
