@@ -2,6 +2,7 @@
 
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -56,7 +57,10 @@ def run(config_file, overrides, output, mpi, quiet):
     comm = get_world(mpi)
     rank = comm.Get_rank() if comm is not None else 0
     level = logging.WARNING if quiet or rank > 0 else logging.INFO
-    logging.basicConfig(level=level, format=f"md-harness[{rank}] %(message)s" if comm is not None else "md-harness: %(message)s")
+    # Progress from our own logger only: libraries (faiss announces its CPU build at INFO) stay at
+    # WARNING.
+    logging.basicConfig(level=logging.WARNING, format=f"md-harness[{rank}] %(message)s" if comm is not None else "md-harness: %(message)s")
+    logging.getLogger("md_harness").setLevel(level)
     try:
         values = parse_overrides(overrides)
         if output:
@@ -78,8 +82,9 @@ def run(config_file, overrides, output, mpi, quiet):
 @main.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option(
-    "--prefix", "-p", default="md-harness-report", show_default=True,
-    help="Output path prefix: writes PREFIX.json, PREFIX.csv, PREFIX_replicas.csv and PREFIX_survival.png.",
+    "--prefix", "-p", default=None,
+    help="Output path prefix: writes PREFIX.json, PREFIX.csv, PREFIX_replicas.csv and PREFIX_survival.png "
+    "(default: the results file's path without .h5 for one file, md-harness-report for several).",
 )
 @click.option(
     "--uncertainty-threshold", type=float, default=None,
@@ -98,6 +103,8 @@ def report(results, prefix, uncertainty_threshold, no_plot):
     from md_harness.report import write_report
     from md_harness.store import ResultsFileError
 
+    if prefix is None:
+        prefix = str(Path(results[0]).with_suffix("")) if len(results) == 1 else "md-harness-report"
     try:
         table, written = write_report(results, prefix, uncertainty_threshold=uncertainty_threshold, plot=not no_plot)
     except ResultsFileError as err:

@@ -1,0 +1,59 @@
+"""The README's main job: the shipped 3BPA example model runs the quick harness job end to end."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from md_harness.cli import main
+from md_harness.store import load_results
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "3bpa"
+SHIPPED = ("quick.yaml", "model.nnip", "model.ltau", "ground_state.xyz")
+
+
+@pytest.fixture(scope="module")
+def example():
+    missing = [name for name in SHIPPED if not (EXAMPLE / name).exists()]
+    if missing:
+        pytest.skip(f"example files missing from {EXAMPLE}: {missing}")
+    return EXAMPLE
+
+
+def test_readme_first_command_runs_the_quick_job():
+    first_block = (REPO / "README.md").read_text().split("```bash", 1)[1].split("```", 1)[0]
+    assert "md-harness run examples/3bpa/quick.yaml" in first_block
+    assert "md-harness report quick-3bpa.h5" in first_block
+
+
+def test_quick_job_one_replica(example, tmp_path):
+    output = tmp_path / "quick.h5"
+    runner = CliRunner()
+    result = runner.invoke(
+        main,
+        ["run", str(example / "quick.yaml"), "--set", "n_replicas=1", "--set", "duration_ps=0.3",
+         "-o", str(output), "--no-mpi"],
+    )
+    assert result.exit_code == 0, result.output
+
+    results = load_results(output)
+    (row,) = results.table
+    assert row["status"].decode() in ("survived", "failed"), row
+    assert row["steps_done"] == 300 or row["status"].decode() == "failed"
+    assert results.attrs["model_kind"] == "nnip" and results.attrs["uncertainty"]
+    thermo = results.thermo[0]
+    assert len(thermo) >= 2 and thermo[0, 0] == 0
+    for name in ("max_uncertainty", "mean_uncertainty"):
+        values = results.column(0, name)
+        assert np.isfinite(values).all() and ((0 <= values) & (values <= 1)).all(), name
+    temperature = results.column(0, "temperature_K")
+    assert np.isfinite(temperature).all() and temperature[0] > 0
+
+    report = runner.invoke(main, ["report", str(output)])  # default prefix: the results path minus .h5
+    prefix = tmp_path / "quick"
+    assert report.exit_code == 0, report.output
+    assert "surviving at end" in report.output and "median TTF" in report.output
+    for suffix in (".json", ".csv", "_replicas.csv", "_survival.png"):
+        assert Path(str(prefix) + suffix).stat().st_size > 0, suffix
