@@ -13,7 +13,9 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
 from ase_nnip.properties import predict
+
 
 
 @dataclass
@@ -43,7 +45,7 @@ class DatasetPredictions:
         return np.linalg.norm(self.forces - self.forces_ref, axis=1)
 
 
-def predict_dataset(model, dataset, batch_size: int = 16, descriptors: bool = False) -> DatasetPredictions:
+def predict_dataset(model, dataset, batch_size: int = DEFAULT_EVAL_BATCH_SIZE, descriptors: bool = False) -> DatasetPredictions:
     """Run ``model`` over every structure of a :class:`~ase_nnip.data.GraphDataset`.
 
     The model's parameters are not modified; gradients are only taken w.r.t. positions.
@@ -110,7 +112,7 @@ def error_metrics(
     return out
 
 
-def evaluate(model, dataset, batch_size: int = 16) -> dict[str, float]:
+def evaluate(model, dataset, batch_size: int = DEFAULT_EVAL_BATCH_SIZE) -> dict[str, float]:
     """:func:`error_metrics` of ``model`` on a labelled dataset."""
     p = predict_dataset(model, dataset, batch_size)
     return error_metrics(

@@ -2,6 +2,8 @@
 
 import click
 
+from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
+
 COLUMNS = (
     ("energy_rmse_meV_per_atom", "E RMSE"),
     ("energy_mae_meV_per_atom", "E MAE"),
@@ -21,7 +23,7 @@ def _key(value):
 @click.argument("data", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
 @click.option("--energy-key", default="energy", show_default=True, help="Energy label in DATA ('none': no energy errors).")
 @click.option("--forces-key", default="forces", show_default=True, help="Forces label in DATA ('none': no force errors).")
-@click.option("--batch-size", default=50, show_default=True, help="Structures per evaluation batch.")
+@click.option("--batch-size", default=DEFAULT_EVAL_BATCH_SIZE, show_default=True, help="Structures per evaluation batch.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the metrics (eV and meV units) to this JSON file.")
 def command(model, data, energy_key, forces_key, batch_size, json_path):
     """Energy and force errors of MODEL (.nnip) on each DATA file (any ASE-readable format).

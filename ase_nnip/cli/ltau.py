@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
+
 
 @contextlib.contextmanager
 def _ltau_errors():
@@ -65,7 +67,7 @@ def command():
               "overridden when loading).")
 @click.option("--standardize/--no-standardize", default=False, show_default=True,
               help="Standardise descriptors (per-dimension mean 0, std 1) before the search.")
-@click.option("--batch-size", type=int, default=16, show_default=True,
+@click.option("--batch-size", type=int, default=DEFAULT_EVAL_BATCH_SIZE, show_default=True,
               help="Structures per model evaluation batch when computing descriptors.")
 def build(model, more_trajectories, trajectories, data_file, output, atol, rtol, burn_in_epochs, window_epochs, k, index_type, hnsw_m,
           ef_construction, ef_search, standardize, batch_size):
@@ -125,7 +127,7 @@ def build(model, more_trajectories, trajectories, data_file, output, atol, rtol,
                    "without suffix + '_calibration').")
 @click.option("--write/--no-write", default=True, show_default=True,
               help="Store the scale factors in the .ltau file (rewritten atomically).")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Structures per evaluation batch.")
+@click.option("--batch-size", type=int, default=DEFAULT_EVAL_BATCH_SIZE, show_default=True, help="Structures per evaluation batch.")
 def calibrate(model, ltau, data, forces_key, group_by, n_bins, scale, output_prefix, write, batch_size):
     """Calibrate the LTAU uncertainty of MODEL on labelled held-out DATA files.
 

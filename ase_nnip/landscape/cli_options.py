@@ -6,6 +6,7 @@ import functools
 
 import click
 
+from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
 from ase_nnip.landscape.training_data import SUBSETS
 
 
@@ -55,7 +56,7 @@ def grid_options(function):
             click.option("--seed", default=0, show_default=True, help="Seed of the random directions."),
             click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
                          help="Precision of the loss evaluations (the perturbation itself is in the model's dtype)."),
-            click.option("--batch-size", default=50, show_default=True, type=click.IntRange(min=1),
+            click.option("--batch-size", default=DEFAULT_EVAL_BATCH_SIZE, show_default=True, type=click.IntRange(min=1),
                          help="Structures per evaluation batch."),
             click.option("--include-rescaling", is_flag=True,
                          help="Also perturb trainable per-species energy scale/shift (kept fixed by default)."),

@@ -18,6 +18,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
+
 #: Time-to-failure columns from the harness summary (ps): median (NaN while more than half
 #: the replicas survive) and restricted mean survival time up to the run length.
 TIME_TO_FAILURE = ("ttf_median_ps", "ttf_rmst_ps")
@@ -183,7 +185,7 @@ class ComputeOptions:
     forces_key: str = "forces"
     subset: str = "auto"
     max_structures: Optional[int] = None
-    eval_batch_size: int = 50
+    eval_batch_size: int = DEFAULT_EVAL_BATCH_SIZE
 
 
 def compare_models(

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
 from ase_nnip.landscape.directions import (
     Direction,
     WeightPerturbation,
@@ -41,7 +42,7 @@ class DatasetLoss:
     """Energy RMSE per atom (meV/atom) and force RMSE per Cartesian component (meV/Å) of a
     model on a labelled :class:`~ase_nnip.data.GraphDataset`, the landscape's ℓ."""
 
-    def __init__(self, dataset, batch_size: int = 50):
+    def __init__(self, dataset, batch_size: int = DEFAULT_EVAL_BATCH_SIZE):
         missing = [name for name in QUANTITIES if any(getattr(g, name) is None for g in dataset.graphs)]
         if missing:
             raise ValueError(f"the landscape dataset has structures without {' and '.join(missing)} labels")
@@ -205,7 +206,7 @@ class LandscapeSettings:
     steps: int = 41
     seed: int = 0
     dtype: str = "float32"
-    batch_size: int = 50
+    batch_size: int = DEFAULT_EVAL_BATCH_SIZE
     filters: FilterOptions = field(default_factory=FilterOptions)
 
     def grid(self) -> np.ndarray:

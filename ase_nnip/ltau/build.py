@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
 from ase_nnip.ltau.confidences import CDF_GRID, ConfidenceError, EpochWindow, SampleConfidences, sample_confidences
 from ase_nnip.ltau.index import HNSWParams, Standardizer, build_index, index_type, serialize_index
 from ase_nnip.ltau.ltau_file import LTAUData, write_ltau
@@ -49,7 +50,7 @@ def make_ltau_data(
     )
 
 
-def training_descriptors(model, confidences: SampleConfidences, data_file=None, batch_size: int = 16) -> np.ndarray:
+def training_descriptors(model, confidences: SampleConfidences, data_file=None, batch_size: int = DEFAULT_EVAL_BATCH_SIZE) -> np.ndarray:
     """Descriptors (N, d) of the training atoms, in the trajectory's atom order.
 
     The structures are the frames ``structure_index`` of ``data_file`` (default: the file
@@ -112,7 +113,7 @@ def build_ltau(
     index: str = "auto",
     standardize: bool = False,
     hnsw: HNSWParams = HNSWParams(),
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
     cdf_grid=CDF_GRID,
     threads: Optional[int] = 1,
 ) -> LTAUData:

@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
 from ase_nnip.ltau.confidences import threshold
 
 #: ``group_by`` value that groups atoms by the data file they come from.
@@ -53,7 +54,7 @@ def labelled_uncertainty(
     files: Sequence,
     forces_key: str = "forces",
     group_by: Optional[str] = None,
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
 ) -> LabelledUncertainty:
     """Run ``model`` (descriptors and forces) and ``estimator`` over every frame of ``files``.
 

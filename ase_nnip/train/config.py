@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
 from ase_nnip.models.base import ConfigError, parse_config
 
 DTYPES = ("float32", "float64")
@@ -122,7 +123,7 @@ class TrainingOptions:
 
     epochs: int = 100
     batch_size: int = 5
-    eval_batch_size: int = 50
+    eval_batch_size: int = DEFAULT_EVAL_BATCH_SIZE
     energy_weight: float = 1.0
     forces_weight: float = 1000.0
     stress_weight: float = 0.0
@@ -335,6 +336,7 @@ RESUMABLE_CHANGES = {
     ("training", "epochs"),
     ("training", "time_limit_s"),
     ("training", "num_threads"),
+    ("training", "eval_batch_size"),
     ("output", "directory"),
     ("output", "keep_checkpoints"),
 }

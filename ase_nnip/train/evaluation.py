@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ase_nnip.data import GraphDataset, LabelKeys, load_structures
+from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
 from ase_nnip.metrics import error_metrics, predict_dataset
 
 #: error_metrics key → (name in meV units, factor from eV).
@@ -30,7 +31,7 @@ def model_dtype(model) -> torch.dtype:
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float64)
 
 
-def dataset_errors(model, dataset: GraphDataset, batch_size: int = 50) -> tuple[dict, "object"]:
+def dataset_errors(model, dataset: GraphDataset, batch_size: int = DEFAULT_EVAL_BATCH_SIZE) -> tuple[dict, "object"]:
     """(Box-4 metrics in eV units, the :class:`~ase_nnip.metrics.DatasetPredictions`)."""
     p = predict_dataset(model, dataset, batch_size)
     metrics = error_metrics(
@@ -46,7 +47,7 @@ def evaluate_file(
     path,
     energy_key: Optional[str] = "energy",
     forces_key: Optional[str] = "forces",
-    batch_size: int = 50,
+    batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
 ) -> dict:
     """Metrics of ``model`` on every frame of ``path``: eV-unit Box-4 keys, their meV
     counterparts (:data:`MEV_NAMES`), ``num_structures`` and ``num_atoms``."""
