@@ -2,7 +2,7 @@
 # Remakes the shipped example: model.nnip, model.ltau and ground_state.xyz (see README.md here).
 #
 #   bash examples/3bpa/make_model.sh                # about 75 min on 2 cores
-#   RUNS=/tmp/3bpa-runs EPOCHS=20 bash examples/3bpa/make_model.sh   # a quick dry run
+#   RUNS=/tmp/runs OUT=/tmp/out EPOCHS=2 bash examples/3bpa/make_model.sh   # a dry run (minutes)
 #
 # Three ensemble members (seeds 0, 1, 2) on the 450/50 split of train_300K.xyz (split seed 0),
 # trained two processes at a time with one torch thread each (on 2 cores this is ~2x faster than
@@ -10,7 +10,9 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-runs=${RUNS:-$here/runs}
+runs=${RUNS:-$here/runs}     # training output
+out=${OUT:-$here}           # where model.nnip, model.ltau, ground_state.xyz go
+mkdir -p "$out"
 epochs=${EPOCHS:-150}
 resume=$([ "${RESUME:-1}" = 1 ] && [ -d "$runs" ] && echo --resume || true)
 train=(ase-nnip train "$here/train.yaml" -q --set training.epochs="$epochs" --set training.num_threads=1)
@@ -25,17 +27,17 @@ wait $lane_b
 echo "training: $(( $(date +%s) - start )) s"
 
 best=$(python "$here/pick.py" best-member "$runs/ens-a" "$runs/ens-b")
-cp "$best" "$here/model.nnip"
+cp "$best" "$out/model.nnip"
 
 # LTAU: confidences from all members' error trajectories, descriptors from the shipped model.
-ase-nnip ltau build "$here/model.nnip" -o "$here/model.ltau" \
+ase-nnip ltau build "$out/model.nnip" -o "$out/model.ltau" \
     --trajectories "$runs"/ens-*/member_*/error_trajectory.h5
 python "$here/pick.py" validation-frames "$runs/ens-a" "$runs/validation.xyz"
-ase-nnip ltau calibrate "$here/model.nnip" "$here/model.ltau" "$runs/validation.xyz" \
+ase-nnip ltau calibrate "$out/model.nnip" "$out/model.ltau" "$runs/validation.xyz" \
     -o "$runs/calibration"
 
 # Ground state: the lowest-energy training frame, relaxed with the shipped model.
 python "$here/pick.py" lowest-energy-frame "$runs/ens-a" "$runs/lowest_energy_frame.xyz"
-ase-nnip relax "$here/model.nnip" "$runs/lowest_energy_frame.xyz" --ltau "$here/model.ltau" \
-    --fmax 0.01 --steps 1000 -o "$here/ground_state.xyz" --summary "$runs/ground_state_summary.csv"
-ls -l "$here/model.nnip" "$here/model.ltau" "$here/ground_state.xyz"
+ase-nnip relax "$out/model.nnip" "$runs/lowest_energy_frame.xyz" --ltau "$out/model.ltau" \
+    --fmax 0.01 --steps 1000 -o "$out/ground_state.xyz" --summary "$runs/ground_state_summary.csv"
+ls -l "$out/model.nnip" "$out/model.ltau" "$out/ground_state.xyz"
