@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "3bpa"
 EXAMPLE_MODEL = REPO / "examples" / "3bpa" / "model.nnip"
@@ -101,7 +103,7 @@ def main():
         common = [str(model), str(DATA / "train_300K.xyz"), "--directions", str(args.directions),
                   "--steps", str(args.steps), "--no-plot"]
         print(f"model: {which}; {args.directions} directions x {args.steps} points = {evaluations} evaluations "
-              f"on the 450 training structures (float32, batch 50); full run = {full} evaluations")
+              f"on the 450 training structures (float32, batches of {DEFAULT_EVAL_BATCH_SIZE}); full run = {full} evaluations")
         runs = [("1 process, 2 threads", CLI, 2)]
         if not args.skip_one_thread:
             runs.append(("1 process, 1 thread", CLI, 1))
