@@ -17,7 +17,8 @@ Layout (format "ase-nnip-ltau", version 1)::
     /confidence/cdf_mean, cdf_std (N, B) float32  the same at c·τ_i
     /descriptors               (N, d) float32  raw (unstandardised) training descriptors
     /standardization/mean, scale (d,) float32  only when standardize
-    /index                     (bytes,) uint8  faiss.serialize_index of the search index
+    /index                     (bytes,) uint8  faiss.serialize_index of an HNSW index; a flat
+                               index is the descriptors themselves, rebuilt from them on reading
 
 No wall-clock time is stored and datasets do not track times, so the same inputs give a
 byte-identical file.
@@ -35,7 +36,7 @@ import numpy as np
 from ase_nnip import __version__
 from ase_nnip.hdf5_format import atomic_create, open_checked
 from ase_nnip.ltau.confidences import EpochWindow, SampleConfidences
-from ase_nnip.ltau.index import HNSWParams, Standardizer
+from ase_nnip.ltau.index import HNSWParams, Standardizer, build_index, serialize_index
 
 FORMAT = "ase-nnip-ltau"
 FORMAT_VERSION = 1
@@ -133,7 +134,8 @@ def write_ltau(data: LTAUData, path) -> None:
         if data.standardizer is not None:
             put("standardization/mean", data.standardizer.mean, np.float32)
             put("standardization/scale", data.standardizer.scale, np.float32)
-        put("index", data.index_data, np.uint8)
+        if data.index_type != "flat":
+            put("index", data.index_data, np.uint8)
 
 
 def _window(value) -> Optional[int]:
@@ -170,12 +172,17 @@ def read_ltau(path) -> LTAUData:
             model_fingerprint=str(a["model_fingerprint"]),
             k=int(a["k"]),
             index_type=str(a["index_type"]),
-            index_data=f["index"][()],
+            index_data=f["index"][()] if "index" in f else None,
             hnsw=HNSWParams(int(a["hnsw_M"]), int(a["hnsw_ef_construction"]), int(a["hnsw_ef_search"])),
             standardizer=standardizer,
             calibration=json.loads(a["calibration"]),
         )
     n = len(data.confidences.mean)
+    if data.index_data is None:
+        if data.index_type != "flat":
+            raise LTAUFileError(f"{path}: the {data.index_type} search index is missing")
+        searchable = standardizer(data.descriptors) if standardizer is not None else data.descriptors
+        data = replace(data, index_data=serialize_index(build_index(searchable, "flat")))
     if data.descriptors.shape[0] != n or data.confidences.cdf_mean.shape[0] != n:
         raise LTAUFileError(f"{path}: descriptors, confidences and CDF tables differ in length")
     return data
