@@ -1,6 +1,7 @@
 """LTAU index, .ltau file and estimator: brute-force k-NN, flat vs HNSW, exact round trip,
 reproducible builds, descriptors from a model, calculator integration, model mismatch."""
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -115,6 +116,14 @@ def test_ltau_round_trip_is_exact_and_builds_are_reproducible(small_set, index):
     a_out, b_out = LTAUEstimator(data).predict(q), LTAUEstimator(back).predict(q)
     for key in a_out:
         assert np.array_equal(a_out[key], b_out[key]), key
+
+    with h5py.File(tmp / "a.ltau", "r+") as f:
+        assert ("index" in f) == (index == "hnsw")  # a flat index is the descriptors: not stored twice
+        if index == "hnsw":
+            del f["index"]
+    if index == "hnsw":
+        with pytest.raises(LTAUFileError, match="hnsw search index is missing"):
+            read_ltau(tmp / "a.ltau")
 
 
 def test_threshold_factor_uses_the_cdf_table(small_set):
