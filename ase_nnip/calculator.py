@@ -169,29 +169,28 @@ class NNIPCalculator(Calculator):
         graph = graph_from_arrays(
             atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc, edge_index, shifts, dtype=self.dtype
         ).to(device=self.device)
-        lookup = None
+        forward = {}
 
-        def start_lookup(output):
+        def after_forward(output):
             # The uncertainty lookup needs only the descriptors: run it in a worker thread
             # (FAISS and numpy release the GIL) while autograd computes the forces.
-            nonlocal lookup
+            forward["descriptors"] = output.descriptors.detach().cpu().numpy()
             if self.uncertainty is not None:
-                descriptors = output.descriptors.detach().cpu().numpy().copy()
-                lookup = self._lookup_pool().submit(self.uncertainty.predict, descriptors)
+                forward["lookup"] = self._lookup_pool().submit(self.uncertainty.predict, forward["descriptors"])
 
-        out = predict(self.model, graph, forces=True, stress=want_stress or atoms.pbc.all(), on_forward=start_lookup)
+        out = predict(self.model, graph, forces=True, stress=want_stress or atoms.pbc.all(), on_forward=after_forward)
 
         energy = float(out.energy.detach()[0])
         self.results["energy"] = energy
         self.results["free_energy"] = energy
         self.results["energies"] = out.energies.detach().cpu().double().numpy()
         self.results["forces"] = out.forces.detach().cpu().double().numpy()
-        self.results["descriptors"] = out.descriptors.detach().cpu().numpy()
+        self.results["descriptors"] = forward["descriptors"]
         if out.stress is not None:
             s = out.stress.detach().cpu().double().numpy()[0]
             self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
-        if lookup is not None:
-            self.results.update(lookup.result())
+        if "lookup" in forward:
+            self.results.update(forward["lookup"].result())
 
     def _lookup_pool(self):
         if self._pool is None:

@@ -17,7 +17,6 @@ from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
 from ase_nnip.properties import predict
 
 
-
 @dataclass
 class DatasetPredictions:
     """Model predictions on a dataset, in dataset order (numpy, float64).
