@@ -36,7 +36,10 @@ def _split_frames(run_dir, part):
     """(frames of the data file, indices of the split's 'train' or 'val' part, energy key)."""
     from ase.io import read
 
-    info = json.loads((Path(run_dir) / "ensemble.json").read_text())
+    ensemble_file = Path(run_dir) / "ensemble.json"
+    if not ensemble_file.exists():
+        sys.exit(f"{ensemble_file} not found: {run_dir} is not an `ase-nnip train` output folder")
+    info = json.loads(ensemble_file.read_text())
     frames = read(info["data_file"], ":")
     return frames, info["split"][f"{part}_structure_indices"], info["config"]["data"]["energy_key"]
 
