@@ -6,7 +6,12 @@
     atoms.calc.results["descriptors"]   # (N, d) latent features per atom
 
     NNIPCalculator("model.nnip", uncertainty="model.ltau")   # + LTAU (ase_nnip.ltau):
-    atoms.calc.results["uncertainty"], ["ood_distance"], ["max_uncertainty"]
+    atoms.calc.results["force_error"], ["uncertainty"], ["ood_distance"], ["max_force_error"]
+
+The uncertainty keys are computed lazily: a call that asks for energy and forces (an MD
+step) runs only the model; the estimator's lookup runs the first time one of its keys is
+read, through ``calc.get_property(key, atoms)`` or ``calc.results[key]`` /
+``calc.results.get(key)``, from the descriptors kept from that call.
 
 The neighbour list is built at ``cutoff + skin`` and reused across MD steps until an atom
 (or the cell) has moved enough that a pair could have crossed the cutoff; each call keeps
@@ -21,6 +26,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from ase_nnip.data.graph import graph_from_arrays
 from ase_nnip.data.neighbors import neighbor_list
@@ -80,6 +86,43 @@ class VerletNeighborList:
         return self._edges
 
 
+class LazyResults(dict):
+    """``Calculator.results`` whose uncertainty keys are computed on first access.
+
+    ``compute()`` returns the dict of the keys in ``pending``; ``key in results`` is True for
+    a pending key (it is available), and reading it by ``[key]`` or ``get`` computes all of
+    them at once. Iterating or copying shows only what has been computed.
+    """
+
+    def __init__(self, *args, pending=(), compute=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pending = frozenset(pending) if compute is not None else frozenset()
+        self._compute = compute
+
+    def _fill(self) -> None:
+        compute, self._compute, self._pending = self._compute, None, frozenset()
+        self.update(compute())
+
+    def __missing__(self, key):
+        if key in self._pending:
+            self._fill()
+            return self[key]
+        raise KeyError(key)
+
+    def __contains__(self, key) -> bool:
+        return super().__contains__(key) or key in self._pending
+
+    def get(self, key, default=None):
+        if not super().__contains__(key) and key in self._pending:
+            self._fill()
+        return super().get(key, default)
+
+    @property
+    def computed(self) -> bool:
+        """False while the pending keys have not been computed."""
+        return not self._pending
+
+
 class NNIPCalculator(Calculator):
     """ASE calculator for ase_nnip models (equivariant, Behler–Parrinello, …).
 
@@ -89,8 +132,9 @@ class NNIPCalculator(Calculator):
         dtype: "float32" / "float64" / torch dtype to run in (default: the model's).
         num_threads: if given, ``torch.set_num_threads`` (affects the whole process).
         skin: Verlet skin (Å) of the cached neighbour list; 0 rebuilds on every move.
-        uncertainty: optional estimator (or path to one) that adds per-atom uncertainty
-            keys to ``results`` from the descriptors; see :mod:`ase_nnip.ltau`.
+        uncertainty: optional estimator (or path to a ``.ltau`` file) that adds per-atom
+            uncertainty keys to ``results`` from the descriptors, computed when first read;
+            see :mod:`ase_nnip.ltau`.
         ltau: the same as ``uncertainty`` (e.g. ``ltau=LTAUEstimator.load("model.ltau")``);
             give one of the two.
     """
@@ -132,7 +176,6 @@ class NNIPCalculator(Calculator):
         self.neighbors = VerletNeighborList(model.cutoff, skin)
         self.fingerprint = model_fingerprint(model)
         self.uncertainty = None
-        self._pool = None
         if ltau is not None:
             if uncertainty is not None:
                 raise ValueError("give the uncertainty estimator as uncertainty= or ltau=, not both")
@@ -169,35 +212,27 @@ class NNIPCalculator(Calculator):
         graph = graph_from_arrays(
             atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc, edge_index, shifts, dtype=self.dtype
         ).to(device=self.device)
-        forward = {}
-
-        def after_forward(output):
-            # The uncertainty lookup needs only the descriptors: run it in a worker thread
-            # (FAISS and numpy release the GIL) while autograd computes the forces.
-            forward["descriptors"] = output.descriptors.detach().cpu().numpy()
-            if self.uncertainty is not None:
-                forward["lookup"] = self._lookup_pool().submit(self.uncertainty.predict, forward["descriptors"])
-
-        out = predict(self.model, graph, forces=True, stress=want_stress or atoms.pbc.all(), on_forward=after_forward)
+        out = predict(self.model, graph, forces=True, stress=want_stress or atoms.pbc.all())
 
         energy = float(out.energy.detach()[0])
-        self.results["energy"] = energy
-        self.results["free_energy"] = energy
-        self.results["energies"] = out.energies.detach().cpu().double().numpy()
-        self.results["forces"] = out.forces.detach().cpu().double().numpy()
-        self.results["descriptors"] = forward["descriptors"]
+        descriptors = out.descriptors.detach().cpu().numpy()
+        results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": out.energies.detach().cpu().double().numpy(),
+            "forces": out.forces.detach().cpu().double().numpy(),
+            "descriptors": descriptors,
+        }
         if out.stress is not None:
-            s = out.stress.detach().cpu().double().numpy()[0]
-            self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
-        if "lookup" in forward:
-            self.results.update(forward["lookup"].result())
-
-    def _lookup_pool(self):
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnip-uncertainty")
-        return self._pool
+            results["stress"] = full_3x3_to_voigt_6_stress(out.stress.detach().cpu().double().numpy()[0])
+        estimator = self.uncertainty
+        if estimator is None:
+            self.results = LazyResults(results)
+        else:
+            keys = getattr(estimator, "result_keys", ())
+            self.results = LazyResults(results, pending=keys, compute=lambda: estimator.predict(descriptors))
+            if any(key in properties for key in keys):
+                self.results.get(keys[0])
 
     def _within_cutoff(self, atoms, edge_index, shifts):
         if self.neighbors.skin == 0 or edge_index.shape[1] == 0:

@@ -7,12 +7,11 @@ symmetric strain applied to positions and cell) are derived, for every model typ
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import torch
 
 from ase_nnip.data.graph import AtomicGraph
-from ase_nnip.models.base import ModelOutput
 
 
 class Predictions(NamedTuple):
@@ -32,14 +31,11 @@ def predict(
     forces: bool = True,
     stress: bool = False,
     create_graph: bool = False,
-    on_forward: Optional[Callable[[ModelOutput], None]] = None,
 ) -> Predictions:
     """Run ``model`` on ``graph`` and derive forces/stress.
 
     ``create_graph=True`` keeps the derivative graph so that a force loss can be
-    back-propagated to the weights (training). ``on_forward`` is called with the model's
-    output after the forward pass and before the derivatives, e.g. to start work that only
-    needs the descriptors while the backward pass runs.
+    back-propagated to the weights (training).
     """
     positions = graph.positions
     cell = graph.cell
@@ -59,8 +55,6 @@ def predict(
         graph = replace(graph, positions=positions)
 
     out = model(graph)
-    if on_forward is not None:
-        on_forward(out)
     energy = torch.zeros(graph.num_graphs, dtype=out.energies.dtype, device=out.energies.device)
     energy = energy.index_add(0, graph.batch, out.energies)
 

@@ -1,27 +1,35 @@
-"""LTAU calibration: curve and ECE by hand, recovery of a known error scale, per-group
-factors, rank correlation, report files; and the re-weighting formulas."""
+"""LTAU calibration: curve and ECE by hand, AUROC, the predicted error distribution against
+analytic values, recovery of a known s(d, D), the split and energy groups, report files;
+and the re-weighting formulas."""
 
 import json
 
 import h5py
 import numpy as np
 import pytest
+from scipy.stats import chi
 
 from ase_nnip.ltau import EpochWindow, LTAUEstimator, make_ltau_data, sample_confidences
 from ase_nnip.ltau.calibration import (
     CalibrationError,
+    auroc,
+    calibrate,
     calibration_curve,
-    calibration_report,
-    fit_scale,
+    energy_groups,
+    format_report,
     plot_calibration,
+    split_structures,
     write_calibration_csv,
     write_calibration_json,
 )
+from ase_nnip.ltau.error_model import DistanceScale, cdf_rows_at, fit_distance_scale
+from ase_nnip.ltau.evaluation import LabelledAtoms
 from ase_nnip.ltau.synthetic import clustered_descriptors, write_error_trajectory
 from ase_nnip.ltau.weights import confidence_weights, write_ltau_weights
 from ase_nnip.train.atom_weights import read_atom_weights
 
 CLUSTERS = 12
+CHI3_MEAN = 2.0 * np.sqrt(2.0 / np.pi)
 
 
 def chi3(rng, shape):
@@ -32,14 +40,14 @@ def chi3(rng, shape):
 @pytest.fixture(scope="module")
 def synthetic_ltau(tmp_path_factory):
     """Training atoms in clusters with error scales σ_c spread over a decade; the errors of
-    each atom over 40 epochs × 3 members are σ_c·χ₃ draws."""
+    each atom over 200 epochs × 3 members are σ_c·χ₃ draws."""
     tmp = tmp_path_factory.mktemp("cal")
     rng = np.random.default_rng(0)
-    x, labels = clustered_descriptors(6000, 8, CLUSTERS, seed=5)
+    x, labels = clustered_descriptors(3000, 8, CLUSTERS, seed=5)
     sigma = np.geomspace(0.01, 0.1, CLUSTERS)[rng.permutation(CLUSTERS)]
     paths = []
     for m in range(3):
-        errors = sigma[labels] * chi3(rng, (40, len(x)))
+        errors = sigma[labels] * chi3(rng, (200, len(x)))
         paths.append(tmp / f"m{m}.h5")
         write_error_trajectory(paths[-1], errors, [len(x)])
     conf = sample_confidences(paths, window=EpochWindow(0, None))
@@ -47,7 +55,14 @@ def synthetic_ltau(tmp_path_factory):
     return data, sigma
 
 
-def test_curve_and_ece_by_hand():
+def query_atoms(sigma, n, seed):
+    """New points of the training clusters and the σ of their cluster."""
+    x, labels = clustered_descriptors(4 * n, 8, CLUSTERS, seed=5)  # same clusters, new points
+    pick = np.random.default_rng(seed).permutation(len(x))[:n]
+    return x[pick], sigma[labels[pick]]
+
+
+def test_curve_ece_and_auroc_by_hand():
     curve = calibration_curve([0.05, 0.05, 0.95, 0.95], [False, False, True, False], n_bins=10)
     assert curve.counts[0] == 2 and curve.counts[9] == 2 and sum(curve.counts) == 4
     assert curve.observed[0] == 0.0 and curve.observed[9] == 0.5
@@ -56,76 +71,146 @@ def test_curve_and_ece_by_hand():
     assert curve.ece == pytest.approx(0.25)
     assert np.isnan(curve.observed[5])
     assert calibration_curve([1.0, 0.0], [True, False], n_bins=4).ece == 0.0
+    assert auroc([1, 2, 3, 4], [False, False, True, True]) == 1.0
+    assert auroc([4, 3, 2, 1], [False, False, True, True]) == 0.0
+    assert auroc([1, 1, 1, 1], [False, True, False, True]) == 0.5
+    assert np.isnan(auroc([1, 2], [True, True]))
 
 
-def test_fit_scale_on_a_known_cdf():
-    """p_j = P(χ₃·σ ≤ atol) exactly; test errors s·σ·χ₃: the fit must give s."""
-    from scipy.stats import chi
-
-    rng = np.random.default_rng(1)
-    n = 40000
-    sigma = np.exp(rng.uniform(np.log(0.01), np.log(0.1), n))
-    atol = 0.04
-    p = chi.cdf(atol / sigma, df=3)
-    for s_true in (0.6, 2.0, 4.0):
-        errors = s_true * sigma * chi3(rng, (n,))
-        assert fit_scale(p, errors, np.full(n, atol)) == pytest.approx(s_true, rel=0.05)
+def test_cdf_rows_interpolate_like_the_table():
+    grid = np.array([0.5, 1.0, 2.0])
+    table = np.array([[0.2, 0.5, 0.9], [0.1, 0.3, 0.6]])
+    np.testing.assert_allclose(cdf_rows_at(grid, table, np.array([0, 1]), np.array([1.0, 2.0])), [0.5, 0.6])
+    # halfway in log c between 1 and 2; below the grid linear to 0; above it the last column
+    assert cdf_rows_at(grid, table, np.array([0]), np.array([np.sqrt(2.0)]))[0] == pytest.approx(0.7)
+    assert cdf_rows_at(grid, table, np.array([1]), np.array([0.25]))[0] == pytest.approx(0.05)
+    assert cdf_rows_at(grid, table, np.array([1]), np.array([10.0]))[0] == pytest.approx(0.6)
 
 
-@pytest.mark.parametrize("s_true", [0.7, 2.0, 4.0])
-def test_calibration_recovers_known_error_scale(synthetic_ltau, s_true):
+def test_predicted_error_distribution_matches_the_training_errors(synthetic_ltau):
+    """Uncalibrated (s = 1): force_error is the neighbours' mean error σ·E[χ₃] and the
+    uncertainty P(σ·χ₃ > τ), both known analytically."""
     data, sigma = synthetic_ltau
-    rng = np.random.default_rng(int(10 * s_true))
-    x, labels = clustered_descriptors(20000, 8, CLUSTERS, seed=5)  # same clusters, new points
-    pick = rng.permutation(len(x))[:8000]
-    x, labels = x[pick], labels[pick]
-    errors = s_true * sigma[labels] * chi3(rng, (len(x),))
-    out = LTAUEstimator(data).predict(x)
-    report = calibration_report(1 - out["uncertainty"], errors, np.full(len(x), data.confidences.atol),
-                                out["ood_distance"])
-    assert report.overall.scale == pytest.approx(s_true, rel=0.10)
-    assert report.overall.ece_calibrated < 0.05
-    assert report.overall.ece_uncalibrated > 2 * report.overall.ece_calibrated
-    # Uncertainty orders the atoms by their error scale.
-    assert report.overall.spearman_uncertainty_error > 0.3
+    x, s = query_atoms(sigma, 3000, 1)
+    tau = 0.05
+    out = LTAUEstimator(data, threshold=tau).predict(x)
+    np.testing.assert_allclose(out["force_error"] / (CHI3_MEAN * s), 1.0, atol=0.08)
+    assert np.mean(out["force_error"] / (CHI3_MEAN * s)) == pytest.approx(1.0, abs=0.02)
+    expected = 1.0 - chi.cdf(tau / s, df=3)
+    assert np.max(np.abs(out["uncertainty"] - expected)) < 0.08
+    assert np.mean(out["uncertainty"] - expected) == pytest.approx(0.0, abs=0.01)
+    assert out["max_force_error"] == out["force_error"].max()
+    assert out["max_uncertainty"] == out["uncertainty"].max()
 
 
-def test_per_group_scale_factors_and_report_files(synthetic_ltau, tmp_path):
+def test_uncertainty_changes_with_the_calibration(synthetic_ltau):
     data, sigma = synthetic_ltau
-    rng = np.random.default_rng(7)
-    x, labels = clustered_descriptors(12000, 8, CLUSTERS, seed=5)
-    groups = np.where(np.arange(len(x)) % 2 == 0, "600K", "1200K")
-    s_true = np.where(groups == "600K", 2.0, 4.0)
-    errors = s_true * sigma[labels] * chi3(rng, (len(x),))
-    out = LTAUEstimator(data).predict(x)
-    atol = np.full(len(x), data.confidences.atol)
-    report = calibration_report(1 - out["uncertainty"], errors, atol, out["ood_distance"], groups, group_by="T")
-    assert report.groups["600K"].scale == pytest.approx(2.0, rel=0.1)
-    assert report.groups["1200K"].scale == pytest.approx(4.0, rel=0.1)
-    assert report.groups["600K"].num_atoms == 6000
+    x, _ = query_atoms(sigma, 200, 2)
+    plain = LTAUEstimator(data, threshold=0.05).predict(x)
+    doubled = data.with_calibration({"distance_scale": DistanceScale.constant(2.0).to_dict()})
+    stretched = LTAUEstimator(doubled, threshold=0.05).predict(x)
+    np.testing.assert_allclose(stretched["force_error"], 2.0 * plain["force_error"])
+    assert np.all(stretched["uncertainty"] >= plain["uncertainty"] - 1e-12)
+    assert np.mean(stretched["uncertainty"]) > np.mean(plain["uncertainty"]) + 0.1
+    # P(2ε > τ) = P(ε > τ/2): the stretched estimator at τ equals the plain one at τ/2
+    half = LTAUEstimator(data, threshold=0.025).predict(x)
+    np.testing.assert_allclose(stretched["uncertainty"], half["uncertainty"], atol=1e-12)
+    # the paper's 1 − p̄: s = 1 and τ = atol
+    paper = LTAUEstimator(data, threshold=data.confidences.atol, k=5).predict(x)
+    _, rows = LTAUEstimator(data).search(x)
+    np.testing.assert_allclose(paper["uncertainty"], 1.0 - data.confidences.mean[rows].mean(axis=1), atol=1e-6)
+
+
+TRUE_SCALE = DistanceScale(a=np.log(1.5), b=0.4, c=0.8, d_ref=0.3, d_min=0.0)
+
+
+def synthetic_labelled(synthetic_ltau, n_structures, atoms_per_structure, seed, scale=TRUE_SCALE):
+    """Query atoms whose errors are s(d, D)·σ·χ₃ for distances d, D drawn at random (the
+    error model sees only the distances, so they may be set independently of x)."""
+    data, sigma = synthetic_ltau
+    rng = np.random.default_rng(seed)
+    n = n_structures * atoms_per_structure
+    x, s = query_atoms(sigma, n, seed)
+    nb = LTAUEstimator(data).neighbors(x)
+    structure = np.repeat(np.arange(n_structures), atoms_per_structure)
+    nb.structure_distance = np.exp(rng.uniform(np.log(0.05), np.log(1.5), n_structures))[structure]
+    nb.distance = nb.structure_distance * np.exp(rng.normal(0.0, 0.5, n))
+    errors = scale(nb.distance, nb.structure_distance) * s * chi3(rng, (n,))
+    return LabelledAtoms(nb, errors, structure, None, np.zeros(n_structures), np.zeros(n_structures, int),
+                         np.arange(n_structures), ["synthetic"])
+
+
+def test_fit_recovers_a_known_distance_scale(synthetic_ltau):
+    data, _ = synthetic_ltau
+    atoms = synthetic_labelled(synthetic_ltau, 400, 20, seed=3)
+    c = data.confidences
+    fitted = fit_distance_scale(c.cdf_grid, c.cdf_mean, atoms.neighbors, atoms.errors)
+    d = np.geomspace(0.08, 1.0, 5)
+    for D in (0.1, 0.3, 1.0):
+        np.testing.assert_allclose(fitted(d, D), TRUE_SCALE(d, D), rtol=0.12)
+    assert fitted.b == pytest.approx(0.4, abs=0.1) and fitted.c == pytest.approx(0.8, abs=0.1)
+
+
+def test_calibrate_reports_on_the_held_out_split(synthetic_ltau, tmp_path):
+    data, _ = synthetic_ltau
+    atoms = synthetic_labelled(synthetic_ltau, 200, 20, seed=4)
+    atoms.groups = np.where(atoms.neighbors.structure_distance > 0.3, "far", "near")
+    c = data.confidences
+    report = calibrate(c.cdf_grid, c.cdf_mean, atoms, threshold=0.08, k=5, fit_fraction=0.5, seed=0, group_by="D")
+    assert report.split["fit_structures"] + report.split["test_structures"] == 200
+    assert report.overall.num_atoms == 20 * report.split["test_structures"]
+    for g in report.groups.values():
+        assert g.calibrated.ece < 0.05 < g.uncalibrated.ece
+        assert g.calibrated.spearman_atom > 0.5 and g.calibrated.auroc_force_error > 0.75
+    assert report.overall.calibrated.spearman_structure > 0.7
+    fit_frames = set(report.split["fit_frames"]["synthetic"])
+    assert len(fit_frames) == report.split["fit_structures"]
     stored = report.ltau_calibration()
-    assert stored["groups"] == {"1200K": report.groups["1200K"].scale, "600K": report.groups["600K"].scale}
-    assert stored["scale"] == report.overall.scale and stored["group_by"] == "T"
+    assert stored["threshold_eV_per_A"] == 0.08 and stored["distance_scale"] == report.scale.to_dict()
+    est = LTAUEstimator(data.with_calibration(stored))
+    assert est.threshold == 0.08 and est.scale == report.scale
 
     write_calibration_json(report, tmp_path / "c.json")
     write_calibration_csv(report, tmp_path / "c.csv")
     plot_calibration(report, tmp_path / "c.png")
     loaded = json.loads((tmp_path / "c.json").read_text())
-    assert loaded["groups"]["600K"]["scale"] == report.groups["600K"].scale
-    assert len(loaded["overall"]["curve_calibrated"]["counts"]) == 10
+    assert set(loaded["test"]) == {"all", "far", "near"} and loaded["split"]["seed"] == 0
     rows = (tmp_path / "c.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 3 * 2 * 10  # header + (all, 2 groups) × (before, after) × bins
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "far" in format_report(report) and "ECE" in format_report(report)
 
-    fixed = calibration_report(1 - out["uncertainty"], errors, atol, scale=3.0)
-    assert fixed.overall.scale == 3.0
+    fixed = calibrate(c.cdf_grid, c.cdf_mean, atoms, 0.08, 5, scale=DistanceScale.constant(3.0))
+    assert fixed.fit_overall is None and fixed.split["test_structures"] == 200
 
 
-def test_degenerate_calibration_data_is_refused():
-    with pytest.raises(CalibrationError, match="every predicted p is 1"):
-        fit_scale(np.ones(10), np.ones(10), np.ones(10))
-    with pytest.raises(CalibrationError, match="all force errors are zero"):
-        fit_scale(np.full(10, 0.5), np.zeros(10), np.ones(10))
+def test_split_and_energy_groups():
+    groups = np.array(["a"] * 10 + ["b"] * 4)
+    fit = split_structures(groups, 0.5, seed=1)
+    assert fit[:10].sum() == 5 and fit[10:].sum() == 2
+    np.testing.assert_array_equal(fit, split_structures(groups, 0.5, seed=1))
+    with pytest.raises(CalibrationError, match="too few to split"):
+        split_structures(np.array(["a", "b", "b"]), 0.5, seed=0)
+    with pytest.raises(CalibrationError, match="between 0 and 1"):
+        split_structures(groups, 1.0, seed=0)
+    labels, how = energy_groups(np.array([-10.0, -9.0, -8.0, -7.0]), "0.75,2.1")
+    assert labels.tolist() == ["E-Emin 0-0.75 eV", "E-Emin 0.75-2.1 eV", "E-Emin 0.75-2.1 eV", "E-Emin > 2.1 eV"]
+    assert "-10" in how
+    assert len(set(energy_groups(np.arange(9.0), "3")[0])) == 3
+    with pytest.raises(CalibrationError, match="--bins"):
+        energy_groups(np.arange(3.0), "low,high")
+    with pytest.raises(CalibrationError, match="energy label"):
+        energy_groups(np.array([1.0, np.nan]), "2")
+
+
+def test_degenerate_calibration_data_is_refused(synthetic_ltau):
+    data, _ = synthetic_ltau
+    atoms = synthetic_labelled(synthetic_ltau, 10, 5, seed=5)
+    c = data.confidences
+    with pytest.raises(ValueError, match="all force errors are zero"):
+        fit_distance_scale(c.cdf_grid, c.cdf_mean, atoms.neighbors, np.zeros(50))
+    with pytest.raises(ValueError, match="at least 10 atoms"):
+        fit_distance_scale(c.cdf_grid, c.cdf_mean, atoms.neighbors.subset(slice(0, 5)), atoms.errors[:5])
 
 
 def test_weights_follow_appendix_e(synthetic_ltau, tmp_path):

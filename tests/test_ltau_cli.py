@@ -8,10 +8,10 @@ import torch
 from ase.build import molecule
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
-from ase.io import write
+from ase.io import read, write
 from click.testing import CliRunner
 
-from ase_nnip import save_model
+from ase_nnip import NNIPCalculator, save_model
 from ase_nnip.cli import main
 from ase_nnip.ltau import LTAUEstimator, read_ltau
 from ase_nnip.ltau.synthetic import write_error_trajectory
@@ -83,30 +83,44 @@ def test_build_errors_are_clean(run, tmp_path):
     assert r.exit_code != 0 and "no error-trajectory files" in r.output
 
 
-def test_calibrate_stores_scale_factors_and_writes_reports(run, tmp_path):
+def test_calibrate_fits_on_one_split_and_stores_the_scale(run, tmp_path):
     t = run
     assert invoke("ltau", "build", t / "m.nnip", "-t", t / "t0.h5", "-t", t / "t1.h5", "-o", tmp_path / "c.ltau").exit_code == 0
     write(tmp_path / "cold.xyz", emt_frames(100, 0.05, "cold"))
     write(tmp_path / "hot.xyz", emt_frames(200, 0.2, "hot"))
+    before = read_ltau(tmp_path / "c.ltau")
     r = invoke("ltau", "calibrate", t / "m.nnip", tmp_path / "c.ltau", tmp_path / "cold.xyz", tmp_path / "hot.xyz",
-               "--group-by", "config_type", "-o", tmp_path / "rep" / "cal")
+               "--group-by", "config_type", "--threshold", "0.5", "--k", "3", "-o", tmp_path / "rep" / "cal")
     assert r.exit_code == 0, r.output
+    assert "ECE" in r.output and "8 structures fitted, 8 tested" in r.output
     report = json.loads((tmp_path / "rep" / "cal.json").read_text())
-    assert set(report["groups"]) == {"cold", "hot"} and report["group_by"] == "config_type"
+    assert set(report["test"]) == {"all", "cold", "hot"} and report["group_by"] == "config_type"
+    assert report["split"]["fit_structures"] == 8 and report["split"]["test_structures"] == 8
     assert (tmp_path / "rep" / "cal.png").exists() and (tmp_path / "rep" / "cal.csv").exists()
     data = read_ltau(tmp_path / "c.ltau")
-    assert data.scale == pytest.approx(report["overall"]["scale"])
-    assert data.calibration["groups"]["hot"] == pytest.approx(report["groups"]["hot"]["scale"])
-    est = LTAUEstimator(data, group="hot")
-    assert est.threshold == pytest.approx(data.confidences.atol * report["groups"]["hot"]["scale"])
+    assert data.k == 3 and data.threshold == 0.5
+    assert data.distance_scale().to_dict() == report["distance_scale"]
+    frames = read(tmp_path / "hot.xyz", ":")
+    plain, calibrated = LTAUEstimator(before, k=3, threshold=0.5), LTAUEstimator(data)
+    assert calibrated.scale != plain.scale
+    calc_model = NNIPCalculator(t / "m.nnip")
+    frames[0].calc = calc_model
+    frames[0].get_forces()
+    desc = calc_model.results["descriptors"]
+    assert not np.allclose(calibrated.predict(desc)["uncertainty"], plain.predict(desc)["uncertainty"])
 
-    r = invoke("ltau", "calibrate", t / "m.nnip", tmp_path / "c.ltau", tmp_path / "cold.xyz", "--group-by", "file",
-               "--scale", "1.5", "--no-write", "-o", tmp_path / "f")
+    r = invoke("ltau", "calibrate", t / "m.nnip", tmp_path / "c.ltau", tmp_path / "cold.xyz", tmp_path / "hot.xyz",
+               "--bins", "2", "--fit-fraction", "0", "-o", tmp_path / "f")
     assert r.exit_code == 0, r.output
-    assert json.loads((tmp_path / "f.json").read_text())["groups"]["cold.xyz"]["scale"] == 1.5
-    assert read_ltau(tmp_path / "c.ltau").scale == pytest.approx(report["overall"]["scale"])  # not rewritten
+    fixed = json.loads((tmp_path / "f.json").read_text())
+    assert fixed["split"]["fit_structures"] == 0 and fixed["distance_scale"] == report["distance_scale"]
+    assert len(fixed["test"]) == 3  # all + two energy bins
+    assert read_ltau(tmp_path / "c.ltau").calibration == data.calibration  # nothing fitted, nothing written
     r = invoke("ltau", "calibrate", t / "m.nnip", tmp_path / "c.ltau", tmp_path / "cold.xyz", "--group-by", "nokey")
     assert r.exit_code == 1 and "no info key 'nokey'" in r.output
+    r = invoke("ltau", "calibrate", t / "m.nnip", tmp_path / "c.ltau", tmp_path / "cold.xyz", "--group-by", "file",
+               "--bins", "2")
+    assert r.exit_code == 2 and "not both" in r.output
 
     torch.manual_seed(5)
     save_model(build_model(CONFIG).eval(), tmp_path / "other.nnip")

@@ -22,6 +22,7 @@ from ase_nnip.ltau import (
     write_ltau,
 )
 from ase_nnip.ltau.confidences import cdf_at
+from ase_nnip.ltau.error_model import DistanceScale
 from ase_nnip.ltau.synthetic import clustered_descriptors, write_error_trajectory
 from ase_nnip.models import build_model
 
@@ -60,18 +61,18 @@ def small_set(tmp_path_factory):
 def test_knn_mean_matches_brute_force(small_set, k, standardize):
     _, x, conf = small_set
     data = make_ltau_data(conf, x, "fp", k=k, index="flat", standardize=standardize)
-    est = LTAUEstimator(data)
+    est = LTAUEstimator(data, threshold=conf.atol)  # s = 1, τ = atol: the paper's 1 − p̄
     rng = np.random.default_rng(2)
     queries = x[rng.choice(len(x), 50)] + rng.normal(scale=0.05, size=(50, x.shape[1])).astype(np.float32)
     space = (x - x.mean(0)) / x.std(0) if standardize else x
     qspace = (queries - x.mean(0)) / x.std(0) if standardize else queries
     u, dist, _ = brute_force(space, qspace, conf.mean, k)
     out = est.predict(queries)
-    np.testing.assert_allclose(out["uncertainty"], u, atol=1e-12)
+    np.testing.assert_allclose(out["uncertainty"], u, atol=1e-6)  # the CDF table is float32
     np.testing.assert_allclose(out["ood_distance"], dist, rtol=1e-4, atol=1e-5)
     assert out["max_uncertainty"] == pytest.approx(u.max())
     _, _, nn = brute_force(space, qspace, conf.mean, k)
-    np.testing.assert_allclose(out["uncertainty_std"], conf.std[nn].mean(1), atol=1e-12)
+    np.testing.assert_allclose(out["uncertainty_std"], conf.std[nn].mean(1), atol=1e-6)
 
 
 def test_flat_and_hnsw_find_the_same_neighbours(small_set):
@@ -92,10 +93,12 @@ def test_flat_and_hnsw_find_the_same_neighbours(small_set):
 def test_ltau_round_trip_is_exact_and_builds_are_reproducible(small_set, index):
     tmp, x, conf = small_set
     data = make_ltau_data(conf, x, "abc123", k=3, index=index, standardize=True)
-    data.calibration = {"scale": 1.7, "groups": {"hot": 2.5}}
+    data.calibration = {"distance_scale": {"a": 0.5, "b": 0.3, "c": 0.7, "d_ref": 0.2, "d_min": 0.01},
+                        "threshold_eV_per_A": 0.2}
     write_ltau(data, tmp / "a.ltau")
     again = make_ltau_data(conf, x, "abc123", k=3, index=index, standardize=True)
-    again.calibration = {"groups": {"hot": 2.5}, "scale": 1.7}
+    again.calibration = {"threshold_eV_per_A": 0.2,
+                         "distance_scale": {"d_min": 0.01, "a": 0.5, "b": 0.3, "c": 0.7, "d_ref": 0.2}}
     write_ltau(again, tmp / "b.ltau")
     assert (tmp / "a.ltau").read_bytes() == (tmp / "b.ltau").read_bytes()
 
@@ -109,9 +112,7 @@ def test_ltau_round_trip_is_exact_and_builds_are_reproducible(small_set, index):
     assert np.array_equal(back.descriptors, data.descriptors) and np.array_equal(back.index_data, data.index_data)
     assert np.array_equal(back.standardizer.mean, data.standardizer.mean)
     assert (back.k, back.index_type, back.model_fingerprint, back.calibration) == (3, index, "abc123", data.calibration)
-    assert back.group_scale("hot") == 2.5 and back.scale == 1.7
-    with pytest.raises(LTAUFileError, match="no calibration factor for group 'cold'"):
-        back.group_scale("cold")
+    assert back.distance_scale() == DistanceScale(0.5, 0.3, 0.7, 0.2, 0.01) and back.threshold == 0.2
     q = x[:20] + 0.01
     a_out, b_out = LTAUEstimator(data).predict(q), LTAUEstimator(back).predict(q)
     for key in a_out:
@@ -126,17 +127,23 @@ def test_ltau_round_trip_is_exact_and_builds_are_reproducible(small_set, index):
             read_ltau(tmp / "a.ltau")
 
 
-def test_threshold_factor_uses_the_cdf_table(small_set):
+def test_threshold_defaults_and_files_of_version_0_1(small_set):
     _, x, conf = small_set
     data = make_ltau_data(conf, x, "fp", k=1, index="flat")
-    data.calibration = {"scale": 2.0}
-    base = LTAUEstimator(data)
-    assert base.threshold == pytest.approx(2.0 * conf.atol)
-    wider = LTAUEstimator(data, threshold=4.0 * conf.atol)  # f = 4 / s = 2
-    assert wider.threshold_factor == pytest.approx(2.0)
-    out = wider.predict(x[:10])  # k = 1 on the training points themselves
-    np.testing.assert_allclose(out["uncertainty"], 1.0 - cdf_at(conf.cdf_grid, conf.cdf_mean, 2.0)[:10], atol=1e-12)
-    assert np.all(out["uncertainty"] <= base.predict(x[:10])["uncertainty"] + 1e-12)
+    assert LTAUEstimator(data).threshold == pytest.approx(2.0 * data.train_force_mae)
+    data.calibration = {"scale": 2.0, "groups": {"hot": 3.0}}  # constant factors of version 0.1
+    assert LTAUEstimator(data).scale == DistanceScale.constant(2.0)
+    with pytest.warns(DeprecationWarning):
+        assert LTAUEstimator(data, group="hot").scale == DistanceScale.constant(3.0)
+    with pytest.raises(LTAUFileError, match="no calibration factor for group 'cold'"):
+        data.distance_scale("cold")
+    with pytest.warns(DeprecationWarning):
+        assert LTAUEstimator(data, threshold_factor=4.0).threshold == pytest.approx(4.0 * conf.atol)
+    # k = 1 on the training points themselves; s = 2 at τ = 4·atol reads the CDF at c = 2
+    out = LTAUEstimator(data, threshold=4.0 * conf.atol).predict(x[:10])
+    np.testing.assert_allclose(out["uncertainty"], 1.0 - cdf_at(conf.cdf_grid, conf.cdf_mean, 2.0)[:10], atol=1e-6)
+    with pytest.raises(ValueError, match="positive force error"):
+        LTAUEstimator(data, threshold=0.0)
 
 
 def test_bad_files_and_arguments(small_set, tmp_path):
@@ -196,9 +203,11 @@ def test_descriptors_match_the_calculator_atom_by_atom(model_and_data):
         atoms.get_forces()
         n = len(atoms)
         np.testing.assert_allclose(calc.results["descriptors"], data.descriptors[start:start + n], atol=1e-5)
-        # k = 1 on a training geometry: the atom itself, distance ~0, uncertainty 1 − its own p.
+        # k = 1 on a training geometry: the atom itself, distance ~0, and at τ = atol
+        # (s = 1) the uncertainty is 1 − its own p.
         np.testing.assert_allclose(calc.results["ood_distance"], 0.0, atol=1e-3)
-        np.testing.assert_allclose(calc.results["uncertainty"], 1.0 - data.confidences.mean[start:start + n])
+        at_atol = LTAUEstimator(data, threshold=data.confidences.atol).predict(calc.results["descriptors"])
+        np.testing.assert_allclose(at_atol["uncertainty"], 1.0 - data.confidences.mean[start:start + n], atol=1e-6)
         assert calc.results["max_uncertainty"] == pytest.approx(calc.results["uncertainty"].max())
         assert isinstance(calc.results["max_uncertainty"], float)
         start += n
@@ -239,16 +248,17 @@ def test_build_checks_the_data_file(model_and_data):
 def test_atoms_with_fewer_than_k_neighbours_average_what_was_found(small_set):
     """HNSW may return -1 for missing neighbours: those are left out of the means."""
     _, x, conf = small_set
-    est = LTAUEstimator(make_ltau_data(conf, x, "fp", k=2, index="flat"))
+    est = LTAUEstimator(make_ltau_data(conf, x, "fp", k=2, index="flat"), threshold=conf.atol)
     full = est.search(x[:3])[1]
     partial = full.copy()
     partial[0, 1] = -1
     partial[2, :] = -1
     est._search = lambda query: (None, partial)
     out = est.predict(x[:3])
-    assert out["uncertainty"][0] == pytest.approx(1 - conf.mean[full[0, 0]])
-    assert out["uncertainty"][1] == pytest.approx(1 - conf.mean[full[1]].mean())
+    assert out["uncertainty"][0] == pytest.approx(1 - conf.mean[full[0, 0]], abs=1e-6)
+    assert out["uncertainty"][1] == pytest.approx(1 - conf.mean[full[1]].mean(), abs=1e-6)
     assert np.isnan(out["uncertainty"][2]) and np.isnan(out["ood_distance"][2])
+    assert np.isnan(out["force_error"][2])
     assert out["max_uncertainty"] == pytest.approx(np.nanmax(out["uncertainty"]))
     empty = est.predict(np.zeros((0, x.shape[1]), np.float32))
     assert empty["uncertainty"].shape == (0,) and np.isnan(empty["max_uncertainty"])
@@ -263,3 +273,32 @@ def test_non_finite_descriptors_give_nan_for_those_atoms(small_set):
     out = est.predict(q)
     assert np.isnan(out["uncertainty"][1]) and np.isnan(out["max_uncertainty"])
     np.testing.assert_array_equal(out["uncertainty"][[0, 2, 3]], est.predict(x[[0, 2, 3]])["uncertainty"])
+
+
+def test_lookup_runs_only_when_an_uncertainty_key_is_read(model_and_data):
+    tmp, model, frames, _ = model_and_data
+    build_ltau(model, [tmp / "t.h5"], tmp / "lazy.ltau", k=2)
+    est = LTAUEstimator.load(tmp / "lazy.ltau")
+    calls = []
+    real_predict = est.predict
+    est.predict = lambda d: calls.append(len(d)) or real_predict(d)
+    atoms = frames[0].copy()
+    atoms.calc = NNIPCalculator(model, uncertainty=est)
+    atoms.get_forces()
+    atoms.get_potential_energy()
+    assert calls == [] and "force_error" in atoms.calc.results and not atoms.calc.results.computed
+    assert set(atoms.calc.results) >= {"energy", "forces", "descriptors"} and "uncertainty" not in set(atoms.calc.results)
+    u = atoms.calc.get_property("uncertainty", atoms)
+    assert calls == [len(atoms)] and u.shape == (len(atoms),)
+    assert atoms.calc.results["max_force_error"] == pytest.approx(atoms.calc.results["force_error"].max())
+    assert calls == [len(atoms)]  # one lookup serves every key
+    atoms.positions[0, 0] += 0.1  # a new structure: new forces, and again no lookup until asked
+    atoms.get_forces()
+    assert calls == [len(atoms)]
+    assert atoms.calc.results.get("ood_distance") is not None and len(calls) == 2
+    # asking the calculator for an uncertainty key directly computes it with the model call
+    atoms.positions[0, 0] += 0.1
+    assert atoms.calc.get_property("max_uncertainty", atoms) == pytest.approx(atoms.calc.results["uncertainty"].max())
+    assert len(calls) == 3
+    with pytest.raises(KeyError):
+        atoms.calc.results["no_such_key"]

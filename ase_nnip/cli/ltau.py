@@ -32,7 +32,7 @@ def command():
 
     \b
     ase-nnip ltau build MODEL.nnip --trajectories run/member_*/error_trajectory.h5 -o model.ltau
-    ase-nnip ltau calibrate MODEL.nnip model.ltau test_600K.xyz test_1200K.xyz --group-by file
+    ase-nnip ltau calibrate MODEL.nnip model.ltau mixed_T.xyz --bins 0.75,2.1 --k 8
     ase-nnip ltau weights model.ltau --mode easy -o weights.h5
     """
 
@@ -116,63 +116,89 @@ def build(model, more_trajectories, trajectories, data_file, output, atol, rtol,
 @click.argument("ltau", type=click.Path(dir_okay=False, exists=True))
 @click.argument("data", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
 @click.option("--forces-key", default="forces", show_default=True, help="Force labels in DATA.")
+@click.option("--energy-key", default="energy", show_default=True, help="Energy labels in DATA (for --bins).")
 @click.option("--group-by", default=None,
-              help="Also calibrate per group: an info key of the frames (e.g. config_type), or 'file' for one "
-                   "group per DATA file. Each group gets its own scale factor in the .ltau file.")
-@click.option("--bins", "n_bins", type=int, default=10, show_default=True, help="Equal-width bins of predicted p.")
+              help="Report per group: an info key of the frames (e.g. config_type), or 'file' for one group per "
+                   "DATA file. One scale is fitted for all groups.")
+@click.option("--bins", "energy_bins", default=None,
+              help="Report per bin of energy above the lowest frame energy (eV): edges such as 0.75,2.1, or a "
+                   "number of equal-count bins. Instead of --group-by.")
+@click.option("--fit-fraction", type=float, default=0.5, show_default=True,
+              help="Fraction of the frames (drawn at random within each group) that s(d) is fitted on; the "
+                   "report is on the rest. 0: fit nothing, report the file's stored calibration on every frame.")
+@click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the fit/test split.")
+@click.option("--threshold", type=float, default=None,
+              help="τ in eV/Å: uncertainty = P(|ΔF| > τ) (default: the file's, else 2× the training MAE of the "
+                   "force-error norm). Stored in the file.")
+@click.option("--k", "k", type=int, default=None,
+              help="Nearest training atoms per query atom (default: the file's k). Stored in the file.")
+@click.option("--reliability-bins", "n_bins", type=int, default=10, show_default=True,
+              help="Equal-width bins of predicted probability for the reliability curve and ECE.")
 @click.option("--scale", type=float, default=None,
-              help="Use this scale factor s instead of fitting it (curves and ECE are still reported).")
+              help="Use this constant scale s instead of fitting s(d) (every frame is then a test frame).")
 @click.option("-o", "--output-prefix", type=click.Path(), default=None,
               help="Prefix of the report files PREFIX.png, PREFIX.json, PREFIX.csv (default: LTAU's path "
                    "without suffix + '_calibration').")
 @click.option("--write/--no-write", default=True, show_default=True,
-              help="Store the scale factors in the .ltau file (rewritten atomically).")
+              help="Store the fitted scale, threshold and k in the .ltau file (rewritten atomically; never when "
+                   "nothing was fitted).")
 @click.option("--batch-size", type=int, default=DEFAULT_EVAL_BATCH_SIZE, show_default=True, help="Structures per evaluation batch.")
-def calibrate(model, ltau, data, forces_key, group_by, n_bins, scale, output_prefix, write, batch_size):
-    """Calibrate the LTAU uncertainty of MODEL on labelled held-out DATA files.
+def calibrate(model, ltau, data, forces_key, energy_key, group_by, energy_bins, fit_fraction, split_seed, threshold, k,
+              n_bins, scale, output_prefix, write, batch_size):
+    """Fit the predicted force errors of MODEL's LTAU file to labelled held-out DATA.
 
-    Bins test atoms by predicted p = 1 − uncertainty and compares the observed fraction with
-    force error <= s·atol per bin (calibration curve), reports the expected calibration error
-    (ECE) before (s = 1) and after fitting s, and the Spearman rank correlation between
-    uncertainty and actual per-atom force error. Writes a PNG plot and the numbers (JSON, CSV).
+    Fits the distance-aware scale s(d, D) of the predicted error distribution (d: an atom's
+    latent distance to its k nearest training atoms, D: its structure's mean d) on a random
+    part of the frames, then reports on the rest, per group: the expected calibration error
+    (ECE) of uncertainty = P(|ΔF| > τ) before (s = 1) and after, the predicted and observed
+    fraction of atoms above τ, Spearman ρ of force_error with the actual |ΔF| per atom and of
+    the maxima per structure, and the AUROC of force_error and ood_distance for |ΔF| > τ.
+    Writes a reliability diagram (PNG) with every group, and the numbers (JSON, CSV).
     """
+    if group_by is not None and energy_bins is not None:
+        raise click.UsageError("give --group-by or --bins, not both")
     with _ltau_errors():
+        from dataclasses import replace
+
         from ase_nnip.ltau import LTAUEstimator, read_ltau, write_ltau
         from ase_nnip.ltau.calibration import (
-            calibration_report,
+            calibrate as run_calibration,
+            energy_groups,
+            format_report,
             plot_calibration,
             write_calibration_csv,
             write_calibration_json,
         )
-        from ase_nnip.ltau.evaluation import labelled_uncertainty
+        from ase_nnip.ltau.error_model import DistanceScale
+        from ase_nnip.ltau.evaluation import labelled_atoms
         from ase_nnip.model_file import load_model
 
         m = load_model(model)
         ltau_data = read_ltau(ltau)
-        estimator = LTAUEstimator(ltau_data)
-        test = labelled_uncertainty(m, estimator, list(data), forces_key, group_by, batch_size)
-        report = calibration_report(
-            test.predicted_p, test.errors, test.thresholds, test.ood_distance, test.groups, n_bins, scale, group_by
+        if k is not None:
+            ltau_data = replace(ltau_data, k=int(k))
+        estimator = LTAUEstimator(ltau_data, threshold=threshold)
+        atoms = labelled_atoms(m, estimator, list(data), forces_key, energy_key, group_by, batch_size)
+        how = group_by
+        if energy_bins is not None:
+            labels, how = energy_groups(atoms.structure_energy, energy_bins)
+            atoms.groups = labels[atoms.structure]
+        c = ltau_data.confidences
+        fixed = DistanceScale.constant(scale) if scale is not None else (estimator.scale if fit_fraction == 0 else None)
+        report = run_calibration(
+            c.cdf_grid, c.cdf_mean, atoms, estimator.threshold, estimator.k, fit_fraction, split_seed, n_bins, fixed, how
         )
-        report.atol, report.rtol, report.data_files = ltau_data.confidences.atol, ltau_data.confidences.rtol, test.files
-        prefix = Path(output_prefix) if output_prefix else Path(ltau).with_suffix("").with_name(
-            Path(ltau).stem + "_calibration"
-        )
+        prefix = Path(output_prefix) if output_prefix else Path(ltau).with_name(Path(ltau).stem + "_calibration")
         prefix.parent.mkdir(parents=True, exist_ok=True)
         paths = [Path(f"{prefix}.{ext}") for ext in ("png", "json", "csv")]
         plot_calibration(report, paths[0])
         write_calibration_json(report, paths[1])
         write_calibration_csv(report, paths[2])
-        if write:
+        if write and fixed is None:
             write_ltau(ltau_data.with_calibration(report.ltau_calibration()), ltau)
-    click.echo(f"atol {report.atol:.5g} eV/Å, {report.overall.num_atoms} test atoms, {n_bins} bins")
-    click.echo(f"{'group':24s} {'atoms':>7s} {'s':>8s} {'ECE(s=1)':>9s} {'ECE(s)':>8s} {'spearman':>9s}")
-    for g in [report.overall, *report.groups.values()]:
-        click.echo(
-            f"{g.name[:24]:24s} {g.num_atoms:7d} {g.scale:8.3f} {g.ece_uncalibrated:9.4f} {g.ece_calibrated:8.4f} "
-            f"{g.spearman_uncertainty_error:9.3f}"
-        )
-    click.echo("wrote " + ", ".join(str(p) for p in paths) + (f"; scale factors stored in {ltau}" if write else ""))
+    click.echo(format_report(report))
+    stored = write and fixed is None
+    click.echo("wrote " + ", ".join(str(p) for p in paths) + (f"; calibration stored in {ltau}" if stored else ""))
 
 
 @command.command("weights")

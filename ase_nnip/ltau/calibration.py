@@ -1,24 +1,19 @@
-"""Calibration of LTAU on labelled held-out data (paper section 4.1, appendix D).
+"""Calibration of the predicted force errors on labelled held-out data.
 
-Test atoms are binned by their predicted confidence p_j = 1 − uncertainty_j (equal-width
-bins on [0, 1]); in each bin the *observed* fraction of atoms whose force-error norm is at
-most s·τ_j (τ_j = atol + rtol·|F_j,ref|) is compared with the mean predicted p. The
-expected calibration error is
+``ase-nnip ltau calibrate`` fits the distance-aware scale s(d, D) of
+:mod:`ase_nnip.ltau.error_model` on one part of the labelled frames (the *fit* split) and
+reports, on the other (the *test* split), per group of atoms:
 
-    ECE(s) = Σ_b (n_b / n) · |observed_b(s) − predicted_b|.
+- the reliability curve and the **expected calibration error** of ``uncertainty`` =
+  P(|ΔF| > τ): atoms binned by predicted probability (equal-width bins on [0, 1]),
+  ECE = Σ_b (n_b / n)·|observed_b − predicted_b|, before (s = 1) and after calibration;
+- per atom: Spearman ρ between ``force_error`` and the actual |ΔF|, and the AUROC of
+  ``force_error`` and of ``ood_distance`` for the event |ΔF| > τ (0.5: no signal);
+- per structure: Spearman ρ between max ``force_error`` and the max actual |ΔF|.
 
-**Fitting s.** The paper scales the threshold by hand (s = 2 and 4 for 3BPA at 600 K and
-1200 K). Here s minimises ECE(s). ECE(s) is piecewise constant in s (each atom switches
-from "above" to "below" at s = error_j/τ_j), so it is minimised by search, not gradients:
-a start value s₀ matches the overall fractions (the fraction of atoms with error ≤ s₀·τ
-equals the mean predicted p, a quantile of error/τ), then ECE is evaluated exactly on a
-log grid s₀·[1/8, 8] (1201 points; widened to [1/64, 64] if the best value sits at an edge)
-and on a finer grid around the best point; within the flat minimum the geometric middle is
-taken. A proper scoring rule is not used on purpose: varying s changes the *event* being
-forecast, and e.g. the Brier score prefers events that are trivially certain (s → ∞).
-
-The rank correlation (Spearman) between uncertainty and the actual per-atom force error
-says whether the uncertainty orders atoms correctly, which calibration cannot change.
+The frames are split at random (seeded), within each group, so that every group is in
+both splits; the report names the split. Groups are the data files, an info key, or bins
+of the energy above the lowest energy in the data (``energy_groups``).
 """
 
 from __future__ import annotations
@@ -27,21 +22,23 @@ import csv
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
+
+from ase_nnip.ltau.error_model import DistanceScale, fit_distance_scale, probability_below
 
 DEFAULT_BINS = 10
 
 
 class CalibrationError(ValueError):
-    """Calibration data that cannot determine a scale factor."""
+    """Calibration data that cannot determine a scale, or a bad split or grouping."""
 
 
 @dataclass
 class CalibrationCurve:
-    """Per bin of predicted p: edges (bins+1,), counts, mean predicted p and observed
-    fraction below the threshold (NaN in empty bins); ece over the atoms."""
+    """Per bin of predicted probability: edges (bins+1,), counts, mean predicted
+    probability and observed frequency of the event (NaN in empty bins); ece over the atoms."""
 
     bin_edges: list
     counts: list
@@ -50,238 +47,281 @@ class CalibrationCurve:
     ece: float
 
 
+def bin_index(predicted: np.ndarray, n_bins: int) -> np.ndarray:
+    """Bin of each predicted probability in equal-width bins on [0, 1] (1 in the last bin)."""
+    return np.clip((np.asarray(predicted) * n_bins).astype(np.int64), 0, n_bins - 1)
+
+
+def calibration_curve(predicted, event, n_bins: int = DEFAULT_BINS) -> CalibrationCurve:
+    """Curve and ECE for predicted probabilities (n,) of a binary ``event`` (n,) bool."""
+    p = np.asarray(predicted, dtype=np.float64)
+    event = np.asarray(event, dtype=bool)
+    if p.shape != event.shape or p.ndim != 1 or len(p) == 0:
+        raise CalibrationError("predicted probabilities and observed outcomes must be non-empty arrays of the same length")
+    bins = bin_index(p, n_bins)
+    counts = np.bincount(bins, minlength=n_bins)
+    sum_p = np.bincount(bins, weights=p, minlength=n_bins)
+    sum_event = np.bincount(bins, weights=event.astype(np.float64), minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        predicted_mean = sum_p / counts
+        observed = sum_event / counts
+    return CalibrationCurve(
+        bin_edges=np.linspace(0.0, 1.0, n_bins + 1).tolist(),
+        counts=counts.tolist(),
+        predicted=predicted_mean.tolist(),
+        observed=observed.tolist(),
+        ece=float(np.sum(np.abs(sum_event - sum_p)) / len(p)),
+    )
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation (NaN for fewer than 3 values or a constant input)."""
+    from scipy.stats import spearmanr
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a) < 3 or np.all(a == a[0]) or np.all(b == b[0]):
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def auroc(score, event) -> float:
+    """Area under the ROC curve of ``score`` for the binary ``event`` (ties count half;
+    NaN when either class is empty): the probability that an event outscores a non-event."""
+    from scipy.stats import rankdata
+
+    score = np.asarray(score, dtype=np.float64)
+    event = np.asarray(event, dtype=bool)
+    n_pos, n_neg = int(event.sum()), int((~event).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[event].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def structure_max(values: np.ndarray, structure: np.ndarray) -> np.ndarray:
+    """Max of ``values`` (n,) over the atoms of each structure present in ``structure`` (n,)."""
+    ids, inverse = np.unique(structure, return_inverse=True)
+    out = np.full(len(ids), -np.inf)
+    np.maximum.at(out, inverse, values)
+    return out
+
+
+@dataclass
+class GroupMetrics:
+    """One group of test atoms under one scale (calibrated or s = 1)."""
+
+    ece: float
+    mean_uncertainty: float
+    observed_exceedance: float
+    mean_force_error: float
+    mean_actual_error: float
+    spearman_atom: float
+    auroc_force_error: float
+    auroc_ood_distance: float
+    spearman_structure: float
+    curve: CalibrationCurve
+
+
 @dataclass
 class GroupCalibration:
-    """Calibration of one group of test atoms (``name`` "all" for every atom)."""
+    """Calibration of one group (``name`` "all" for every test atom)."""
 
     name: str
     num_atoms: int
-    scale: float
-    curve_uncalibrated: CalibrationCurve
-    curve_calibrated: CalibrationCurve
-    spearman_uncertainty_error: float
-    spearman_pvalue: float
-    spearman_ood_distance_error: float
-    mean_predicted_p: float
-    force_error_mae: float
+    num_structures: int
+    uncalibrated: GroupMetrics
+    calibrated: GroupMetrics
 
-    @property
-    def ece_uncalibrated(self) -> float:
-        return self.curve_uncalibrated.ece
 
-    @property
-    def ece_calibrated(self) -> float:
-        return self.curve_calibrated.ece
+def group_metrics(grid, table, atoms, scale: DistanceScale, threshold: float, n_bins: int) -> GroupMetrics:
+    """Metrics of the predicted errors of ``atoms`` (:class:`LabelledAtoms`) under ``scale``."""
+    nb, errors = atoms.neighbors, atoms.errors
+    s = nb.scale(scale)
+    uncertainty = 1.0 - probability_below(grid, table, nb, s, threshold)
+    force_error = s * nb.mean_error
+    exceeds = errors > threshold
+    return GroupMetrics(
+        ece=calibration_curve(uncertainty, exceeds, n_bins).ece,
+        mean_uncertainty=float(uncertainty.mean()),
+        observed_exceedance=float(exceeds.mean()),
+        mean_force_error=float(force_error.mean()),
+        mean_actual_error=float(errors.mean()),
+        spearman_atom=spearman(force_error, errors),
+        auroc_force_error=auroc(force_error, exceeds),
+        auroc_ood_distance=auroc(nb.distance, exceeds),
+        spearman_structure=spearman(structure_max(force_error, atoms.structure), structure_max(errors, atoms.structure)),
+        curve=calibration_curve(uncertainty, exceeds, n_bins),
+    )
 
 
 @dataclass
 class CalibrationReport:
-    """Calibration over all test atoms and, when grouped, per group."""
+    """The fitted scale and the metrics per group on the test split."""
 
+    scale: DistanceScale
+    threshold: float
+    k: int
     overall: GroupCalibration
     groups: dict = field(default_factory=dict)
+    fit_overall: Optional[GroupCalibration] = None
     group_by: Optional[str] = None
     n_bins: int = DEFAULT_BINS
-    atol: float = float("nan")
-    rtol: float = 0.0
+    split: dict = field(default_factory=dict)
     data_files: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        def one(g: GroupCalibration) -> dict:
-            d = asdict(g)
-            d["ece_uncalibrated"], d["ece_calibrated"] = g.ece_uncalibrated, g.ece_calibrated
-            return d
-
         return {
+            "distance_scale": self.scale.to_dict(),
+            "distance_scale_text": self.scale.describe(),
+            "threshold_eV_per_A": self.threshold,
+            "k": self.k,
             "group_by": self.group_by,
             "n_bins": self.n_bins,
-            "atol_eV_per_A": self.atol,
-            "rtol": self.rtol,
+            "split": self.split,
             "data_files": list(self.data_files),
-            "overall": one(self.overall),
-            "groups": {name: one(g) for name, g in self.groups.items()},
+            "test": {"all": asdict(self.overall), **{n: asdict(g) for n, g in self.groups.items()}},
+            "fit": None if self.fit_overall is None else asdict(self.fit_overall),
         }
 
     def ltau_calibration(self) -> dict:
-        """What the ``.ltau`` file keeps: the scale factors and a summary."""
+        """What the ``.ltau`` file keeps: the scale, the threshold, the split and a summary."""
 
         def summary(g: GroupCalibration) -> dict:
-            return {
-                "num_atoms": g.num_atoms,
-                "ece_uncalibrated": g.ece_uncalibrated,
-                "ece_calibrated": g.ece_calibrated,
-                "spearman_uncertainty_error": g.spearman_uncertainty_error,
-            }
+            keys = ("ece", "spearman_atom", "auroc_force_error", "spearman_structure")
+            return {"num_atoms": g.num_atoms, **{f"{k}_uncalibrated": getattr(g.uncalibrated, k) for k in keys},
+                    **{k: getattr(g.calibrated, k) for k in keys}}
 
         return {
-            "scale": self.overall.scale,
-            "groups": {name: g.scale for name, g in self.groups.items()},
+            "distance_scale": self.scale.to_dict(),
+            "threshold_eV_per_A": self.threshold,
             "group_by": self.group_by,
             "n_bins": self.n_bins,
+            "split": self.split,
             "data_files": [str(p) for p in self.data_files],
-            "report": {"overall": summary(self.overall), **{n: summary(g) for n, g in self.groups.items()}},
+            "report": {"test": summary(self.overall), **{n: summary(g) for n, g in self.groups.items()}},
         }
 
 
-def bin_index(predicted_p: np.ndarray, n_bins: int) -> np.ndarray:
-    """Bin of each predicted p in equal-width bins on [0, 1] (p = 1 in the last bin)."""
-    return np.clip((np.asarray(predicted_p) * n_bins).astype(np.int64), 0, n_bins - 1)
+def energy_groups(structure_energy: np.ndarray, bins: str) -> tuple[np.ndarray, str]:
+    """Per-structure labels from the energy above the lowest one (eV): ``bins`` is a list
+    of edges ("0.75,2.1") or a number of equal-count bins ("3"). Returns (labels, how)."""
+    e = np.asarray(structure_energy, dtype=np.float64)
+    if not np.all(np.isfinite(e)):
+        raise CalibrationError("energy bins need an energy label on every frame (--energy-key)")
+    rel = e - e.min()
+    text = str(bins).strip()
+    if "," not in text and text.isdigit():
+        n = int(text)
+        if n < 1:
+            raise CalibrationError(f"--bins must be >= 1, got {n}")
+        edges = np.quantile(rel, np.linspace(0, 1, n + 1)[1:-1])
+    else:
+        try:
+            edges = np.array(sorted(float(v) for v in text.split(",") if v.strip()))
+        except ValueError as exc:
+            raise CalibrationError(f"--bins: expected edges in eV like 0.75,2.1 or a number of bins, got {bins!r}") from exc
+    bounds = [0.0, *edges, np.inf]
+    names = [f"E-Emin {lo:.3g}-{hi:.3g} eV" if np.isfinite(hi) else f"E-Emin > {lo:.3g} eV" for lo, hi in zip(bounds, bounds[1:])]
+    return np.asarray(names)[np.digitize(rel, edges)], f"energy above {e.min():.6g} eV, edges {np.round(edges, 4).tolist()}"
 
 
-def calibration_curve(predicted_p, below, n_bins: int = DEFAULT_BINS) -> CalibrationCurve:
-    """Curve and ECE for predicted p (n,) and observed events ``below`` (n,) bool."""
-    p = np.asarray(predicted_p, dtype=np.float64)
-    below = np.asarray(below, dtype=bool)
-    if p.shape != below.shape or p.ndim != 1 or len(p) == 0:
-        raise CalibrationError("predicted p and observed outcomes must be non-empty arrays of the same length")
-    bins = bin_index(p, n_bins)
-    counts = np.bincount(bins, minlength=n_bins)
-    sum_p = np.bincount(bins, weights=p, minlength=n_bins)
-    sum_below = np.bincount(bins, weights=below.astype(np.float64), minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        predicted = sum_p / counts
-        observed = sum_below / counts
-    ece = float(np.sum(np.abs(sum_below - sum_p)) / len(p))
-    return CalibrationCurve(
-        bin_edges=np.linspace(0.0, 1.0, n_bins + 1).tolist(),
-        counts=counts.tolist(),
-        predicted=predicted.tolist(),
-        observed=observed.tolist(),
-        ece=ece,
-    )
+def split_structures(structure_groups: np.ndarray, fit_fraction: float, seed: int) -> np.ndarray:
+    """Bool (S,): True for the structures of the fit split, drawn at random within each group."""
+    if not 0.0 < fit_fraction < 1.0:
+        raise CalibrationError(f"fit fraction must be between 0 and 1 (exclusive), got {fit_fraction}")
+    rng = np.random.default_rng(seed)
+    fit = np.zeros(len(structure_groups), dtype=bool)
+    for name in np.unique(structure_groups):
+        members = np.flatnonzero(structure_groups == name)
+        n_fit = int(round(fit_fraction * len(members)))
+        if n_fit == 0 or n_fit == len(members):
+            raise CalibrationError(f"group {name!r} has {len(members)} structure(s): too few to split {fit_fraction:g}")
+        fit[rng.permutation(members)[:n_fit]] = True
+    return fit
 
 
-class _ECEOfScale:
-    """ECE(s) for many s at once: per bin, the sorted error/τ ratios and the summed p."""
-
-    def __init__(self, predicted_p, ratio, n_bins):
-        bins = bin_index(predicted_p, n_bins)
-        self.n = len(ratio)
-        self.sorted = [np.sort(ratio[bins == b]) for b in range(n_bins)]
-        self.sum_p = np.bincount(bins, weights=predicted_p, minlength=n_bins)
-
-    def __call__(self, scales: np.ndarray) -> np.ndarray:
-        total = np.zeros(len(scales))
-        for values, sum_p in zip(self.sorted, self.sum_p):
-            if len(values):
-                total += np.abs(np.searchsorted(values, scales, side="right") - sum_p)
-        return total / self.n
-
-
-def _flat_minimum(scales: np.ndarray, values: np.ndarray) -> tuple[float, int, int]:
-    """Geometric middle of the run of minimal values containing the first minimum, and the
-    run's first and last index."""
-    best = int(np.argmin(values))
-    lo = hi = best
-    while hi + 1 < len(values) and values[hi + 1] == values[best]:
-        hi += 1
-    return float(np.sqrt(scales[lo] * scales[hi])), lo, hi
-
-
-def fit_scale(predicted_p, errors, thresholds, n_bins: int = DEFAULT_BINS) -> float:
-    """The factor s minimising ECE(s) (see the module docstring).
-
-    predicted_p (n,): p_j = 1 − uncertainty_j; errors (n,) force-error norms (eV/Å);
-    thresholds (n,) τ_j (eV/Å).
-    """
-    p = np.asarray(predicted_p, dtype=np.float64)
-    ratio = np.asarray(errors, dtype=np.float64) / np.asarray(thresholds, dtype=np.float64)
-    if len(p) == 0 or p.shape != ratio.shape:
-        raise CalibrationError("need the same, non-zero number of predicted p values and errors")
-    if not np.all(np.isfinite(ratio)) or not np.all(np.isfinite(p)):
-        raise CalibrationError("errors, thresholds and predicted p must be finite")
-    mean_p = float(p.mean())
-    positive = ratio[ratio > 0]
-    if len(positive) == 0:
-        raise CalibrationError("all force errors are zero: no scale factor can be fitted")
-    if mean_p <= 0.0 or mean_p >= 1.0:
-        raise CalibrationError(
-            f"every predicted p is {mean_p:g}: the calibration cannot determine s (choose another atol)"
-        )
-    s0 = float(np.quantile(ratio, mean_p))
-    if s0 <= 0:
-        s0 = float(positive.min())
-    ece = _ECEOfScale(p, ratio, n_bins)
-    for half_width in (8.0, 64.0):
-        scales = s0 * np.geomspace(1.0 / half_width, half_width, 1201)
-        values = ece(scales)
-        best, lo, hi = _flat_minimum(scales, values)
-        if 0 < lo and hi < len(scales) - 1:
-            break
-    fine = np.geomspace(scales[max(lo - 1, 0)], scales[min(hi + 1, len(scales) - 1)], 801)
-    best, _, _ = _flat_minimum(fine, ece(fine))
-    return best
-
-
-def _spearman(a, b) -> tuple[float, float]:
-    from scipy.stats import spearmanr
-
-    if len(a) < 3 or np.all(a == a[0]) or np.all(b == b[0]):
-        return float("nan"), float("nan")
-    result = spearmanr(a, b)
-    return float(result.statistic), float(result.pvalue)
-
-
-def calibrate_group(
-    name: str,
-    predicted_p,
-    errors,
-    thresholds,
-    ood_distance=None,
+def calibrate(
+    grid,
+    table,
+    atoms,
+    threshold: float,
+    k: int,
+    fit_fraction: float = 0.5,
+    seed: int = 0,
     n_bins: int = DEFAULT_BINS,
-    scale: Optional[float] = None,
-) -> GroupCalibration:
-    """Curves before (s = 1) and after calibration; ``scale`` fixes s instead of fitting it."""
-    p = np.asarray(predicted_p, dtype=np.float64)
-    errors = np.asarray(errors, dtype=np.float64)
-    thresholds = np.asarray(thresholds, dtype=np.float64)
-    s = fit_scale(p, errors, thresholds, n_bins) if scale is None else float(scale)
-    rho, pvalue = _spearman(1.0 - p, errors)
-    rho_ood = _spearman(np.asarray(ood_distance), errors)[0] if ood_distance is not None else float("nan")
-    return GroupCalibration(
-        name=str(name),
-        num_atoms=int(len(p)),
-        scale=float(s),
-        curve_uncalibrated=calibration_curve(p, errors <= thresholds, n_bins),
-        curve_calibrated=calibration_curve(p, errors <= s * thresholds, n_bins),
-        spearman_uncertainty_error=rho,
-        spearman_pvalue=pvalue,
-        spearman_ood_distance_error=rho_ood,
-        mean_predicted_p=float(p.mean()),
-        force_error_mae=float(errors.mean()),
-    )
-
-
-def calibration_report(
-    predicted_p,
-    errors,
-    thresholds,
-    ood_distance=None,
-    groups: Optional[Sequence] = None,
-    n_bins: int = DEFAULT_BINS,
-    scale: Optional[float] = None,
+    scale: Optional[DistanceScale] = None,
     group_by: Optional[str] = None,
 ) -> CalibrationReport:
-    """Calibrate over all atoms and, when per-atom ``groups`` labels are given, per group."""
-    p = np.asarray(predicted_p, dtype=np.float64)
-    errors = np.asarray(errors, dtype=np.float64)
-    thresholds = np.asarray(thresholds, dtype=np.float64)
-    ood = None if ood_distance is None else np.asarray(ood_distance, dtype=np.float64)
-    overall = calibrate_group("all", p, errors, thresholds, ood, n_bins, scale)
-    per_group = {}
-    if groups is not None:
-        labels = np.asarray([str(g) for g in groups])
-        if len(labels) != len(p):
-            raise CalibrationError(f"{len(labels)} group labels for {len(p)} atoms")
-        for name in sorted(set(labels.tolist())):
-            mask = labels == name
-            try:
-                per_group[name] = calibrate_group(
-                    name, p[mask], errors[mask], thresholds[mask], None if ood is None else ood[mask], n_bins, scale
-                )
-            except CalibrationError as exc:
-                raise CalibrationError(f"group {name!r}: {exc}") from exc
-    return CalibrationReport(overall=overall, groups=per_group, group_by=group_by, n_bins=n_bins)
+    """Fit s(d, D) on a random ``fit_fraction`` of the structures (within each group) of
+    ``atoms`` (:class:`~ase_nnip.ltau.evaluation.LabelledAtoms`) and report on the rest.
+    ``scale`` fixes the scale instead of fitting it (then every structure is a test one)."""
+    structure_group = np.full(atoms.num_structures, "all", dtype=object)
+    if atoms.groups is not None:
+        structure_group[atoms.structure] = atoms.groups
+    if scale is None:
+        fit_structures = split_structures(structure_group.astype(str), fit_fraction, seed)
+        fit_atoms = atoms.subset(fit_structures[atoms.structure])
+        try:
+            scale = fit_distance_scale(grid, table, fit_atoms.neighbors, fit_atoms.errors)
+        except ValueError as exc:
+            raise CalibrationError(str(exc)) from exc
+        split = {"fit_fraction": fit_fraction, "seed": seed, "fit_structures": int(fit_structures.sum()),
+                 "test_structures": int((~fit_structures).sum()), "by": "random within each group"}
+    else:
+        fit_structures = np.zeros(atoms.num_structures, dtype=bool)
+        fit_atoms = None
+        split = {"fit_fraction": 0.0, "seed": None, "fit_structures": 0, "test_structures": atoms.num_structures,
+                 "by": "nothing fitted: a given scale on every structure"}
+    split["fit_frames"] = {f: atoms.structure_frame[fit_structures & (atoms.structure_file == n)].tolist()
+                           for n, f in enumerate(atoms.files)}
+    test = atoms.subset(~fit_structures[atoms.structure])
+    unit = DistanceScale.constant(1.0)
+
+    def one(name, part) -> GroupCalibration:
+        return GroupCalibration(
+            name=str(name),
+            num_atoms=int(len(part.errors)),
+            num_structures=int(len(np.unique(part.structure))),
+            uncalibrated=group_metrics(grid, table, part, unit, threshold, n_bins),
+            calibrated=group_metrics(grid, table, part, scale, threshold, n_bins),
+        )
+
+    groups = {}
+    if test.groups is not None:
+        for name in sorted(set(test.groups.tolist())):
+            groups[name] = one(name, test.subset(test.groups == name))
+    return CalibrationReport(
+        scale=scale,
+        threshold=float(threshold),
+        k=int(k),
+        overall=one("all", test),
+        groups=groups,
+        fit_overall=None if fit_atoms is None else one("fit split", fit_atoms),
+        group_by=group_by,
+        n_bins=n_bins,
+        split=split,
+        data_files=list(atoms.files),
+    )
+
+
+def format_report(report: CalibrationReport) -> str:
+    """Plain-text table: one row per group (test split), before → after calibration."""
+    lines = [
+        f"{report.scale.describe()}; threshold τ = {report.threshold:.4g} eV/Å; k = {report.k}",
+        f"split: {report.split.get('fit_structures', 0)} structures fitted, {report.split.get('test_structures')} "
+        f"tested ({report.split.get('by')}, seed {report.split.get('seed')}); metrics on the test split",
+        f"{'group':26s} {'atoms':>6s} {'ECE s=1→s(d)':>14s} {'P(|ΔF|>τ) pred/obs':>19s} "
+        f"{'ρ atom':>7s} {'AUROC fe/ood':>13s} {'ρ struct':>9s}",
+    ]
+    rows = [report.overall, *report.groups.values()] + ([report.fit_overall] if report.fit_overall else [])
+    for g in rows:
+        u, c = g.uncalibrated, g.calibrated
+        lines.append(
+            f"{g.name[:26]:26s} {g.num_atoms:6d} {u.ece:6.3f}→{c.ece:6.3f} "
+            f"{c.mean_uncertainty:9.3f}/{c.observed_exceedance:<9.3f} {c.spearman_atom:7.3f} "
+            f"{c.auroc_force_error:6.3f}/{c.auroc_ood_distance:<6.3f} {c.spearman_structure:9.3f}"
+        )
+    return "\n".join(lines)
 
 
 def write_calibration_json(report: CalibrationReport, path) -> None:
@@ -289,25 +329,22 @@ def write_calibration_json(report: CalibrationReport, path) -> None:
 
 
 def write_calibration_csv(report: CalibrationReport, path) -> None:
-    """One row per group, calibration state and bin: the curve's numbers."""
+    """One row per group, calibration state and bin: the reliability curves' numbers."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(
-            ["group", "calibration", "scale", "bin_low", "bin_high", "count", "mean_predicted_p", "observed_fraction"]
-        )
+        writer.writerow(["group", "calibration", "bin_low", "bin_high", "count", "mean_predicted", "observed_fraction"])
         for g in [report.overall, *report.groups.values()]:
-            for label, curve, s in (("uncalibrated", g.curve_uncalibrated, 1.0), ("calibrated", g.curve_calibrated, g.scale)):
+            for label, metrics in (("s=1", g.uncalibrated), ("calibrated", g.calibrated)):
+                curve = metrics.curve
                 edges = curve.bin_edges
                 for b, count in enumerate(curve.counts):
-                    writer.writerow(
-                        [g.name, label, f"{s:.6g}", f"{edges[b]:.4g}", f"{edges[b + 1]:.4g}", count,
-                         f"{curve.predicted[b]:.6g}", f"{curve.observed[b]:.6g}"]
-                    )
+                    writer.writerow([g.name, label, f"{edges[b]:.4g}", f"{edges[b + 1]:.4g}", count,
+                                     f"{curve.predicted[b]:.6g}", f"{curve.observed[b]:.6g}"])
 
 
 def plot_calibration(report: CalibrationReport, path) -> None:
-    """PNG: observed fraction below the threshold against predicted p, before (s = 1) and
-    after calibration, one line per group (paper Fig. 1)."""
+    """PNG reliability diagram: observed frequency of |ΔF| > τ against the predicted
+    ``uncertainty``, before (s = 1) and after calibration, one line per group (test split)."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state
 
     fig = Figure(figsize=(10, 4.6))
@@ -316,14 +353,15 @@ def plot_calibration(report: CalibrationReport, path) -> None:
     for ax, calibrated in zip(axes, (False, True)):
         ax.plot([0, 1], [0, 1], "r--", lw=1, label="ideal")
         for g in entries:
-            curve = g.curve_calibrated if calibrated else g.curve_uncalibrated
-            label = f"{g.name} (s={g.scale:.3g}, ECE={curve.ece:.3f})" if calibrated else f"{g.name} (ECE={curve.ece:.3f})"
-            ax.plot(curve.predicted, curve.observed, "o-", ms=4, color="k" if g is report.overall else None, label=label)
+            m = g.calibrated if calibrated else g.uncalibrated
+            ax.plot(m.curve.predicted, m.curve.observed, "o-", ms=4, color="k" if g is report.overall else None,
+                    label=f"{g.name} (ECE={m.ece:.3f}, n={g.num_atoms})")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
-        ax.set_xlabel("predicted p (1 − uncertainty)")
-        ax.set_title("calibrated: error ≤ s·τ" if calibrated else "uncalibrated: error ≤ τ")
+        ax.set_xlabel(f"predicted P(|ΔF| > {report.threshold:.3g} eV/Å)")
+        ax.set_title(report.scale.describe() if calibrated else "s = 1 (uncalibrated)", fontsize=9)
         ax.legend(fontsize=7, loc="upper left")
-    axes[0].set_ylabel("observed fraction below threshold")
+    axes[0].set_ylabel("observed fraction of atoms with |ΔF| > τ")
+    fig.suptitle(f"test split: {report.split.get('test_structures')} structures", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

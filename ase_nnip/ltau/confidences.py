@@ -215,8 +215,9 @@ def sample_confidences(
     try:
         tables = [r.atoms() for r in readers]
         _check_same_atoms(tables, paths)
+        train_mae = float(np.mean([final_train_mae(r) for r in readers]))
         if atol is None:
-            atol = float(np.mean([final_train_mae(r) for r in readers]))
+            atol = train_mae
         check_threshold(float(atol), float(rtol))
         p_sum = p_sq = table_sum = table_sq = None
         member_windows = []
@@ -259,5 +260,6 @@ def sample_confidences(
             "energy_key": attrs[0].get("energy_key"),
             "forces_key": attrs[0].get("forces_key"),
             "final_model_fingerprints": [a.get("final_model_fingerprint") for a in attrs],
+            "train_force_mae_eV_per_A": train_mae,
         },
     )

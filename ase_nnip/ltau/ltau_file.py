@@ -7,7 +7,8 @@ Layout (format "ase-nnip-ltau", version 1)::
                                atol (eV/Å), rtol, k, burn_in_epochs, window_epochs (-1: default/all),
                                index_type ("flat"|"hnsw"), hnsw_M, hnsw_ef_construction,
                                hnsw_ef_search, standardize, member_windows (JSON),
-                               source (JSON), calibration (JSON: scale, groups, report)
+                               source (JSON, incl. train_force_mae_eV_per_A),
+                               calibration (JSON: distance_scale, threshold_eV_per_A, report)
     /atoms/structure_index     (N,) int64   frame index in the training data file
     /atoms/atom_index          (N,) int32
     /atoms/atomic_number       (N,) int32
@@ -36,6 +37,7 @@ import numpy as np
 from ase_nnip import __version__
 from ase_nnip.hdf5_format import atomic_create, open_checked
 from ase_nnip.ltau.confidences import EpochWindow, SampleConfidences
+from ase_nnip.ltau.error_model import DistanceScale
 from ase_nnip.ltau.index import HNSWParams, Standardizer, build_index, serialize_index
 
 FORMAT = "ase-nnip-ltau"
@@ -50,7 +52,9 @@ class LTAUFileError(ValueError):
 class LTAUData:
     """The contents of a ``.ltau`` file.
 
-    calibration: {"scale": s, "groups": {name: s}, "report": {...}} (empty: s = 1).
+    calibration: {"distance_scale": {a, b, c, d_ref, d_min}, "threshold_eV_per_A": τ,
+    "report": {...}} as written by ``ase-nnip ltau calibrate`` (files of version 0.1 hold a
+    constant {"scale": s, "groups": {name: s}} instead; empty: s = 1).
     """
 
     confidences: SampleConfidences
@@ -67,19 +71,28 @@ class LTAUData:
     def num_atoms(self) -> int:
         return self.confidences.num_atoms
 
-    @property
-    def scale(self) -> float:
-        """Global calibration factor s (1 when uncalibrated)."""
-        return float(self.calibration.get("scale", 1.0))
+    def distance_scale(self, group: Optional[str] = None) -> DistanceScale:
+        """The calibrated s(d, D) (s = 1 when uncalibrated). ``group`` picks a per-group
+        constant factor of an older file; unknown groups are an error."""
+        if group is not None:
+            groups = self.calibration.get("groups", {})
+            if group not in groups:
+                raise LTAUFileError(f"no calibration factor for group {group!r}; calibrated groups: {sorted(groups)}")
+            return DistanceScale.constant(float(groups[group]))
+        if "distance_scale" in self.calibration:
+            return DistanceScale.from_dict(self.calibration["distance_scale"])
+        return DistanceScale.constant(float(self.calibration.get("scale", 1.0)))
 
-    def group_scale(self, group: Optional[str]) -> float:
-        """s of a calibration group (``None``: the global one); unknown groups are an error."""
-        if group is None:
-            return self.scale
-        groups = self.calibration.get("groups", {})
-        if group not in groups:
-            raise LTAUFileError(f"no calibration factor for group {group!r}; calibrated groups: {sorted(groups)}")
-        return float(groups[group])
+    @property
+    def train_force_mae(self) -> float:
+        """The members' mean final training MAE of force-error norms (eV/Å); atol for older files."""
+        return float(self.confidences.source.get("train_force_mae_eV_per_A", self.confidences.atol))
+
+    @property
+    def threshold(self) -> float:
+        """The force-error threshold τ (eV/Å) that ``uncertainty`` refers to: the calibrated
+        one, else 2× the training MAE of the force-error norm."""
+        return float(self.calibration.get("threshold_eV_per_A", 2.0 * self.train_force_mae))
 
     def with_calibration(self, calibration: dict) -> "LTAUData":
         return replace(self, calibration=dict(calibration))
