@@ -87,18 +87,28 @@ def run(config_file, overrides, output, mpi, quiet):
     "(default: the results file's path without .h5 for one file, md-harness-report for several).",
 )
 @click.option(
-    "--uncertainty-threshold", type=float, default=None,
-    help="Max per-atom uncertainty that counts as a warning for the lead time (default: the run's "
-    "uncertainty_threshold, detected every step; another value uses the thermo rows).",
+    "--false-alarm-rate", type=float, default=None,
+    help="Early warning: the threshold on a signal is the level this fraction of surviving replicas ever "
+    "exceeds (default: the run's warning_false_alarm_rate).",
+)
+@click.option(
+    "--horizon-ps", type=float, default=None,
+    help="Early warning: a thermo row is positive when its replica fails within this time (per-step AUROC; "
+    "default: the run's warning_horizon_ps).",
 )
 @click.option("--no-plot", is_flag=True, help="Skip the PNG survival plot.")
-def report(results, prefix, uncertainty_threshold, no_plot):
+def report(results, prefix, false_alarm_rate, horizon_ps, no_plot):
     """Survival statistics of one or more results files, side by side.
 
     Kaplan–Meier survival with a 95% log-log confidence band (failures are events, survived and
     unfinished replicas are censored at the time they reached), median time to failure,
     restricted mean survival time up to the run length, fraction surviving, failures per mode,
-    block-averaged density for NPT runs, and uncertainty lead times when uncertainty was logged.
+    block-averaged density for NPT runs. Where the calculator logged uncertainty signals
+    (max force_error, ood_distance, uncertainty per thermo row), an early-warning analysis per
+    signal: threshold from a false-alarm rate on survivors, failures warned before failing
+    against survivors at the same times (null baseline), median lead time against the null,
+    and the per-step AUROC for "fails within the horizon" with a bootstrap interval; it says
+    in words when a signal carries no warning.
     """
     from md_harness.report import write_report
     from md_harness.store import ResultsFileError
@@ -106,7 +116,9 @@ def report(results, prefix, uncertainty_threshold, no_plot):
     if prefix is None:
         prefix = str(Path(results[0]).with_suffix("")) if len(results) == 1 else "md-harness-report"
     try:
-        table, written = write_report(results, prefix, uncertainty_threshold=uncertainty_threshold, plot=not no_plot)
+        table, written = write_report(
+            results, prefix, false_alarm_rate=false_alarm_rate, horizon_ps=horizon_ps, plot=not no_plot
+        )
     except ResultsFileError as err:
         raise click.ClickException(str(err)) from err
     click.echo(table)

@@ -25,7 +25,8 @@ FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 # Keys that may change when a results file is resumed: they steer the run, not its physics.
 RUN_CONTROL_KEYS = frozenset(
-    {"output", "wall_time_limit_s", "checkpoint_every_steps", "threads_per_rank", "description", "n_replicas"}
+    {"output", "wall_time_limit_s", "checkpoint_every_steps", "threads_per_rank", "description", "n_replicas",
+     "warning_false_alarm_rate", "warning_horizon_ps"}
 )
 # Keys that name files: on resume their *content* must match (model identity, structure hash).
 PATH_KEYS = ("model", "uncertainty", "structure")
@@ -99,7 +100,10 @@ class HarnessConfig:
     density_window_ps: float = _key(1.0, "window of the running-mean density", NUM)
     box_min_cutoffs: float = _key(2.0, "failure when a cell height falls below this many model cutoffs (npt only)", NUM)
     max_initial_force_eV_A: float = _key(50.0, "launch check: largest force allowed on the start structure", NUM)
-    uncertainty_threshold: float = _key(0.5, "max per-atom uncertainty above which a replica counts as warned", NUM)
+    warning_false_alarm_rate: float = _key(
+        0.1, "report: warning threshold = the level that this fraction of surviving replicas ever exceeds", NUM
+    )
+    warning_horizon_ps: float = _key(0.1, "report: a thermo row 'fails within the next Δt' for this Δt (per-step AUROC)", NUM)
     # analysis
     density_average_last_ps: float = _key(50.0, "density is averaged over this last part of a surviving replica", NUM)
     density_blocks: int = _key(5, "blocks for the block-averaged density error bar", (int,))
@@ -254,6 +258,11 @@ def _check_consistency(config: HarnessConfig, source: str) -> None:
     _positive(config, source, "temperature_K", "timestep_fs", "thermostat_tau_fs", "duration_ps", "n_replicas")
     _positive(config, source, "thermo_stride_steps", "checkpoint_every_steps", "bond_rupture_A", "density_window_ps")
     _positive(config, source, "temperature_blowup_factor", "max_initial_force_eV_A", "density_blocks")
+    _positive(config, source, "warning_horizon_ps")
+    if not 0.0 < config.warning_false_alarm_rate < 1.0:
+        raise ConfigError(
+            f"{source}: key 'warning_false_alarm_rate' must be between 0 and 1, got {config.warning_false_alarm_rate!r}"
+        )
     if config.initial_temperature_K is not None and not config.initial_temperature_K > 0:
         # ASE's Berendsen thermostat divides by the current temperature
         raise ConfigError(f"{source}: key 'initial_temperature_K' must be > 0, got {config.initial_temperature_K}")

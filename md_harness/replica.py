@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 import time
 import traceback
 from dataclasses import dataclass
@@ -42,7 +43,13 @@ THERMO_COLUMNS = (
     "max_bond_A",
     "max_uncertainty",
     "mean_uncertainty",
+    "max_force_error_eV_A",
+    "mean_force_error_eV_A",
+    "max_ood_distance",
+    "mean_ood_distance",
 )
+#: Per-atom calculator results logged as (max, mean) per thermo row when the calculator has them.
+SIGNAL_KEYS = ("uncertainty", "force_error", "ood_distance")
 STATUSES = ("failed", "survived", "unfinished", "error")
 
 
@@ -76,7 +83,6 @@ class ReplicaRecord:
     steps_done: int = 0
     time_ps: float = 0.0
     censored: bool = True
-    first_uncertain_step: int = -1
     initial_momenta_sha256: str = ""
     message: str = ""
     wall_s: float = 0.0
@@ -148,12 +154,26 @@ def make_dynamics(config: HarnessConfig, atoms: Atoms):
     return NVTBerendsen(atoms, dt, temperature_K=config.temperature_K, taut=taut)
 
 
-def thermo_row(step, config, atoms, energy, measurement, uncertainty) -> list:
+def uncertainty_signals(results) -> list:
+    """(max, mean) of each of :data:`SIGNAL_KEYS` in a calculator's ``results`` (NaN where
+    absent). Reading them is what makes a lazy calculator compute them."""
+    out = []
+    for key in SIGNAL_KEYS:
+        values = results.get(key) if results is not None else None
+        if values is None or len(np.atleast_1d(values)) == 0:
+            out += [np.nan, np.nan]
+        else:
+            values = np.asarray(values, dtype=float)
+            out += [float(np.max(values)), float(np.mean(values))]
+    return out
+
+
+def thermo_row(step, config, atoms, energy, measurement, signals) -> list:
+    """One row of :data:`THERMO_COLUMNS`; ``signals`` from :func:`uncertainty_signals`."""
     pressure = float("nan")
     if "stress" in (atoms.calc.results if atoms.calc is not None else {}):
         stress = atoms.get_stress(include_ideal_gas=True)
         pressure = -float(np.mean(stress[:3])) / units.bar
-    u_max, u_mean = (float(np.max(uncertainty)), float(np.mean(uncertainty))) if uncertainty is not None else (np.nan, np.nan)
     return [
         step,
         step * config.timestep_fs / 1000.0,
@@ -163,9 +183,54 @@ def thermo_row(step, config, atoms, energy, measurement, uncertainty) -> list:
         measurement.density_g_cm3,
         pressure,
         measurement.max_bond_A,
-        u_max,
-        u_mean,
+        *signals,
     ]
+
+
+def failure_frames_path(config: HarnessConfig, index: int) -> Optional[Path]:
+    """``<output stem>_failures/replica_NNNNN.xyz`` next to the results file (None without output)."""
+    if not config.output:
+        return None
+    out = Path(config.output)
+    return out.with_name(out.stem + "_failures") / f"replica_{index:05d}.xyz"
+
+
+def write_failure_frames(protocol: "Protocol", record: "ReplicaRecord", frames: "FrameRing", calc) -> None:
+    """The kept last frames before a failure as extended XYZ with the calculator's forces and,
+    where it has them, per-atom ``force_error`` (eV/Å), ``uncertainty`` and ``ood_distance``
+    arrays, so that the breaking atoms can be seen in any viewer. A problem here is logged
+    in the record's message, never raised."""
+    path = failure_frames_path(protocol.config, record.index)
+    if path is None:
+        return
+    try:
+        from ase.calculators.singlepoint import SinglePointCalculator
+        from ase.io import write
+
+        images = []
+        kept = frames.ordered()
+        for step, positions, cell in zip(kept["step"], kept["positions"], kept["cell"]):
+            image = protocol.start.copy()
+            image.set_cell(cell)
+            image.positions = positions
+            image.info.update(step=int(step), time_ps=step * protocol.config.timestep_fs / 1000.0,
+                              replica=record.index, failure_mode=record.failure_mode)
+            try:
+                image.calc = calc
+                forces = image.get_forces()
+                energy = image.get_potential_energy()
+                for key in SIGNAL_KEYS:
+                    values = calc.results.get(key)
+                    if values is not None and np.shape(values) == (len(image),):
+                        image.arrays[key] = np.asarray(values, dtype=float)
+            except Exception:  # the model broke on this frame: keep the geometry
+                forces, energy = None, None
+            image.calc = SinglePointCalculator(image, energy=energy, forces=forces) if forces is not None else None
+            images.append(image)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path, images, format="extxyz", parallel=False)
+    except Exception as err:
+        record.message = (record.message + "; " if record.message else "") + f"failure frames not written: {err}"
 
 
 def _rows(rows: list) -> np.ndarray:
@@ -202,7 +267,6 @@ def run_replica(
             "rng_state": json.dumps(rng.bit_generator.state),
             "detector": detector.state_dict(),
             "frames": frames.state_dict(),
-            "first_uncertain_step": record.first_uncertain_step,
             "initial_momenta_sha256": record.initial_momenta_sha256,
             "wall_s": wall_before + time.perf_counter() - started,
         }
@@ -224,15 +288,14 @@ def run_replica(
             return calculator_failed(err)
         obs = Observation(step, atoms.positions, atoms.cell.array, atoms.pbc, atoms.get_temperature(), energy, forces)
         mode, measured = detector.check(obs)
-        uncertainty = atoms.calc.results.get("uncertainty")
-        if uncertainty is not None and record.first_uncertain_step < 0:
-            if np.max(uncertainty) > config.uncertainty_threshold:
-                record.first_uncertain_step = step
         if mode is not None or step % config.thermo_stride_steps == 0:
-            thermo.append(thermo_row(step, config, atoms, energy, measured, uncertainty))
+            # only here are the uncertainty keys read: a lazy calculator skips them otherwise
+            signals = uncertainty_signals(atoms.calc.results)
+            thermo.append(thermo_row(step, config, atoms, energy, measured, signals))
         frames.push(step, atoms.positions, atoms.cell.array)
         if mode is not None:
             fail(mode, step)
+            write_failure_frames(protocol, record, frames, atoms.calc)
             return True
         if step >= config.n_steps:
             record.status, record.time_ps = "survived", step * config.timestep_fs / 1000.0
@@ -245,7 +308,7 @@ def run_replica(
 
     def calculator_failed(err: Exception) -> bool:
         fail("calculator_exception", step, f"{type(err).__name__}: {err}")
-        thermo.append(thermo_row(step, config, atoms, np.nan, Measurement(), None))
+        thermo.append(thermo_row(step, config, atoms, np.nan, Measurement(), [np.nan] * 2 * len(SIGNAL_KEYS)))
         frames.push(step, atoms.positions, atoms.cell.array)
         return True
 
@@ -259,7 +322,6 @@ def run_replica(
             rng.bit_generator.state = json.loads(ck["rng_state"])
             detector.load_state_dict(ck["detector"])
             frames.load_state_dict(ck["frames"])
-            record.first_uncertain_step = int(ck["first_uncertain_step"])
             record.initial_momenta_sha256 = str(ck["initial_momenta_sha256"])
             wall_before = float(ck["wall_s"])
         else:

@@ -3,8 +3,8 @@
 Per file (model): counts per status and failure mode, Kaplan–Meier fraction surviving at
 the run length, median time to failure and restricted mean survival time (both with
 confidence limits), the block-averaged density of surviving NPT replicas, and, where the
-calculator logged per-atom uncertainty, the lead time from the first step the max
-uncertainty crossed the threshold to the failure.
+calculator logged per-atom uncertainty signals, whether they warn of failures before they
+happen, judged against a null baseline (:mod:`md_harness.warning`).
 
 Survival analysis: failed replicas are events at their time to failure; survived and
 unfinished replicas are censored at the time they reached; ``error`` replicas (harness
@@ -26,6 +26,7 @@ from md_harness.detectors import FAILURE_MODES
 from md_harness.seeds import duplicate_groups
 from md_harness.statistics import block_average, block_means, kaplan_meier, median_survival, restricted_mean
 from md_harness.store import Results, load_results
+from md_harness.warning import SIGNALS, Trace, analyse_warning
 
 
 @dataclass
@@ -37,8 +38,7 @@ class ReplicaSummary:
     failure_mode: str
     time_ps: float
     censored: bool
-    warned_at_ps: float  # first time max uncertainty crossed the threshold (NaN: never / not logged)
-    lead_time_ps: float  # failure time − warned_at (failed replicas warned before failing)
+    max_force_error_eV_A: float  # largest predicted per-atom force error logged (NaN: not logged)
     density_g_cm3: float  # mean over the averaging window (surviving NPT replicas)
     density_error_g_cm3: float
 
@@ -64,26 +64,12 @@ class ModelSummary:
     rmst_se_ps: float
     density_g_cm3: float = float("nan")
     density_error_g_cm3: float = float("nan")
-    uncertainty_threshold: float = float("nan")
-    failures_warned: int = 0
-    failures_with_uncertainty: int = 0
-    median_lead_time_ps: float = float("nan")
-    survivors_warned: int = 0
+    warnings: list = field(default_factory=list)  # asdict(WarningAnalysis) per logged signal
     duplicate_replicas: list = field(default_factory=list)
 
 
 def _decode(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def first_crossing_step(results: Results, index: int, threshold: float) -> int:
-    """First step whose max uncertainty exceeds ``threshold``: exact (every step) when the
-    threshold is the run's, otherwise from the thermo rows (resolution: thermo stride). −1: never."""
-    if threshold == results.config["uncertainty_threshold"]:
-        return int(results.table["first_uncertain_step"][index])
-    u = results.column(index, "max_uncertainty")
-    hit = np.flatnonzero(u > threshold)
-    return int(results.column(index, "step")[hit[0]]) if len(hit) else -1
 
 
 def replica_density(results: Results, index: int) -> tuple[float, float, np.ndarray]:
@@ -96,12 +82,32 @@ def replica_density(results: Results, index: int) -> tuple[float, float, np.ndar
     return mean, err, blocks
 
 
-def summarize(results: Results, uncertainty_threshold: Optional[float] = None) -> tuple[ModelSummary, list]:
-    """Survival statistics and per-replica rows of one results file."""
+def warning_analyses(results: Results, status: np.ndarray, false_alarm_rate: float, horizon_ps: float) -> list:
+    """:func:`~md_harness.warning.analyse_warning` for every signal the file has logged."""
+    analyses = []
+    indices = [int(i) for i in results.table["index"]]
+    for signal in SIGNALS:
+        if not any(np.isfinite(results.column(i, signal)).any() for i in indices):
+            continue
+        failed, survived = [], []
+        for i, st, row in zip(indices, status, results.table):
+            trace = Trace(results.column(i, "time_ps"), results.column(i, signal))
+            if st == "failed":
+                trace.failure_ps = float(row["time_ps"])
+                failed.append(trace)
+            elif st == "survived":
+                survived.append(trace)
+        analyses.append(analyse_warning(signal, failed, survived, false_alarm_rate, horizon_ps))
+    return analyses
+
+
+def summarize(
+    results: Results, false_alarm_rate: Optional[float] = None, horizon_ps: Optional[float] = None
+) -> tuple[ModelSummary, list]:
+    """Survival statistics, warning analyses and per-replica rows of one results file
+    (``false_alarm_rate`` and ``horizon_ps`` override the run's warning_* settings)."""
     config, table = results.config, results.table
-    dt_ps = config["timestep_fs"] / 1000.0
     horizon = config["duration_ps"]
-    threshold = config["uncertainty_threshold"] if uncertainty_threshold is None else uncertainty_threshold
     status = np.array([_decode(s) for s in table["status"]])
     modes = np.array([_decode(m) for m in table["failure_mode"]])
     usable = status != "error"
@@ -110,24 +116,10 @@ def summarize(results: Results, uncertainty_threshold: Optional[float] = None) -
     median = median_survival(km)
     rmst, rmst_se = restricted_mean(km, horizon)
 
-    has_uncertainty = {i: bool(np.isfinite(results.column(i, "max_uncertainty")).any()) for i in map(int, table["index"])}
-    rows, all_blocks, leads = [], [], []
-    warned_failures = failures_with_u = warned_survivors = 0
+    rows, all_blocks = [], []
     for row, st, mode in zip(table, status, modes):
         i = int(row["index"])
-        warned_at = lead = float("nan")
-        if has_uncertainty[i]:
-            crossing = first_crossing_step(results, i, threshold)
-            if crossing >= 0:
-                warned_at = crossing * dt_ps
-            if st == "failed":
-                failures_with_u += 1
-                if crossing >= 0 and crossing <= row["failure_step"]:
-                    warned_failures += 1
-                    lead = (row["failure_step"] - crossing) * dt_ps
-                    leads.append(lead)
-            elif st == "survived" and crossing >= 0:
-                warned_survivors += 1
+        fe = results.column(i, "max_force_error_eV_A")
         density = density_err = float("nan")
         if config["ensemble"] == "npt_berendsen" and st == "survived":
             density, density_err, blocks = replica_density(results, i)
@@ -135,12 +127,14 @@ def summarize(results: Results, uncertainty_threshold: Optional[float] = None) -
         rows.append(
             ReplicaSummary(
                 str(results.path), i, int(row["seed"]), st, mode, float(row["time_ps"]), bool(row["censored"]),
-                warned_at, lead, density, density_err,
+                float(np.nanmax(fe)) if np.isfinite(fe).any() else float("nan"), density, density_err,
             )
         )
     density, density_err = block_average(np.asarray(all_blocks))
     counts = {name: int((status == name).sum()) for name in ("failed", "survived", "unfinished", "error")}
     failure_modes = {m: int(((status == "failed") & (modes == m)).sum()) for m in FAILURE_MODES}
+    alpha = config.get("warning_false_alarm_rate", 0.1) if false_alarm_rate is None else false_alarm_rate
+    dt = config.get("warning_horizon_ps", 0.1) if horizon_ps is None else horizon_ps
     summary = ModelSummary(
         file=str(results.path),
         label=results.label,
@@ -161,11 +155,7 @@ def summarize(results: Results, uncertainty_threshold: Optional[float] = None) -
         rmst_se_ps=rmst_se,
         density_g_cm3=density,
         density_error_g_cm3=density_err,
-        uncertainty_threshold=threshold if any(has_uncertainty.values()) else float("nan"),
-        failures_warned=warned_failures,
-        failures_with_uncertainty=failures_with_u,
-        median_lead_time_ps=float(np.median(leads)) if leads else float("nan"),
-        survivors_warned=warned_survivors,
+        warnings=[asdict(a) for a in warning_analyses(results, status, alpha, dt)],
         duplicate_replicas=duplicate_groups(results.momenta_fingerprints),
     )
     return summary, rows
@@ -196,13 +186,12 @@ def format_table(summaries: list[ModelSummary]) -> str:
     ]
     if any(not math.isnan(m.density_g_cm3) for m in summaries):
         lines.append(("density g/cm³ ± err", lambda m: f"{_fmt(m.density_g_cm3, 4)} ± {_fmt(m.density_error_g_cm3, 4)}"))
-    if any(m.failures_with_uncertainty or not math.isnan(m.uncertainty_threshold) for m in summaries):
-        lines.append(("failures warned (u >)", lambda m: f"{m.failures_warned}/{m.failures_with_uncertainty} ({_fmt(m.uncertainty_threshold, 2)})"))
-        lines.append(("median lead time ps", lambda m: _fmt(m.median_lead_time_ps)))
-        lines.append(("survivors warned", lambda m: str(m.survivors_warned)))
     cells = [[name] + [fn(m) for m in summaries] for name, fn in lines]
     widths = [max(len(row[k]) for row in cells) for k in range(len(cells[0]))]
     out = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    for m in summaries:
+        for w in m.warnings:
+            out.append(f"early warning, {Path(m.file).name}, {w['signal']}: {w['verdict']}")
     for m in summaries:
         if m.duplicate_replicas:
             out.append(f"warning: {Path(m.file).name}: replicas {m.duplicate_replicas} start from identical velocities")
@@ -244,13 +233,15 @@ def _json_ready(value):
     return value
 
 
-def write_report(paths, prefix, *, uncertainty_threshold: Optional[float] = None, plot: bool = True) -> tuple[str, dict]:
+def write_report(
+    paths, prefix, *, false_alarm_rate: Optional[float] = None, horizon_ps: Optional[float] = None, plot: bool = True
+) -> tuple[str, dict]:
     """Summarize ``paths``; write ``<prefix>.json``, ``<prefix>.csv``, ``<prefix>_replicas.csv``
     and ``<prefix>_survival.png``. Returns (printable table, {kind: written path})."""
     all_results = [load_results(p) for p in paths]
     summaries, replica_rows = [], []
     for results in all_results:
-        summary, rows = summarize(results, uncertainty_threshold)
+        summary, rows = summarize(results, false_alarm_rate, horizon_ps)
         summaries.append(summary)
         replica_rows.extend(rows)
     prefix = Path(prefix)

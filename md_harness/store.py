@@ -51,7 +51,6 @@ TABLE_DTYPE = np.dtype(
         ("steps_done", "i8"),
         ("time_ps", "f8"),
         ("censored", "?"),
-        ("first_uncertain_step", "i8"),
         ("wall_s", "f8"),
     ]
 )
@@ -122,7 +121,7 @@ def _new_rows(first_index: int, seeds) -> np.ndarray:
     rows["index"] = np.arange(first_index, first_index + len(seeds))
     rows["seed"] = seeds
     rows["status"] = b"unfinished"
-    rows["failure_step"] = rows["first_uncertain_step"] = -1
+    rows["failure_step"] = -1
     rows["censored"] = True
     return rows
 
@@ -189,6 +188,11 @@ class ResultsStore:
         with open_results(path) as f:
             stored = json.loads(f.attrs["config"])
             n_stored = len(f["replicas"])
+            if tuple(json.loads(f.attrs["thermo_columns"])) != THERMO_COLUMNS or f["replicas"].dtype != TABLE_DTYPE:
+                raise ResultsFileError(
+                    f"cannot resume {path}: it was written by an older md-harness (other thermo columns); "
+                    "its report still works, but continue the campaign in a new output file"
+                )
             for key in ("model_identity", "structure_sha256"):
                 if f.attrs.get(key) != attrs.get(key):
                     raise ResultsFileError(
@@ -309,6 +313,9 @@ class Results:
     momenta_fingerprints: dict  # index → fingerprint of the initial momenta ("" if not started)
 
     def column(self, index: int, name: str) -> np.ndarray:
+        """One thermo column of a replica (NaN for a column an older file does not have)."""
+        if name not in self.columns:
+            return np.full(len(self.thermo[index]), np.nan)
         return self.thermo[index][:, self.columns.index(name)]
 
     @property

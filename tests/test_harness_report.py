@@ -1,4 +1,4 @@
-"""md-harness report: survival table, JSON/CSV/PNG outputs, uncertainty lead times."""
+"""md-harness report: survival table, JSON/CSV/PNG outputs, the early-warning analysis."""
 
 import json
 
@@ -32,6 +32,7 @@ class RisingUncertainty(ToyWater):
         uncertainty = np.full(len(self.atoms), 0.1)
         uncertainty[0] = self.calls / 100
         self.results["uncertainty"] = uncertainty
+        self.results["force_error"] = 0.5 * uncertainty
 
 
 @pytest.fixture(scope="module")
@@ -44,28 +45,30 @@ def two_runs(tmp_path_factory):
     return tmp, failing, stable
 
 
-def test_survival_summary_and_lead_times(two_runs):
+def test_survival_summary_and_logged_signals(two_runs):
     _, failing, stable = two_runs
-    summary, rows = summarize(load_results(failing.output))
+    results = load_results(failing.output)
+    summary, rows = summarize(results)
     assert summary.counts == {"failed": 3, "survived": 0, "unfinished": 0, "error": 0}
     assert summary.failure_modes == {"calculator_exception": 3}
     assert summary.median_ps == pytest.approx(0.04) and summary.surviving_fraction == 0.0
     assert summary.rmst_ps == pytest.approx(0.04)  # all fail at 0.04 ps: area under S = 0.04
-    assert (summary.failures_warned, summary.failures_with_uncertainty) == (3, 3)
-    assert [r.lead_time_ps for r in rows] == pytest.approx([0.015] * 3)  # (80 − 50) steps × 0.5 fs
-    assert [r.warned_at_ps for r in rows] == pytest.approx([0.025] * 3)
+    # rows every 10 steps: evaluation k + 1 at step k, so the max uncertainty of step 30 is 0.31
+    steps = results.column(0, "step")
+    row30 = int(np.flatnonzero(steps == 30)[0])
+    assert results.column(0, "max_uncertainty")[row30] == pytest.approx(0.31)
+    assert results.column(0, "max_force_error_eV_A")[row30] == pytest.approx(0.155)
+    assert results.column(0, "mean_uncertainty")[row30] < 0.31
+    assert np.all(np.isnan(results.column(0, "max_ood_distance")))  # not provided by this calculator
+    assert [r.max_force_error_eV_A for r in rows] == pytest.approx([0.5 * 0.71] * 3)  # last row: step 70
+    signals = [w["signal"] for w in summary.warnings]
+    assert signals == ["max_force_error_eV_A", "max_uncertainty"]
+    assert all(w["verdict"].startswith("not assessed") and "0 survived" in w["verdict"] for w in summary.warnings)
 
     summary, rows = summarize(load_results(stable.output))
     assert summary.counts["survived"] == 3 and summary.surviving_fraction == 1.0
     assert np.isnan(summary.median_ps) and summary.rmst_ps == pytest.approx(0.05)
-    assert np.isnan(summary.uncertainty_threshold) and all(np.isnan(r.lead_time_ps) for r in rows)
-
-
-def test_other_threshold_uses_thermo_rows(two_runs):
-    _, failing, _ = two_runs
-    _, rows = summarize(load_results(failing.output), uncertainty_threshold=0.3)
-    # logged every 10 steps: max uncertainty (k + 1) / 100 first above 0.3 in the row of step 30
-    assert [r.lead_time_ps for r in rows] == pytest.approx([0.025] * 3)
+    assert summary.warnings == [] and all(np.isnan(r.max_force_error_eV_A) for r in rows)
 
 
 def test_report_files_side_by_side(two_runs):
@@ -84,7 +87,8 @@ def test_report_files_side_by_side(two_runs):
 def test_report_cli(two_runs, tmp_path):
     _, failing, _ = two_runs
     result = CliRunner().invoke(main, ["report", failing.output, "-p", str(tmp_path / "r"), "--no-plot"])
-    assert result.exit_code == 0 and "median TTF ps" in result.output and "failures warned" in result.output
+    assert result.exit_code == 0 and "median TTF ps" in result.output
+    assert "early warning, rising.h5, max_force_error_eV_A: not assessed" in result.output
     assert not (tmp_path / "r_survival.png").exists()
     not_results = tmp_path / "x.h5"
     not_results.write_bytes(b"nope")

@@ -126,6 +126,15 @@ def test_broken_calculator_is_a_recorded_failure(tmp_path, mode, failure):
         assert group["thermo"][-1, 0] == 30  # a thermo row at the failing step
         if mode == "raise":
             assert "deliberate failure" in group.attrs["message"]
+    frames_file = tmp_path / "results_failures" / "replica_00000.xyz"
+    if mode == "nan":  # a detector failure: the last frames are written for a viewer
+        from ase.io import read
+
+        frames = read(frames_file, ":")
+        assert [f.info["step"] for f in frames] == list(range(30 - len(frames) + 1, 31))
+        assert frames[-1].info["failure_mode"] == "non_finite" and len(frames[-1]) == len(frames[0])
+    else:
+        assert not frames_file.exists()
 
 
 def test_calculator_broken_at_start_stops_before_launch(tmp_path):

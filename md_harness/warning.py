@@ -1,0 +1,187 @@
+"""Does a logged signal warn of a failure before it happens? An analysis that cannot fool anyone.
+
+A *signal* is one thermo column per replica (e.g. ``max_force_error_eV_A``, the largest
+predicted per-atom force error of the step). Given failed replicas (failure time t_f) and
+surviving ones:
+
+1. **Threshold from a stated false-alarm rate.** θ is the (1 − α) quantile of the
+   survivors' largest signal over their whole run, so that a fraction α of the surviving
+   replicas ever crosses it (a false alarm).
+2. **Warned failures and lead times.** A failed replica is warned when its signal exceeds θ
+   at a row *before* t_f (the row logged at the failure itself does not count); its lead
+   time is t_f − (first such row). **Null baseline:** the same statistic for a random time —
+   every survivor, with the failure times of the failed replicas as pretend failure times
+   (time-matched, since a longer run crosses a threshold more often). A warning exists
+   only where failures are warned more often (and earlier) than survivors at the same times.
+3. **Per-step AUROC** of the signal for "fails within the next Δt": positive rows are those
+   of failed replicas in [t_f − Δt, t_f), negative rows all rows of survivors; 0.5 is no
+   signal. The 95 % interval comes from a bootstrap over replicas (rows of one replica are
+   correlated, so replicas, not rows, are resampled).
+
+The verdict says in words whether a warning exists: only when the AUROC interval lies
+above 0.5 *and* more failures than time-matched survivors are warned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Optional
+
+import numpy as np
+
+#: Signals analysed when a results file has them, most useful first.
+SIGNALS = ("max_force_error_eV_A", "max_ood_distance", "max_uncertainty")
+BOOTSTRAP_SAMPLES = 400
+
+
+@dataclass
+class Trace:
+    """One replica's signal: times (T,) ps and values (T,); failure_ps is None for a survivor."""
+
+    time_ps: np.ndarray
+    value: np.ndarray
+    failure_ps: Optional[float] = None
+
+
+@dataclass
+class WarningAnalysis:
+    signal: str
+    false_alarm_rate: float
+    horizon_ps: float
+    n_failed: int
+    n_survived: int
+    threshold: float = float("nan")
+    failures_warned: int = 0
+    warned_fraction: float = float("nan")
+    warned_fraction_ci: list = field(default_factory=lambda: [float("nan"), float("nan")])
+    null_warned_fraction: float = float("nan")
+    median_lead_ps: float = float("nan")
+    null_median_lead_ps: float = float("nan")
+    auroc: float = float("nan")
+    auroc_ci: list = field(default_factory=lambda: [float("nan"), float("nan")])
+    verdict: str = ""
+
+
+def wilson_interval(k: int, n: int, level: float = 0.95) -> list:
+    """Wilson score interval of a binomial proportion k/n."""
+    if n == 0:
+        return [float("nan"), float("nan")]
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
+def _finite(trace: Trace) -> Trace:
+    keep = np.isfinite(trace.value)
+    return Trace(trace.time_ps[keep], trace.value[keep], trace.failure_ps)
+
+
+def first_crossing_before(trace: Trace, threshold: float, end_ps: float) -> float:
+    """Time of the first row before ``end_ps`` with value > ``threshold`` (NaN: none)."""
+    hit = (trace.time_ps < end_ps) & (trace.value > threshold)
+    return float(trace.time_ps[np.argmax(hit)]) if hit.any() else float("nan")
+
+
+def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """P(a positive value > a negative one), ties counted half; NaN when either is empty."""
+    from scipy.stats import rankdata
+
+    if len(positive) == 0 or len(negative) == 0:
+        return float("nan")
+    ranks = rankdata(np.concatenate([positive, negative]))
+    n_pos, n_neg = len(positive), len(negative)
+    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _rows_before_failure(trace: Trace, horizon_ps: float) -> np.ndarray:
+    t = trace.time_ps
+    return trace.value[(t >= trace.failure_ps - horizon_ps) & (t < trace.failure_ps)]
+
+
+def step_auroc(failed: list, survived: list, horizon_ps: float, rng: np.random.Generator) -> tuple[float, list]:
+    """AUROC of rows within ``horizon_ps`` before a failure against survivor rows, and its
+    bootstrap 95 % interval (replicas resampled within each class)."""
+    positives = [_rows_before_failure(t, horizon_ps) for t in failed]
+    negatives = [t.value for t in survived]
+
+    def value(pos, neg):
+        pos, neg = [p for p in pos if len(p)], [n for n in neg if len(n)]
+        if not pos or not neg:
+            return float("nan")
+        return auroc(np.concatenate(pos), np.concatenate(neg))
+
+    estimate = value(positives, negatives)
+    if not np.isfinite(estimate):
+        return estimate, [float("nan"), float("nan")]
+    samples = []
+    for _ in range(BOOTSTRAP_SAMPLES):
+        pos = [positives[i] for i in rng.integers(len(positives), size=len(positives))]
+        neg = [negatives[i] for i in rng.integers(len(negatives), size=len(negatives))]
+        samples.append(value(pos, neg))
+    samples = np.asarray(samples)
+    samples = samples[np.isfinite(samples)]
+    return estimate, [float(np.quantile(samples, 0.025)), float(np.quantile(samples, 0.975))]
+
+
+def analyse_warning(
+    signal: str, failed: list, survived: list, false_alarm_rate: float, horizon_ps: float, seed: int = 0
+) -> WarningAnalysis:
+    """The analysis of the module docstring for traces of failed and surviving replicas."""
+    failed = [_finite(t) for t in failed]
+    survived = [_finite(t) for t in survived]
+    failed = [t for t in failed if len(t.value)]
+    survived = [t for t in survived if len(t.value)]
+    out = WarningAnalysis(signal, false_alarm_rate, horizon_ps, len(failed), len(survived))
+    if len(failed) < 2 or len(survived) < 2:
+        out.verdict = (
+            f"not assessed: needs at least 2 failed and 2 surviving replicas with this signal logged "
+            f"({len(failed)} failed, {len(survived)} survived)"
+        )
+        return out
+    survivor_max = np.array([t.value.max() for t in survived])
+    out.threshold = float(np.quantile(survivor_max, 1.0 - false_alarm_rate, method="higher"))
+
+    crossings = np.array([first_crossing_before(t, out.threshold, t.failure_ps) for t in failed])
+    warned = np.isfinite(crossings)
+    out.failures_warned = int(warned.sum())
+    out.warned_fraction = float(warned.mean())
+    out.warned_fraction_ci = wilson_interval(out.failures_warned, len(failed))
+    leads = np.array([t.failure_ps for t in failed])[warned] - crossings[warned]
+    out.median_lead_ps = float(np.median(leads)) if len(leads) else float("nan")
+
+    # Null: every survivor at every failure time of the failed replicas.
+    null_leads, null_warned = [], []
+    for t_f in (t.failure_ps for t in failed):
+        for trace in survived:
+            cross = first_crossing_before(trace, out.threshold, t_f)
+            null_warned.append(np.isfinite(cross))
+            if np.isfinite(cross):
+                null_leads.append(t_f - cross)
+    out.null_warned_fraction = float(np.mean(null_warned))
+    out.null_median_lead_ps = float(np.median(null_leads)) if null_leads else float("nan")
+
+    out.auroc, out.auroc_ci = step_auroc(failed, survived, horizon_ps, np.random.default_rng(seed))
+    out.verdict = _verdict(out)
+    return out
+
+
+def _verdict(a: WarningAnalysis) -> str:
+    auroc_text = (
+        f"per-step AUROC for failure within {a.horizon_ps:g} ps {a.auroc:.2f} "
+        f"[{a.auroc_ci[0]:.2f}, {a.auroc_ci[1]:.2f}] (no signal: 0.5)"
+    )
+    if not np.isfinite(a.auroc):
+        auroc_text = f"per-step AUROC not available (no rows within {a.horizon_ps:g} ps before a failure)"
+    warned_text = (
+        f"{a.failures_warned}/{a.n_failed} failures warned before failing (threshold {a.threshold:.4g}, "
+        f"{a.false_alarm_rate:.0%} of survivors cross it) vs {a.null_warned_fraction:.0%} of survivors by the same times"
+    )
+    above_chance = np.isfinite(a.auroc_ci[0]) and a.auroc_ci[0] > 0.5
+    more_warned = a.warned_fraction_ci[0] > a.null_warned_fraction
+    if above_chance and more_warned:
+        lead = f"median lead {a.median_lead_ps:.3g} ps (null {a.null_median_lead_ps:.3g} ps)"
+        return f"WARNING SIGNAL: {warned_text}; {lead}; {auroc_text}"
+    return f"NO WARNING distinguishable from chance: {warned_text}; {auroc_text}"
