@@ -138,3 +138,18 @@ def test_weights_command(run, tmp_path):
     expect = np.exp(3.0 * (1 - c.mean + c.std))
     np.testing.assert_allclose(w, expect / expect.mean(), rtol=1e-6)
     assert s.tolist() == c.structure_index.tolist() and a.tolist() == c.atom_index.tolist()
+
+
+def test_info_states_the_threshold_of_an_ltau_file(run, tmp_path):
+    t = run
+    assert invoke("ltau", "build", t / "m.nnip", "-t", t / "t0.h5", "-o", tmp_path / "i.ltau").exit_code == 0
+    r = invoke("info", tmp_path / "i.ltau")
+    assert r.exit_code == 0, r.output
+    mae = read_ltau(tmp_path / "i.ltau").train_force_mae
+    assert f"threshold_eV_per_A         {2 * mae}" in r.output and "default: 2 x training MAE" in r.output
+    data = json.loads(invoke("info", tmp_path / "i.ltau", "--json").output)
+    assert data["k"] == 2 and data["distance_scale"] == "s = 1 (constant)"
+    broken = tmp_path / "broken.ltau"
+    broken.write_bytes(b"no")
+    r = invoke("info", broken)
+    assert r.exit_code == 1 and "Traceback" not in r.output

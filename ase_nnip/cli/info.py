@@ -1,4 +1,4 @@
-"""`ase-nnip info`: what a model file contains."""
+"""`ase-nnip info`: what a model file (.nnip) or an uncertainty file (.ltau) contains."""
 
 import json
 
@@ -9,10 +9,16 @@ import click
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the header as JSON instead of a summary.")
 def command(model, as_json):
-    """Show the config, species, cutoff, parameter count and fingerprint of MODEL (.nnip)."""
+    """Show the species, cutoff, parameter count and fingerprint of MODEL (.nnip), and its
+    full config and metadata with --json. For a .ltau file: the threshold τ (eV/Å) that
+    ``uncertainty`` = P(|ΔF| > τ) refers to, k, the calibrated scale s(d, D) and the
+    calibration's test metrics."""
     from ase_nnip.model_file import ModelFileError, load_model
     from ase_nnip.models import count_parameters
 
+    if str(model).endswith(".ltau"):
+        _ltau_info(model, as_json)
+        return
     try:
         m = load_model(model)
     except ModelFileError as exc:
@@ -32,3 +38,23 @@ def command(model, as_json):
         return
     for key in ("file", "model_type", "species", "cutoff_A", "parameters", "fingerprint"):
         click.echo(f"{key:12s} {summary[key]}")
+    click.echo("(--json adds the config and metadata)")
+
+
+def _ltau_info(path, as_json: bool) -> None:
+    from ase_nnip.ltau import LTAUFileError, read_ltau
+
+    try:
+        summary = {"file": path, **read_ltau(path).summary()}
+    except LTAUFileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    for key, value in summary.items():
+        if key == "calibration_test":
+            for group, metrics in value.items():
+                text = ", ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.3g}" for k, v in metrics.items())
+                click.echo(f"{'test ' + group:26s} {text}")
+        else:
+            click.echo(f"{key:26s} {value}")

@@ -2,7 +2,8 @@
 
     calc = NNIPCalculator("model.nnip", uncertainty="model.ltau")   # or ltau=LTAUEstimator.load(...)
     atoms.calc = calc; atoms.get_forces()
-    calc.results["uncertainty"]    # (N,) P(force error of the atom > s·atol)
+    calc.results["force_error"]    # (N,) predicted force-error norm |ΔF| (eV/Å)
+    calc.results["uncertainty"]    # (N,) P(|ΔF| > τ), τ in eV/Å (estimator.threshold)
     calc.results["ood_distance"]   # (N,) mean descriptor distance to the k nearest training atoms
 
 Modules (one job each):
@@ -11,9 +12,10 @@ Modules (one job each):
 - :mod:`.index`        FAISS flat/HNSW index, descriptor standardisation, (de)serialisation
 - :mod:`.ltau_file`    the ``.ltau`` HDF5 file
 - :mod:`.build`        descriptors of the training atoms + everything above → ``.ltau``
+- :mod:`.error_model`  a new atom's predicted error distribution; the distance-aware scale s(d, D) and its fit
 - :mod:`.estimator`    :class:`LTAUEstimator`, the calculator's uncertainty hook
-- :mod:`.evaluation`   predictions next to actual force errors on labelled data
-- :mod:`.calibration`  calibration curve, ECE, fitted scale factor s, rank correlation
+- :mod:`.evaluation`   neighbours and actual force errors of labelled data
+- :mod:`.calibration`  fit/test split, ECE, Spearman, AUROC per group, reliability diagram
 - :mod:`.weights`      per-atom loss weights that up-weight easy or hard atoms
 - :mod:`.synthetic`    synthetic trajectories and descriptors (tests, benchmarks)
 

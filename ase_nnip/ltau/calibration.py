@@ -198,7 +198,7 @@ class CalibrationReport:
             "n_bins": self.n_bins,
             "split": self.split,
             "data_files": [str(p) for p in self.data_files],
-            "report": {"test": summary(self.overall), **{n: summary(g) for n, g in self.groups.items()}},
+            "report": {"all": summary(self.overall), **{n: summary(g) for n, g in self.groups.items()}},
         }
 
 

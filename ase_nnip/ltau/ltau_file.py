@@ -94,6 +94,27 @@ class LTAUData:
         one, else 2× the training MAE of the force-error norm."""
         return float(self.calibration.get("threshold_eV_per_A", 2.0 * self.train_force_mae))
 
+    def summary(self) -> dict:
+        """What a user needs to read the uncertainty keys: thresholds, k, scale, calibration."""
+        c = self.confidences
+        report = self.calibration.get("report", {})
+        return {
+            "model_fingerprint": self.model_fingerprint,
+            "training_atoms": self.num_atoms,
+            "atol_eV_per_A": c.atol,
+            "rtol": c.rtol,
+            "train_force_mae_eV_per_A": self.train_force_mae,
+            "threshold_eV_per_A": self.threshold,
+            "threshold_source": "calibration" if "threshold_eV_per_A" in self.calibration
+            else "default: 2 x training MAE of the force-error norm",
+            "k": self.k,
+            "index": self.index_type,
+            "distance_scale": self.distance_scale().describe(),
+            "calibrated_on": self.calibration.get("data_files", []),
+            "calibration_split": {k: v for k, v in self.calibration.get("split", {}).items() if k != "fit_frames"},
+            "calibration_test": report,
+        }
+
     def with_calibration(self, calibration: dict) -> "LTAUData":
         return replace(self, calibration=dict(calibration))
 

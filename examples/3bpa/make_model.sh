@@ -33,9 +33,15 @@ cp "$best" "$out/model.nnip"
 # LTAU: confidences from all members' error trajectories, descriptors from the shipped model.
 ase-nnip ltau build "$out/model.nnip" -o "$out/model.ltau" \
     --trajectories "$runs"/seed-*/member_*/error_trajectory.h5
+# Calibration: s(d, D) fitted on half of the 300/600/1200 K frames of calibration_mixedT.xyz
+# (split seed 0, within each energy bin), reported on the other half; then the 300 K
+# validation frames with that calibration (nothing fitted on them).
+data=$here/../../../shared/data/3bpa
+ase-nnip ltau calibrate "$out/model.nnip" "$out/model.ltau" "$data/calibration_mixedT.xyz" \
+    --bins 0.75,2.1 --k 8 -o "$runs/calibration-mixedT"
 python "$here/pick.py" validation-frames "$runs/seed-0" "$runs/validation.xyz"
-ase-nnip ltau calibrate "$out/model.nnip" "$out/model.ltau" "$runs/validation.xyz" \
-    -o "$runs/calibration"
+ase-nnip ltau calibrate "$out/model.nnip" "$out/model.ltau" "$runs/validation.xyz" --fit-fraction 0 \
+    -o "$runs/calibration-validation300K"
 
 # Ground state: the lowest-energy training frame, relaxed with the shipped model.
 python "$here/pick.py" lowest-energy-frame "$runs/seed-0" "$runs/lowest_energy_frame.xyz"
