@@ -8,6 +8,9 @@ import click
 
 from md_harness import __version__
 
+#: Exit status of `md-harness run` when it stopped with unfinished replicas.
+EXIT_INCOMPLETE = 3
+
 
 def _keys_epilog() -> str:
     from md_harness.config import describe_keys
@@ -46,6 +49,13 @@ def run(config_file, overrides, output, mpi, quiet):
     Launch under `mpiexec -n N md-harness run ...` to spread replicas over N ranks (also across
     nodes with a host file); rank 0 writes the results file. SIGTERM/SIGINT or
     wall_time_limit_s checkpoint running replicas as unfinished and stop cleanly.
+
+    \b
+    Exit status:
+      0  every replica ended (failed, survived or a recorded harness error)
+      1  bad config, model, start structure or results file: nothing was run
+      3  stopped early (wall_time_limit_s or a signal): some replicas are unfinished;
+         run the same command again to resume them
     """
     from md_harness.checks import LaunchCheckError
     from md_harness.config import ConfigError, load_config, parse_overrides
@@ -77,6 +87,12 @@ def run(config_file, overrides, output, mpi, quiet):
         statuses = [s.decode() for s in table["status"]]
         counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("failed", "survived", "unfinished", "error"))
         click.echo(f"{counts} → {config.output}")
+        if "unfinished" in statuses:
+            click.echo(
+                f"INCOMPLETE: stopped before every replica ended; resume with the same command "
+                f"(exit status {EXIT_INCOMPLETE})", err=True,
+            )
+            sys.exit(EXIT_INCOMPLETE)
 
 
 @main.command()

@@ -25,7 +25,7 @@ FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 # Keys that may change when a results file is resumed: they steer the run, not its physics.
 RUN_CONTROL_KEYS = frozenset(
-    {"output", "wall_time_limit_s", "checkpoint_every_steps", "threads_per_rank", "description", "n_replicas",
+    {"output", "wall_time_limit_s", "checkpoint_every_steps", "threads_per_rank", "description", "label", "n_replicas", "progress_interval_s",
      "warning_false_alarm_rate", "warning_horizon_ps"}
 )
 # Keys that name files: on resume their *content* must match (model identity, structure hash).
@@ -57,6 +57,7 @@ class HarnessConfig:
     preset: Optional[str] = _key(None, "preset whose values are the defaults of every other key (md-harness presets)", (str,), nullable=True)
     protocol: str = _key(_REQUIRED, "protocol name; enters the replica seeds and reports (default: the preset name)", (str,))
     description: str = _key("", "free text stored with the results", (str,))
+    label: Optional[str] = _key(None, "name of the model in reports and plots (default: the results file's stem)", (str,), nullable=True)
     model: str = _key(_REQUIRED, "model file (ase_nnip .nnip) or 'module:factory' returning any ASE calculator", (str,))
     model_kwargs: dict = _key({}, "keyword arguments for NNIPCalculator or for the factory", (dict,))
     uncertainty: Optional[str] = _key(None, "uncertainty estimator file (.ltau) attached to an .nnip model", (str,), nullable=True)
@@ -111,6 +112,7 @@ class HarnessConfig:
     thermo_stride_steps: int = _key(10, "log a thermo row every this many steps (and at failure)", (int,))
     checkpoint_every_steps: int = _key(500, "send a restart checkpoint every this many steps", (int,))
     last_frames: int = _key(20, "positions of this many last steps are kept (written when a replica ends)", (int,))
+    progress_interval_s: float = _key(60.0, "seconds between progress log lines when not on a terminal", NUM)
     wall_time_limit_s: Optional[float] = _key(
         None, "stop after this wall time; running replicas are checkpointed as unfinished", NUM, nullable=True
     )
@@ -258,7 +260,7 @@ def _check_consistency(config: HarnessConfig, source: str) -> None:
     _positive(config, source, "temperature_K", "timestep_fs", "thermostat_tau_fs", "duration_ps", "n_replicas")
     _positive(config, source, "thermo_stride_steps", "checkpoint_every_steps", "bond_rupture_A", "density_window_ps")
     _positive(config, source, "temperature_blowup_factor", "max_initial_force_eV_A", "density_blocks")
-    _positive(config, source, "warning_horizon_ps")
+    _positive(config, source, "warning_horizon_ps", "progress_interval_s")
     if not 0.0 < config.warning_false_alarm_rate < 1.0:
         raise ConfigError(
             f"{source}: key 'warning_false_alarm_rate' must be between 0 and 1, got {config.warning_false_alarm_rate!r}"

@@ -244,9 +244,11 @@ def run_replica(
     *,
     should_stop: Callable[[], bool] = lambda: False,
     between_steps: Callable[[], None] = lambda: None,
+    on_step: Callable[[int, int], None] = lambda index, step: None,
     rank: int = 0,
 ) -> ReplicaRecord:
-    """Run (or continue) one replica to failure, survival or a stop request; returns its record."""
+    """Run (or continue) one replica to failure, survival or a stop request; returns its record.
+    ``on_step(index, step)`` is called after every step (progress display)."""
     config = protocol.config
     record = ReplicaRecord(index=task.index, seed=task.seed, host=socket.gethostname(), rank=rank)
     started = time.perf_counter()
@@ -301,7 +303,8 @@ def run_replica(
             record.status, record.time_ps = "survived", step * config.timestep_fs / 1000.0
             return True
         if step % config.checkpoint_every_steps == 0 and step > 0:
-            record.steps_done = step
+            # a replica killed after this checkpoint is censored here, at the time it reached
+            record.steps_done, record.time_ps = step, step * config.timestep_fs / 1000.0
             sink.checkpoint(record, state(), _rows(thermo))
             thermo = []
         return False
@@ -349,6 +352,7 @@ def run_replica(
                 break
             step += 1
             ended = observe(forces)
+            on_step(task.index, step)
     except Exception as err:  # a harness or setup problem: record it, keep the campaign going
         record.status, record.message = "error", f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=5)}"
     record.steps_done = step

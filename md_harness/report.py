@@ -64,6 +64,8 @@ class ModelSummary:
     rmst_se_ps: float
     density_g_cm3: float = float("nan")
     density_error_g_cm3: float = float("nan")
+    complete: bool = True  # False while any replica is unfinished before the run length
+    followed_up_ps: float = float("nan")  # the longest time any usable replica reached
     warnings: list = field(default_factory=list)  # asdict(WarningAnalysis) per logged signal
     duplicate_replicas: list = field(default_factory=list)
 
@@ -112,9 +114,14 @@ def summarize(
     modes = np.array([_decode(m) for m in table["failure_mode"]])
     usable = status != "error"
     km = kaplan_meier(table["time_ps"][usable], status[usable] == "failed")
-    s, lo, hi = km.at(horizon)
     median = median_survival(km)
-    rmst, rmst_se = restricted_mean(km, horizon)
+    # An unfinished replica is censored where it stopped: S and RMST at the run length are not
+    # known while any replica stopped short of it.
+    complete = not np.any(status == "unfinished")
+    s = lo = hi = rmst = rmst_se = float("nan")
+    if complete:
+        s, lo, hi = km.at(horizon)
+        rmst, rmst_se = restricted_mean(km, horizon)
 
     rows, all_blocks = [], []
     for row, st, mode in zip(table, status, modes):
@@ -155,10 +162,16 @@ def summarize(
         rmst_se_ps=rmst_se,
         density_g_cm3=density,
         density_error_g_cm3=density_err,
+        complete=bool(complete),
+        followed_up_ps=float(table["time_ps"][usable].max()) if usable.any() else float("nan"),
         warnings=[asdict(a) for a in warning_analyses(results, status, alpha, dt)],
         duplicate_replicas=duplicate_groups(results.momenta_fingerprints),
     )
     return summary, rows
+
+
+def _if_complete(m: ModelSummary, text: str) -> str:
+    return text if m.complete else f"n/a — {m.counts['unfinished']} replicas unfinished"
 
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -169,26 +182,34 @@ def format_table(summaries: list[ModelSummary]) -> str:
     """Plain-text table, one column per results file."""
     def median_text(m):
         if math.isnan(m.median_ps):
-            return f"> {m.run_length_ps:g}"
+            return f"> {m.run_length_ps:g}" if m.complete else f"not reached by {_fmt(m.followed_up_ps)} (incomplete)"
         return f"{_fmt(m.median_ps)} [{_fmt(m.median_lower_ps)}, {_fmt(m.median_upper_ps)}]"
 
     lines = [
         ("results", lambda m: Path(m.file).name),
-        ("model", lambda m: m.label.split(" [")[0]),
+        ("model", lambda m: m.label),
         ("protocol", lambda m: m.protocol),
         ("replicas", lambda m: str(m.n_replicas)),
         ("failed / survived", lambda m: f"{m.counts['failed']} / {m.counts['survived']}"),
         ("unfinished / error", lambda m: f"{m.counts['unfinished']} / {m.counts['error']}"),
         ("failure modes", lambda m: ", ".join(f"{k}: {v}" for k, v in m.failure_modes.items()) or "none"),
-        ("surviving at end [95% CI]", lambda m: f"{_fmt(m.surviving_fraction)} [{_fmt(m.surviving_lower)}, {_fmt(m.surviving_upper)}]"),
+        ("surviving at end [95% CI]", lambda m: _if_complete(
+            m, f"{_fmt(m.surviving_fraction)} [{_fmt(m.surviving_lower)}, {_fmt(m.surviving_upper)}]")),
         ("median TTF ps [95% CI]", median_text),
-        ("RMST ps ± se", lambda m: f"{_fmt(m.rmst_ps)} ± {_fmt(m.rmst_se_ps)} (of {m.run_length_ps:g})"),
+        ("RMST ps ± se", lambda m: _if_complete(m, f"{_fmt(m.rmst_ps)} ± {_fmt(m.rmst_se_ps)} (of {m.run_length_ps:g})")),
     ]
     if any(not math.isnan(m.density_g_cm3) for m in summaries):
         lines.append(("density g/cm³ ± err", lambda m: f"{_fmt(m.density_g_cm3, 4)} ± {_fmt(m.density_error_g_cm3, 4)}"))
     cells = [[name] + [fn(m) for m in summaries] for name, fn in lines]
     widths = [max(len(row[k]) for row in cells) for k in range(len(cells[0]))]
     out = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    for m in summaries:
+        if not m.complete:
+            out.append(
+                f"INCOMPLETE: {Path(m.file).name}: {m.counts['unfinished']} of {m.n_replicas} replicas unfinished "
+                f"(censored where they stopped; followed up to {_fmt(m.followed_up_ps)} of {m.run_length_ps:g} ps): "
+                "resume the run (same command) for survival and RMST at the run length"
+            )
     for m in summaries:
         for w in m.warnings:
             out.append(f"early warning, {Path(m.file).name}, {w['signal']}: {w['verdict']}")
@@ -198,29 +219,73 @@ def format_table(summaries: list[ModelSummary]) -> str:
     return "\n".join(out)
 
 
-def plot_survival(all_results: list[Results], summaries: list[ModelSummary], path) -> None:
-    """Kaplan–Meier curves with their 95% bands, one per results file, as PNG."""
+def survival_figure(all_results: list[Results], summaries: list[ModelSummary]):
+    """Kaplan–Meier curves with 95 % bands (one per results file), censoring marks (+), the
+    number at risk under the axis, and failures by mode in a side panel. A curve stops where
+    follow-up stops; an incomplete campaign says INCOMPLETE on the plot. Returns the Figure."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.4, 4.2))
+    fig = Figure(figsize=(9.0, 4.8))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    grid = fig.add_gridspec(1, 2, width_ratios=(3.2, 1.0))
+    ax, modes_ax = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
+    t_max = max(s.run_length_ps for s in summaries)
+    ticks = np.linspace(0.0, t_max, 5)
+    at_risk_rows = []
     for results, summary in zip(all_results, summaries):
         status = np.array([_decode(s) for s in results.table["status"]])
         usable = status != "error"
-        km = kaplan_meier(results.table["time_ps"][usable], status[usable] == "failed")
-        t, s, lo, hi = km.steps(summary.run_length_ps)
-        (line,) = ax.step(t, s, where="post", label=f"{summary.label} (n={usable.sum()})")
+        times, failed = results.table["time_ps"][usable], status[usable] == "failed"
+        km = kaplan_meier(times, failed)
+        end = summary.run_length_ps if summary.complete else summary.followed_up_ps
+        t, s, lo, hi = km.steps(end)
+        label = f"{summary.label} (n={usable.sum()})" + ("" if summary.complete else ", INCOMPLETE")
+        (line,) = ax.step(t, s, where="post", label=label)
         ax.fill_between(t, lo, hi, step="post", alpha=0.2, color=line.get_color(), linewidth=0)
+        censored = times[~failed]
+        ax.plot(censored, km.at(censored)[0], "+", ms=9, mew=1.5, color=line.get_color(), label="_censored")
+        at_risk_rows.append((summary.label, line.get_color(), [int((times >= x).sum()) if x <= end else None for x in ticks]))
     ax.set_xlabel("time (ps)")
     ax.set_ylabel("fraction of replicas without failure")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlim(0, max(s.run_length_ps for s in summaries))
-    ax.set_title(", ".join(sorted({s.protocol for s in summaries})))
-    ax.legend(fontsize="small", loc="lower left")
+    ax.set_xlim(0, t_max)
+    ax.set_xticks(ticks)
+    title = ", ".join(sorted({s.protocol for s in summaries}))
+    if not all(s.complete for s in summaries):
+        title = "INCOMPLETE — " + title
+        ax.text(0.5, 0.5, "INCOMPLETE", transform=ax.transAxes, ha="center", va="center", fontsize=28,
+                color="red", alpha=0.25, rotation=20)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize="small", loc="lower left", title="+ censored", title_fontsize="x-small")
+    for row, (name, color, counts) in enumerate(at_risk_rows):
+        y = -0.2 - 0.07 * row
+        ax.text(-0.02, y, f"at risk, {name}", transform=ax.transAxes, ha="right", va="center", fontsize=7, color=color)
+        for x, n in zip(ticks, counts):
+            ax.text(x / t_max, y, "" if n is None else str(n), transform=ax.transAxes, ha="center", va="center",
+                    fontsize=7, color=color)
+    names = [s.label for s in summaries]
+    modes = sorted({m for s in summaries for m in s.failure_modes})
+    left = np.zeros(len(summaries))
+    for mode in modes:
+        counts = np.array([s.failure_modes.get(mode, 0) for s in summaries], dtype=float)
+        modes_ax.barh(names, counts, left=left, label=mode)
+        left += counts
+    modes_ax.set_xlabel("failures")
+    modes_ax.set_title("failures by mode", fontsize=10)
+    modes_ax.tick_params(axis="y", labelsize=7)
+    if modes:
+        modes_ax.legend(fontsize="x-small")
+    else:
+        modes_ax.text(0.5, 0.5, "no failures", transform=modes_ax.transAxes, ha="center")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.subplots_adjust(bottom=0.2 + 0.05 * len(summaries), left=0.1 + 0.03 * max(len(n) for n in names) / 10)
+    return fig
+
+
+def plot_survival(all_results: list[Results], summaries: list[ModelSummary], path) -> None:
+    """:func:`survival_figure` as PNG."""
+    survival_figure(all_results, summaries).savefig(path, dpi=120)
 
 
 def _json_ready(value):
@@ -248,7 +313,11 @@ def write_report(
     prefix.parent.mkdir(parents=True, exist_ok=True)
     written = {"json": prefix.with_name(prefix.name + ".json"), "csv": prefix.with_name(prefix.name + ".csv")}
     written["replicas_csv"] = prefix.with_name(prefix.name + "_replicas.csv")
-    payload = {"models": [asdict(s) for s in summaries], "replicas": [asdict(r) for r in replica_rows]}
+    payload = {
+        "complete": all(s.complete for s in summaries),
+        "models": [asdict(s) for s in summaries],
+        "replicas": [asdict(r) for r in replica_rows],
+    }
     written["json"].write_text(json.dumps(_json_ready(payload), indent=2))
     _write_csv(written["csv"], [_flat(asdict(s)) for s in summaries])
     _write_csv(written["replicas_csv"], [asdict(r) for r in replica_rows])

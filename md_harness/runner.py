@@ -27,6 +27,7 @@ from md_harness.checks import launch_checks
 from md_harness.config import ConfigError, HarnessConfig
 from md_harness.detectors import find_bonds
 from md_harness.models import ModelInfo, describe_model, make_calculator
+from md_harness.progress import CampaignProgress
 from md_harness.replica import Protocol
 from md_harness.scheduler import Coordinator, serial_ase, worker_loop
 from md_harness.seeds import replica_seed
@@ -113,7 +114,19 @@ def prepare(config: HarnessConfig, hosts: list[str], command: str) -> tuple[Prot
         f"{config.protocol}: {len(tasks)} of {config.n_replicas} replicas to run"
         f"{' (resumed)' if resumed else ''} on {len(hosts)} rank(s) → {output}"
     )
+    if resumed and tasks:
+        log.info("continuing: " + describe_resume(tasks))
     return protocol, store, tasks
+
+
+def describe_resume(tasks) -> str:
+    """'replica 3 from step 200, replica 5 from the start, …' for the resume message."""
+    parts = [
+        f"replica {t.index} from step {int(t.checkpoint['step'])}" if t.checkpoint is not None
+        else f"replica {t.index} from the start"
+        for t in tasks
+    ]
+    return ", ".join(parts)
 
 
 def run_campaign(config: HarnessConfig, *, comm=None, command: str = "") -> Optional[np.ndarray]:
@@ -137,7 +150,13 @@ def run_campaign(config: HarnessConfig, *, comm=None, command: str = "") -> Opti
                 comm.bcast(message, root=0)
             if error is not None:
                 raise error
-            Coordinator(comm, store, tasks, stop).run(protocol, stop)
+            start_steps = {t.index: int(t.checkpoint["step"]) if t.checkpoint is not None else 0 for t in tasks}
+            progress = CampaignProgress(start_steps, config.n_steps, log_interval_s=config.progress_interval_s,
+                                        enabled=log.isEnabledFor(logging.INFO))
+            try:
+                Coordinator(comm, store, tasks, stop, progress).run(protocol, stop)
+            finally:
+                progress.close()
             store.end_session(stopped_by_signal=stop.signal, wall_time_limit_reached=stop.signal is None and stop())
             return store.table
         status, protocol = comm.bcast(None, root=0)

@@ -22,12 +22,13 @@ from typing import Callable, Optional
 
 from ase.parallel import DummyMPI
 
+from md_harness.progress import WORKER_REPORT_S, CampaignProgress
 from md_harness.replica import Protocol, ReplicaRecord, ReplicaTask, run_replica
 from md_harness.seeds import duplicate_groups
 
 log = logging.getLogger("md_harness")
 
-TAG_TO_ROOT = 11  # worker → rank 0: ("request",), ("checkpoint", ...), ("finish", ...)
+TAG_TO_ROOT = 11  # worker → rank 0: ("request",), ("checkpoint", ...), ("finish", ...), ("progress", i, step)
 TAG_TASK = 12  # rank 0 → worker: a ReplicaTask, or None (no more work)
 TAG_STOP = 13  # rank 0 → worker: stop running replicas (wall time or signal on rank 0)
 POLL_S = 0.002
@@ -90,11 +91,26 @@ class WorkerSink:
         self.comm.send(("finish", record, thermo, frames, state), dest=0, tag=TAG_TO_ROOT)
 
 
+class ProgressReporter:
+    """``on_step`` of a replica on a rank > 0: tells rank 0 its step every WORKER_REPORT_S."""
+
+    def __init__(self, comm, interval_s: float = WORKER_REPORT_S):
+        self.comm, self.interval_s, self.last = comm, interval_s, time.monotonic()
+
+    def __call__(self, index: int, step: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.interval_s:
+            self.last = now
+            self.comm.send(("progress", index, step), dest=0, tag=TAG_TO_ROOT)
+
+
 class Coordinator:
     """Rank 0: queue of replicas, the results file, and the sink of every replica."""
 
-    def __init__(self, comm, store, tasks: list[ReplicaTask], should_stop: Callable[[], bool]):
+    def __init__(self, comm, store, tasks: list[ReplicaTask], should_stop: Callable[[], bool],
+                 progress: Optional[CampaignProgress] = None):
         self.comm = comm
+        self.progress = progress
         self.store = store
         self.queue = deque(tasks)
         self.should_stop = should_stop
@@ -111,10 +127,16 @@ class Coordinator:
     def finish(self, record: ReplicaRecord, thermo, frames, state) -> None:
         self.store.finish(record, thermo, frames, state)
         self._note_start(record)
+        if self.progress is not None:
+            self.progress.finish(record.index, record.status, record.steps_done)
         what = record.status + (f" ({record.failure_mode})" if record.failure_mode else "")
         log.info(f"replica {record.index}: {what} at {record.time_ps:.3f} ps [rank {record.rank}, {record.wall_s:.1f} s]")
         if record.status == "error":
             log.warning(f"replica {record.index} hit a harness error: {record.message}")
+
+    def progress_step(self, index: int, step: int) -> None:
+        if self.progress is not None:
+            self.progress.update(index, step)
 
     def _note_start(self, record: ReplicaRecord) -> None:
         self.momenta_fingerprints[record.index] = record.initial_momenta_sha256
@@ -147,6 +169,8 @@ class Coordinator:
                 self.comm.send(task, dest=source, tag=TAG_TASK)
                 if task is None:
                     self.workers.discard(source)
+            elif message[0] == "progress":
+                self.progress_step(*message[1:])
             else:
                 getattr(self, message[0])(*message[1:])
 
@@ -156,7 +180,8 @@ class Coordinator:
             self.serve()
             task = self.next_task()
             if task is not None:
-                run_replica(protocol, task, self, should_stop=local_stop, between_steps=self.serve, rank=0)
+                run_replica(protocol, task, self, should_stop=local_stop, between_steps=self.serve,
+                            on_step=self.progress_step, rank=0)
             elif not self.workers:
                 return
             else:
@@ -168,6 +193,7 @@ class Coordinator:
 def worker_loop(comm, protocol: Protocol, local_stop: Callable[[], bool]) -> None:
     """Ranks > 0: ask rank 0 for replicas and run them until told there are no more."""
     sink = WorkerSink(comm)
+    reporter = ProgressReporter(comm)
     stopped = False
 
     def should_stop() -> bool:
@@ -183,6 +209,6 @@ def worker_loop(comm, protocol: Protocol, local_stop: Callable[[], bool]) -> Non
         task = comm.recv(source=0, tag=TAG_TASK)
         if task is None:
             break
-        run_replica(protocol, task, sink, should_stop=should_stop, rank=comm.Get_rank())
+        run_replica(protocol, task, sink, should_stop=should_stop, on_step=reporter, rank=comm.Get_rank())
     if not stopped and comm.Iprobe(source=0, tag=TAG_STOP):
         comm.recv(source=0, tag=TAG_STOP)

@@ -320,9 +320,8 @@ class Results:
 
     @property
     def label(self) -> str:
-        model = str(self.attrs.get("model_spec", "?"))
-        name = Path(model).stem if self.attrs.get("model_kind") == "nnip" else model.rpartition(":")[2]
-        return f"{name} [{self.path.name}]"
+        """The run's ``label`` key, else the results file's stem (e.g. quick-3bpa)."""
+        return str(self.config.get("label") or self.path.stem)
 
 
 def load_results(path) -> Results:

@@ -32,13 +32,17 @@ def _env():
 def test_two_ranks_record_every_replica_once_and_match_one_rank(tmp_path):
     if not MPIEXEC.exists():
         pytest.skip(f"mpiexec not found next to {sys.executable}")
-    path = write_cluster_config(tmp_path, n_replicas=4, duration_ps=0.1, output=str(tmp_path / "mpi.h5"))
+    path = write_cluster_config(tmp_path, n_replicas=4, duration_ps=0.1, output=str(tmp_path / "mpi.h5"),
+                                progress_interval_s=0.01)
     result = subprocess.run(
         [str(MPIEXEC), "-n", "2", *CLI, str(path)], capture_output=True, text=True, timeout=180, env=_env()
     )
     assert result.returncode == 0, result.stderr
     finished = re.findall(r"replica (\d+): (\w+)", result.stderr)
     assert sorted(int(i) for i, _ in finished) == [0, 1, 2, 3]  # each replica ends (and is written) once
+    # rank 0 shows the whole campaign, the other rank's replicas included
+    assert re.search(r"md-harness\[0\] progress: [1-4] of 4 replicas ended", result.stderr), result.stderr
+    assert "md-harness[1] progress" not in result.stderr
 
     run_campaign(cluster_config(tmp_path, n_replicas=4, duration_ps=0.1, output=str(tmp_path / "serial.h5")))
     assert_same_records(records(tmp_path / "serial.h5"), records(tmp_path / "mpi.h5"))
