@@ -64,8 +64,12 @@ class HarnessConfig:
     model_cutoff_A: Optional[float] = _key(
         None, "model cutoff for the box-size check (default: cutoff_A of an .nnip model)", NUM, nullable=True
     )
-    threads_per_rank: Optional[int] = _key(
-        None, "torch.set_num_threads on every rank; use 1 when ranks share a node (null: torch's default)", (int,), nullable=True
+    threads_per_rank: Any = _key(
+        "auto",
+        "torch threads per rank: 'auto' (1 for systems under 100 atoms, else the node's cores shared among its "
+        "ranks; never more than cores/ranks), a number, or null (torch's own default, which ignores other ranks)",
+        (int, str),
+        nullable=True,
     )
     structure: str = _key(_REQUIRED, "start structure, any file ase.io.read understands", (str,))
     structure_index: int = _key(0, "frame of the structure file to start from", (int,))
@@ -261,6 +265,9 @@ def _check_consistency(config: HarnessConfig, source: str) -> None:
     _positive(config, source, "thermo_stride_steps", "checkpoint_every_steps", "bond_rupture_A", "density_window_ps")
     _positive(config, source, "temperature_blowup_factor", "max_initial_force_eV_A", "density_blocks")
     _positive(config, source, "warning_horizon_ps", "progress_interval_s")
+    threads = config.threads_per_rank
+    if isinstance(threads, str) and threads != "auto" or isinstance(threads, int) and threads < 1:
+        raise ConfigError(f"{source}: key 'threads_per_rank' must be 'auto', a number >= 1 or null, got {threads!r}")
     if not 0.0 < config.warning_false_alarm_rate < 1.0:
         raise ConfigError(
             f"{source}: key 'warning_false_alarm_rate' must be between 0 and 1, got {config.warning_false_alarm_rate!r}"

@@ -171,7 +171,8 @@ def uncertainty_signals(results) -> list:
 def thermo_row(step, config, atoms, energy, measurement, signals) -> list:
     """One row of :data:`THERMO_COLUMNS`; ``signals`` from :func:`uncertainty_signals`."""
     pressure = float("nan")
-    if "stress" in (atoms.calc.results if atoms.calc is not None else {}):
+    # a stress of a vacuum box (some calculators return one) is no pressure: periodic cells only
+    if atoms.pbc.all() and "stress" in (atoms.calc.results if atoms.calc is not None else {}):
         stress = atoms.get_stress(include_ideal_gas=True)
         pressure = -float(np.mean(stress[:3])) / units.bar
     return [

@@ -5,7 +5,15 @@ import yaml
 from click.testing import CliRunner
 
 from md_harness.cli import main
-from md_harness.config import ConfigError, config_keys, list_presets, load_config, load_preset, parse_overrides
+from md_harness.config import (
+    ConfigError,
+    build_config,
+    config_keys,
+    list_presets,
+    load_config,
+    load_preset,
+    parse_overrides,
+)
 
 FACTORY = "md_harness.toy_calculators:ToyWater"
 
@@ -105,3 +113,24 @@ def test_cli_reports_config_errors_without_traceback(tmp_path, structure):
     path = write(tmp_path, {"preset": "3bpa-nvt-1600K", "model": FACTORY, "structure": "start.xyz", "bogus_K": 1})
     result = CliRunner().invoke(main, ["run", str(path), "--no-mpi"])
     assert result.exit_code == 1 and "unknown key(s) ['bogus_K']" in result.output
+
+
+def test_threads_per_rank_auto_never_oversubscribes():
+    from md_harness.runner import choose_threads
+
+    assert choose_threads("auto", 27, 1, 2) == (1, None)  # small molecule: one thread
+    assert choose_threads("auto", 192, 1, 2) == (2, None)
+    assert choose_threads("auto", 192, 2, 2) == (1, None)  # two ranks share the two cores
+    assert choose_threads("auto", 5000, 3, 16) == (5, None)
+    assert choose_threads(None, 192, 1, 2) == (None, None)
+    threads, warning = choose_threads(2, 192, 2, 2)
+    assert threads == 2 and "4 threads for 2 cores" in warning
+    assert choose_threads(1, 192, 2, 2) == (1, None)
+
+
+@pytest.mark.parametrize("value", ["many", 0, -1])
+def test_bad_threads_per_rank_is_named(tmp_path, value):
+    from test_harness_run import cluster_values
+
+    with pytest.raises(ConfigError, match="threads_per_rank"):
+        build_config(cluster_values(tmp_path, threads_per_rank=value), base_dir=tmp_path)

@@ -272,3 +272,19 @@ def test_our_model_file_is_recorded_with_fingerprint_and_cutoff(shared_data, tmp
     attrs = load_results(tmp_path / "nnip.h5").attrs
     assert (attrs["model_kind"], attrs["model_fingerprint"], attrs["model_cutoff_A"]) == ("nnip", fingerprint, 4.0)
     assert attrs["model_identity"] == fingerprint and '"ase-nnip"' in attrs["versions"]
+
+
+class StressInVacuum(ToyWater):
+    """Returns a (meaningless) stress for a non-periodic cluster, as MACE does."""
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        self.results["stress"] = np.full(6, 0.01)
+
+
+def test_pressure_is_logged_only_for_periodic_cells(tmp_path):
+    config = cluster_config(tmp_path, model="test_harness_run:StressInVacuum", duration_ps=0.01)
+    run_campaign(config)
+    results = load_results(config.output)
+    assert np.isnan(results.column(0, "pressure_bar")).all()
+    assert np.isfinite(results.column(0, "temperature_K")).all()
