@@ -284,7 +284,8 @@ class StressInVacuum(ToyWater):
 
 def test_pressure_is_logged_only_for_periodic_cells(tmp_path):
     config = cluster_config(tmp_path, model="test_harness_run:StressInVacuum", duration_ps=0.01)
-    run_campaign(config)
+    table = run_campaign(config)
+    assert table["status"].tolist() == [b"survived"] * 3  # not a harness error (a vacuum has no volume)
     results = load_results(config.output)
-    assert np.isnan(results.column(0, "pressure_bar")).all()
+    assert len(results.column(0, "pressure_bar")) > 1 and np.isnan(results.column(0, "pressure_bar")).all()
     assert np.isfinite(results.column(0, "temperature_K")).all()
