@@ -229,7 +229,9 @@ def relax_many(
         result = relax(atoms, calc, **relax_kwargs)
         result.index = index
         for key, value in result.summary().items():
-            if key not in ("index", "formula", "num_atoms", "status", "untrusted"):
+            # an empty string would be written as `relax_error= energy=...` and read back
+            # with the energy swallowed: leave empty values out
+            if key not in ("index", "formula", "num_atoms", "status", "untrusted") and value != "":
                 result.atoms.info[f"relax_{key}"] = value
         results.append(result)
         if progress is not None:

@@ -189,9 +189,22 @@ def parse_overrides(items) -> dict:
     return out
 
 
+def _check_known(values: dict, source: str) -> None:
+    """Unknown keys are an error naming where they came from, with the closest valid key."""
+    import difflib
+
+    keys = config_keys()
+    unknown = sorted(set(values) - set(keys))
+    if unknown:
+        hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, keys, n=1)) else repr(k)
+                 for k in unknown]
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(hints)}; valid keys are: {', '.join(keys)}")
+
+
 def load_config(path=None, overrides: Optional[dict] = None) -> HarnessConfig:
     """Config file ⊕ overrides (and the preset either names), validated, paths resolved."""
     values = _read_yaml(Path(path)) if path is not None else {}
+    _check_known(overrides or {}, "--set/--output")  # a typo on the command line is not the file's
     values.update(overrides or {})
     if values.get("output") is None and path is not None:
         values["output"] = f"{Path(path).stem}.h5"
@@ -206,9 +219,7 @@ def build_config(values: dict, *, base_dir: Path = Path("."), source: str = "con
     if values.get("preset") is not None:
         values = {**load_preset(values["preset"]), **values}
     keys = config_keys()
-    unknown = sorted(set(values) - set(keys))
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {unknown}; valid keys are: {', '.join(keys)}")
+    _check_known(values, source)
     missing = [k for k, m in keys.items() if m["required"] and values.get(k) is None]
     if missing:
         raise ConfigError(f"{source}: missing required key(s) {missing} (set them in the file, a preset or with --set)")

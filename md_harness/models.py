@@ -88,8 +88,13 @@ def make_calculator(config: HarnessConfig):
     """A fresh ASE calculator for one replica (each replica gets its own, so its history is its own)."""
     if is_model_file(config.model):
         from ase_nnip import NNIPCalculator
+        from ase_nnip.ltau import LTAUFileError
+        from ase_nnip.model_file import ModelFileError
 
-        return NNIPCalculator(config.model, uncertainty=config.uncertainty, **config.model_kwargs)
+        try:
+            return NNIPCalculator(config.model, uncertainty=config.uncertainty, **config.model_kwargs)
+        except (ModelFileError, LTAUFileError, ValueError, TypeError) as err:  # e.g. a .ltau of another model
+            raise ModelError(f"model {config.model} with uncertainty {config.uncertainty}: {err}") from err
     factory = resolve_factory(config.model)
     try:
         calc = factory(**config.model_kwargs)

@@ -153,3 +153,19 @@ def test_info_states_the_threshold_of_an_ltau_file(run, tmp_path):
     broken.write_bytes(b"no")
     r = invoke("info", broken)
     assert r.exit_code == 1 and "Traceback" not in r.output
+
+
+def test_md_harness_names_an_ltau_file_of_another_model_in_one_line(run, tmp_path):
+    from md_harness.cli import main as harness
+
+    t = run
+    assert invoke("ltau", "build", t / "m.nnip", "-t", t / "t0.h5", "-o", tmp_path / "m.ltau").exit_code == 0
+    torch.manual_seed(7)
+    save_model(build_model(CONFIG).eval(), tmp_path / "other.nnip")
+    write(tmp_path / "start.xyz", molecule("CH4"))
+    config = tmp_path / "run.yaml"
+    config.write_text(json.dumps({"preset": "3bpa-nvt-1600K", "model": "other.nnip", "uncertainty": "m.ltau",
+                                  "structure": "start.xyz", "n_replicas": 1, "duration_ps": 0.01}))
+    r = CliRunner().invoke(harness, ["run", str(config), "--no-mpi", "-o", str(tmp_path / "r.h5")])
+    assert r.exit_code == 1 and "descriptors of different models" in r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) <= 2

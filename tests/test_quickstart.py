@@ -57,3 +57,11 @@ def test_quick_job_one_replica(example, tmp_path):
     assert "surviving at end" in report.output and "median TTF" in report.output
     for suffix in (".json", ".csv", "_replicas.csv", "_survival.png"):
         assert Path(str(prefix) + suffix).stat().st_size > 0, suffix
+
+
+def test_the_shipped_ground_state_reads_back_with_its_energy():
+    from ase.io import read
+
+    atoms = read(EXAMPLE / "ground_state.xyz")
+    assert atoms.get_potential_energy() == pytest.approx(atoms.info["relax_final_energy_eV"])
+    assert "relax_error" not in atoms.info

@@ -127,6 +127,16 @@ def test_relax_command_many_structures(model, tmp_path):
     assert len(out) == 3 and out[0].info["relax_status"] == "not_converged"
     assert out[2].arrays["uncertainty"].shape == (4,)
     assert out[0].info["relax_max_uncertainty"] == pytest.approx(float(rows[0]["max_uncertainty"]))
+    # ase.io.read gives back the energy (an empty relax_error once swallowed it)
+    assert out[0].get_potential_energy() == pytest.approx(float(rows[0]["final_energy_eV"]))
+    assert "relax_error" not in out[0].info and "Fe" in out[1].info["relax_error"]
+
+    # every structure failing is a failed command
+    write(tmp_path / "bad.xyz", [inputs[1], inputs[1]])
+    result = CliRunner().invoke(main, ["relax", str(tmp_path / "m.nnip"), str(tmp_path / "bad.xyz"),
+                                       "-o", str(tmp_path / "bad_out.xyz")])
+    assert result.exit_code == 1 and "every structure failed" in result.output
+    assert len(read(tmp_path / "bad_out.xyz", ":")) == 2  # and its outputs are still written
 
     # A threshold below every uncertainty flags every structure at its first step.
     result = CliRunner().invoke(main, [

@@ -69,3 +69,5 @@ def command(model, structures, ltau_file, output, summary_path, optimizer, fmax,
     write_summary(results, summary_path)
     counts = {status: sum(r.status == status for r in results) for status in STATUSES}
     click.echo(f"wrote {output} and {summary_path}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    if results and all(r.status == "error" for r in results):
+        raise click.ClickException(f"every structure failed to relax (first error: {results[0].error})")
