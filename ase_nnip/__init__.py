@@ -7,7 +7,7 @@ Public entry points::
 Units follow ASE throughout: Å, eV, eV/Å, eV/Å³ (stress), fs via ``ase.units``.
 """
 
-__version__ = "0.1.0"
+from ase_nnip.version import __version__
 
 __all__ = ["__version__", "NNIPCalculator", "load_model", "save_model", "build_model"]
 
@@ -20,7 +20,7 @@ def __getattr__(name):
 
         return NNIPCalculator
     if name in ("load_model", "save_model"):
-        from ase_nnip import model_file
+        from ase_nnip.io import model_file
 
         return getattr(model_file, name)
     if name == "build_model":

@@ -30,7 +30,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from ase_nnip.data.graph import graph_from_arrays
 from ase_nnip.data.neighbors import neighbor_list
-from ase_nnip.model_file import load_model, model_fingerprint
+from ase_nnip.io.model_file import load_model, model_fingerprint
 from ase_nnip.models import AtomisticModel
 from ase_nnip.properties import predict
 

@@ -21,7 +21,7 @@ from ase.io import read
 
 from ase_nnip.calculator import NNIPCalculator
 from ase_nnip.data import atoms_to_graph
-from ase_nnip.n2p2 import import_n2p2
+from ase_nnip.io.n2p2 import import_n2p2
 from ase_nnip.properties import predict
 
 WATER = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "water-hdnnp"

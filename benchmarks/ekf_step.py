@@ -57,9 +57,9 @@ def water_case(seed: int):
 
     from ase_nnip.data import GraphDataset, Structure, atoms_to_graph
     from ase_nnip.models import build_model
-    from ase_nnip.n2p2 import import_n2p2
+    from ase_nnip.io.n2p2 import import_n2p2
     from ase_nnip.properties import predict
-    from ase_nnip.sample import scale_to_density
+    from ase_nnip.workflows.sample import scale_to_density
 
     reference = import_n2p2(DATA / "water-hdnnp", units="bohr-hartree", dtype=torch.float64)
     start = read(DATA / "water-hdnnp" / "water64.extxyz")

@@ -40,7 +40,7 @@ def untrained_default_model(path: Path) -> Path:
     """The default-size equivariant model for 3BPA (untrained), with the training split recorded."""
     from ase_nnip.data import LabelKeys, load_structures
     from ase_nnip.data.statistics import reference_energies_from_file
-    from ase_nnip.model_file import save_model
+    from ase_nnip.io.model_file import save_model
     from ase_nnip.models import build_model, config_from_data
     from ase_nnip.data import GraphDataset, split_indices
 

@@ -76,7 +76,7 @@ def training_index(model, frames, k):
         np.concatenate([np.arange(c) for c in counts]).astype(np.int32),
         np.concatenate([a.numbers for a in frames]).astype(np.int32),
     )
-    from ase_nnip.model_file import model_fingerprint
+    from ase_nnip.io.model_file import model_fingerprint
 
     return make_ltau_data(conf, descriptors, model_fingerprint(model), k=k, index="flat")
 

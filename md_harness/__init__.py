@@ -9,6 +9,6 @@ Modules: ``config`` (presets, keys, validation), ``models`` (model file or ``mod
 (Kaplan–Meier, RMST), ``report``, ``toy_calculators`` (cheap calculators for smoke tests).
 """
 
-from ase_nnip import __version__
+from ase_nnip.version import __version__
 
 __all__ = ["__version__"]

@@ -19,6 +19,8 @@ from typing import Any, Optional
 
 import yaml
 
+from ase_nnip.configuration import ConfigError, parse_overrides  # noqa: F401  (md_harness.config API)
+
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 ENSEMBLES = ("nvt_berendsen", "npt_berendsen")
 FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -30,10 +32,6 @@ RUN_CONTROL_KEYS = frozenset(
 )
 # Keys that name files: on resume their *content* must match (model identity, structure hash).
 PATH_KEYS = ("model", "uncertainty", "structure")
-
-
-class ConfigError(ValueError):
-    """A config file, preset or override is invalid; the message names the key and value."""
 
 
 _REQUIRED = object()
@@ -176,17 +174,6 @@ def _read_yaml(path: Path) -> dict:
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(values).__name__}")
     return values
-
-
-def parse_overrides(items) -> dict:
-    """``["key=value", ...]`` (values parsed as YAML) → dict."""
-    out = {}
-    for item in items or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} is not of the form key=value")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
-    return out
 
 
 def _check_known(values: dict, source: str) -> None:

@@ -54,7 +54,7 @@ def describe_model(config: HarnessConfig) -> ModelInfo:
     """Identity, fingerprint and cutoff of the configured model (reads the file, builds nothing)."""
     uncertainty_sha = file_sha256(config.uncertainty) if config.uncertainty else None
     if is_model_file(config.model):
-        from ase_nnip.model_file import read_model_file
+        from ase_nnip.io.model_file import read_model_file
 
         try:
             model_config, _, header = read_model_file(config.model)
@@ -89,7 +89,7 @@ def make_calculator(config: HarnessConfig):
     if is_model_file(config.model):
         from ase_nnip import NNIPCalculator
         from ase_nnip.ltau import LTAUFileError
-        from ase_nnip.model_file import ModelFileError
+        from ase_nnip.io.model_file import ModelFileError
 
         try:
             return NNIPCalculator(config.model, uncertainty=config.uncertainty, **config.model_kwargs)

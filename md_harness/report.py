@@ -259,8 +259,9 @@ def survival_figure(all_results: list[Results], summaries: list[ModelSummary]):
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize="small", loc="lower left", title="+ censored", title_fontsize="x-small")
     for row, (name, color, counts) in enumerate(at_risk_rows):
-        y = -0.2 - 0.07 * row
-        ax.text(-0.02, y, f"at risk, {name}", transform=ax.transAxes, ha="right", va="center", fontsize=7, color=color)
+        y = -0.24 - 0.1 * row
+        ax.text(0.0, y + 0.045, f"number at risk, {name}", transform=ax.transAxes, ha="left", va="center",
+                fontsize=7, color=color)
         for x, n in zip(ticks, counts):
             ax.text(x / t_max, y, "" if n is None else str(n), transform=ax.transAxes, ha="center", va="center",
                     fontsize=7, color=color)
@@ -279,7 +280,7 @@ def survival_figure(all_results: list[Results], summaries: list[ModelSummary]):
     else:
         modes_ax.text(0.5, 0.5, "no failures", transform=modes_ax.transAxes, ha="center")
     fig.tight_layout()
-    fig.subplots_adjust(bottom=0.2 + 0.05 * len(summaries), left=0.1 + 0.03 * max(len(n) for n in names) / 10)
+    fig.subplots_adjust(bottom=0.22 + 0.07 * len(summaries))
     return fig
 
 

@@ -35,7 +35,7 @@ from typing import Optional
 import h5py
 import numpy as np
 
-from ase_nnip.hdf5_format import check_format
+from ase_nnip.io.hdf5_format import check_format
 from md_harness.config import comparable
 from md_harness.replica import THERMO_COLUMNS, ReplicaRecord, ReplicaTask
 

@@ -18,8 +18,14 @@ surviving ones:
    signal. The 95 % interval comes from a bootstrap over replicas (rows of one replica are
    correlated, so replicas, not rows, are resampled).
 
-The verdict says in words whether a warning exists: only when the AUROC interval lies
-above 0.5 *and* more failures than time-matched survivors are warned.
+The verdict says in words whether a warning exists. **EARLY WARNING** only when both hold:
+the AUROC interval lies above 0.5, and failures are warned in advance more often than the
+time-matched survivors (one-sided Fisher exact test, p < 0.05, on warned/not warned
+failures against survivors, each survivor counted as warned in the fraction of the failure
+times by which it had crossed). **ELEVATED BEFORE FAILURES, NO USABLE WARNING** when only the
+AUROC says so (the signal is higher just before failures than in survivors, but a threshold
+with the stated false-alarm rate does not catch failures in advance). Otherwise **NO
+WARNING** distinguishable from chance.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ class WarningAnalysis:
     warned_fraction: float = float("nan")
     warned_fraction_ci: list = field(default_factory=lambda: [float("nan"), float("nan")])
     null_warned_fraction: float = float("nan")
+    fisher_p: float = float("nan")  # one-sided: failures warned more often than survivors
     median_lead_ps: float = float("nan")
     null_median_lead_ps: float = float("nan")
     auroc: float = float("nan")
@@ -71,7 +78,9 @@ def wilson_interval(k: int, n: int, level: float = 0.95) -> list:
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+    lower = 0.0 if k == 0 else max(0.0, centre - half)  # exact at the ends (no rounding residue)
+    upper = 1.0 if k == n else min(1.0, centre + half)
+    return [float(lower), float(upper)]
 
 
 def _finite(trace: Trace) -> Trace:
@@ -162,10 +171,20 @@ def analyse_warning(
                 null_leads.append(t_f - cross)
     out.null_warned_fraction = float(np.mean(null_warned))
     out.null_median_lead_ps = float(np.median(null_leads)) if null_leads else float("nan")
+    out.fisher_p = warned_more_often(out.failures_warned, len(failed), out.null_warned_fraction, len(survived))
 
     out.auroc, out.auroc_ci = step_auroc(failed, survived, horizon_ps, np.random.default_rng(seed))
     out.verdict = _verdict(out)
     return out
+
+
+def warned_more_often(k_failed: int, n_failed: int, null_fraction: float, n_survived: int) -> float:
+    """One-sided Fisher exact p that failures (k of n warned) are warned more often than
+    survivors (a fraction ``null_fraction`` of ``n_survived``, rounded to whole replicas)."""
+    from scipy.stats import fisher_exact
+
+    m = int(round(null_fraction * n_survived))
+    return float(fisher_exact([[k_failed, n_failed - k_failed], [m, n_survived - m]], alternative="greater")[1])
 
 
 def _verdict(a: WarningAnalysis) -> str:
@@ -176,12 +195,19 @@ def _verdict(a: WarningAnalysis) -> str:
     if not np.isfinite(a.auroc):
         auroc_text = f"per-step AUROC not available (no rows within {a.horizon_ps:g} ps before a failure)"
     warned_text = (
-        f"{a.failures_warned}/{a.n_failed} failures warned before failing (threshold {a.threshold:.4g}, "
-        f"{a.false_alarm_rate:.0%} of survivors cross it) vs {a.null_warned_fraction:.0%} of survivors by the same times"
+        f"{a.failures_warned}/{a.n_failed} failures warned before failing "
+        f"[{a.warned_fraction_ci[0]:.2f}, {a.warned_fraction_ci[1]:.2f}] at threshold {a.threshold:.4g} "
+        f"({a.false_alarm_rate:.0%} of survivors ever cross it) vs {a.null_warned_fraction:.0%} of survivors by "
+        f"the same times (p = {a.fisher_p:.2g})"
     )
-    above_chance = np.isfinite(a.auroc_ci[0]) and a.auroc_ci[0] > 0.5
-    more_warned = a.warned_fraction_ci[0] > a.null_warned_fraction
+    if a.failures_warned == 0 and a.null_warned_fraction == 0:
+        warned_text += "; nothing crosses the threshold before a failure time (the signal may saturate)"
+    lead = (f"median lead {a.median_lead_ps:.3g} ps (survivors at the same times: {a.null_median_lead_ps:.3g} ps)"
+            if a.failures_warned else "no lead time")
+    above_chance = bool(np.isfinite(a.auroc_ci[0]) and a.auroc_ci[0] > 0.5)
+    more_warned = bool(a.fisher_p < 0.05)
     if above_chance and more_warned:
-        lead = f"median lead {a.median_lead_ps:.3g} ps (null {a.null_median_lead_ps:.3g} ps)"
-        return f"WARNING SIGNAL: {warned_text}; {lead}; {auroc_text}"
+        return f"EARLY WARNING: {warned_text}; {lead}; {auroc_text}"
+    if above_chance:
+        return f"ELEVATED BEFORE FAILURES, NO USABLE WARNING: {auroc_text}; but {warned_text}"
     return f"NO WARNING distinguishable from chance: {warned_text}; {auroc_text}"

@@ -13,7 +13,7 @@ from scipy.spatial.transform import Rotation
 
 from ase_nnip.calculator import NNIPCalculator
 from ase_nnip.data import GraphDataset, Structure, atoms_to_graph, collate
-from ase_nnip.model_file import load_model, save_model
+from ase_nnip.io.model_file import load_model, save_model
 from ase_nnip.models import ConfigError, build_model, config_from_data
 from ase_nnip.models.bpnn import ACTIVATIONS
 from ase_nnip.properties import predict

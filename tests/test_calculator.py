@@ -10,7 +10,7 @@ from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
 
 from ase_nnip import NNIPCalculator, load_model, save_model
-from ase_nnip.model_file import ModelFileError
+from ase_nnip.io.model_file import ModelFileError
 from ase_nnip.models import build_model
 
 CONFIG = dict(

@@ -2,6 +2,7 @@
 and `ase-nnip compare` with md-harness results, a landscape file and computed metrics."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +12,11 @@ from ase.io import write
 from click.testing import CliRunner
 from test_landscape import labelled_molecules, tiny_model, write_labelled_xyz
 
-from ase_nnip.cli import main
-from ase_nnip.landscape.compare import correlation_table, match_files, metric_columns, spearman
+from md_harness.cli import main  # the comparison reads harness results: md-harness compare
+from md_harness.compare import correlation_table, match_files, metric_columns, spearman
 from ase_nnip.landscape.files import save_landscape
 from ase_nnip.landscape.landscapes import Landscape
-from ase_nnip.model_file import save_model
+from ase_nnip.io.model_file import save_model
 
 
 def test_spearman_on_ranks():
@@ -119,16 +120,25 @@ def test_compare_rejects_files_of_other_models(three_models):
 
 
 def _fingerprint(path):
-    from ase_nnip.model_file import read_model_file
+    from ase_nnip.io.model_file import read_model_file
 
     return read_model_file(path)[2]["fingerprint"]
 
 
 def test_a_metric_that_fails_is_recorded_not_raised():
-    from ase_nnip.landscape.compare import recorded_failure
+    from md_harness.compare import recorded_failure
 
     row, messages = {"model": "m.nnip"}, []
     with recorded_failure(row, "fisher_error", messages.append):
         raise ValueError("structure 3: the loss gradient is not finite")
     assert row["fisher_error"] == "ValueError: structure 3: the loss gradient is not finite"
     assert messages == ["m.nnip: ValueError: structure 3: the loss gradient is not finite"]
+
+
+def test_the_old_ase_nnip_compare_forwards_to_md_harness(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([str(Path(sys.executable).parent / "ase-nnip"), "compare", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "deprecated" in result.stderr
+    assert "Tabulate loss entropy" in result.stdout and "--harness" in result.stdout

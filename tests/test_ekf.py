@@ -354,8 +354,8 @@ def water_file(shared_data, tmp_path_factory):
     """24 boxes of 8 water molecules (densities 0.9–1.1 g/cm³) labelled with the imported
     n2p2 water potential (revPBE0-D3 HDNNP) as the reference."""
     from ase_nnip.data import atoms_to_graph
-    from ase_nnip.n2p2 import import_n2p2
-    from ase_nnip.sample import scale_to_density
+    from ase_nnip.io.n2p2 import import_n2p2
+    from ase_nnip.workflows.sample import scale_to_density
 
     reference = import_n2p2(shared_data / "water-hdnnp", units="bohr-hartree", dtype=torch.float64)
 

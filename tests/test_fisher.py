@@ -27,7 +27,7 @@ from ase_nnip.landscape.fisher import (
     loss_for_model,
     loss_weights_from_metadata,
 )
-from ase_nnip.model_file import save_model
+from ase_nnip.io.model_file import save_model
 from ase_nnip.properties import predict
 from ase_nnip.train.loss import LossWeights, weighted_loss
 

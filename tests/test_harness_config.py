@@ -97,8 +97,18 @@ def test_parse_overrides():
         "bond_pairs": [["O", "H"]],
         "uncertainty": None,
     }
-    with pytest.raises(ConfigError, match="key=value"):
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_overrides(["n_replicas"])
+    # one parser for both command lines: training keys reach into their section
+    from ase_nnip.configuration import apply_overrides
+
+    raw = {"training": {"epochs": 3}, "data": {"n_val": 5}}
+    out = apply_overrides(raw, parse_overrides(["training.epochs=7", "model.l_max=1"]), sections=True)
+    assert out == {"training": {"epochs": 7}, "data": {"n_val": 5}, "model": {"l_max": 1}} and raw["training"]["epochs"] == 3
+    with pytest.raises(ConfigError, match="SECTION.KEY=VALUE"):
+        apply_overrides(raw, {"epochs": 7}, sections=True)
+    with pytest.raises(ConfigError, match="not a mapping"):
+        apply_overrides({"training": 3}, {"training.epochs": 7}, sections=True)
 
 
 def test_cli_help_documents_every_key_and_presets_listing():

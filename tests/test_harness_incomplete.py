@@ -98,7 +98,7 @@ def test_the_plot_shows_censoring_at_risk_labels_and_incompleteness(tmp_path):
     ax, modes_ax = fig.axes
     texts = [t.get_text() for t in ax.texts]
     assert "INCOMPLETE" in texts and ax.get_title().startswith("INCOMPLETE")
-    assert any(t.startswith("at risk, toy water") for t in texts)
+    assert any(t.startswith("number at risk, toy water") for t in texts)
     censor_marks = [line for line in ax.get_lines() if line.get_marker() == "+"]
     assert len(censor_marks) == 1 and len(censor_marks[0].get_xdata()) == 3
     assert any("toy water (n=3)" in t.get_text() for t in ax.get_legend().get_texts())

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from md_harness.warning import Trace, analyse_warning, auroc, first_crossing_before, wilson_interval
+from md_harness.warning import (
+    Trace,
+    analyse_warning,
+    auroc,
+    first_crossing_before,
+    warned_more_often,
+    wilson_interval,
+)
 
 
 def traces(n_failed, n_survived, planted: bool, seed=0):
@@ -30,6 +37,8 @@ def test_helpers_by_hand():
     assert auroc(np.array([1.0]), np.array([1.0])) == 0.5
     lo, hi = wilson_interval(5, 10)
     assert lo < 0.5 < hi and lo == pytest.approx(1 - hi)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    assert warned_more_often(9, 10, 0.05, 20) < 1e-4 and warned_more_often(2, 10, 0.05, 20) > 0.1
     trace = Trace(np.array([0.0, 0.1, 0.2]), np.array([0.0, 5.0, 9.0]))
     assert first_crossing_before(trace, 4.0, 0.2) == pytest.approx(0.1)
     assert np.isnan(first_crossing_before(trace, 4.0, 0.1))  # the row at the end time does not count
@@ -38,7 +47,7 @@ def test_helpers_by_hand():
 def test_a_planted_warning_is_found_with_a_lead_time():
     failed, survived = traces(12, 20, planted=True)
     a = analyse_warning("max_force_error_eV_A", failed, survived, 0.1, 0.1)
-    assert a.verdict.startswith("WARNING SIGNAL")
+    assert a.verdict.startswith("EARLY WARNING") and a.fisher_p < 0.01
     assert a.auroc > 0.9 and a.auroc_ci[0] > 0.5
     assert a.failures_warned >= 10 and a.null_warned_fraction <= 0.1
     assert 0.0 < a.median_lead_ps < 0.2
@@ -58,3 +67,13 @@ def test_the_threshold_follows_the_false_alarm_rate_and_small_samples_are_not_as
     assert crossed <= 0.25 and crossed >= 0.2
     one = analyse_warning("s", failed[:1], survived, 0.1, 0.1)
     assert one.verdict.startswith("not assessed") and "1 failed" in one.verdict
+
+
+def test_a_signal_high_only_at_the_failure_is_elevated_but_no_usable_warning():
+    """Failing replicas run slightly hot all along (AUROC > 0.5), but no threshold that
+    spares 90 % of survivors catches them before they fail."""
+    failed, survived = traces(12, 20, planted=False, seed=4)
+    for t in failed:
+        t.value = t.value + 0.05
+    a = analyse_warning("s", failed, survived, 0.1, 0.1)
+    assert a.verdict.startswith("ELEVATED BEFORE FAILURES, NO USABLE WARNING")

@@ -340,13 +340,13 @@ def test_plane_shape_centre_and_file_roundtrip(tmp_path):
 
 
 def model_fingerprint_of(model):
-    from ase_nnip.model_file import model_fingerprint
+    from ase_nnip.io.model_file import model_fingerprint
 
     return model_fingerprint(model)
 
 
 def save_model_and_load_as_landscape(model, path):
-    from ase_nnip.model_file import save_model
+    from ase_nnip.io.model_file import save_model
 
     save_model(model, path)
     return load_landscape(path)
@@ -387,7 +387,7 @@ def test_landscape_command_plane_and_errors(tmp_path):
     from click.testing import CliRunner
 
     from ase_nnip.cli import main
-    from ase_nnip.model_file import save_model
+    from ase_nnip.io.model_file import save_model
 
     save_model(tiny_model(dtype=torch.float32), tmp_path / "m.nnip")
     write_labelled_xyz(tmp_path / "data.xyz", labelled_molecules(2))

@@ -12,7 +12,7 @@ from test_landscape import labelled_molecules, tiny_model, write_labelled_xyz
 
 from ase_nnip.cli import main
 from ase_nnip.landscape.files import load_landscape
-from ase_nnip.model_file import save_model
+from ase_nnip.io.model_file import save_model
 
 CLI = [sys.executable, "-c", "from ase_nnip.cli import main; main()"]
 

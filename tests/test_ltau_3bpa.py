@@ -16,7 +16,7 @@ from ase.io import read
 
 from ase_nnip import NNIPCalculator
 from ase_nnip.ltau import LTAUEstimator, build_ltau
-from ase_nnip.model_file import load_model
+from ase_nnip.io.model_file import load_model
 from ase_nnip.train import train
 
 

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from ase_nnip.calculator import NNIPCalculator
 from ase_nnip.cli import main
 from ase_nnip.data import atoms_to_graph
-from ase_nnip.model_file import load_model
-from ase_nnip.n2p2 import BOHR_A, HARTREE_EV, N2P2Error, import_n2p2, read_input_nn, split_weights
+from ase_nnip.io.model_file import load_model
+from ase_nnip.io.n2p2 import BOHR_A, HARTREE_EV, N2P2Error, import_n2p2, read_input_nn, split_weights
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_normalisation_keywords_keep_the_potential(water_dir, water_model, tmp_p
     conv_energy / mean_energy (y = conv·(E_i − mean)), atom_energy offsets, normalize_nodes
     (pre-activations divided by the previous width) and scale_min/max_short = −1/1. The
     imported model must give the same energy (minus the offsets it was told about)."""
-    from ase_nnip.n2p2 import read_weights
+    from ase_nnip.io.n2p2 import read_weights
 
     copy = tmp_path / "potential"
     shutil.copytree(water_dir, copy)

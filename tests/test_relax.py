@@ -17,7 +17,7 @@ from ase_nnip.cli import main
 from ase_nnip.ltau import EpochWindow, build_ltau
 from ase_nnip.ltau.synthetic import write_error_trajectory
 from ase_nnip.models import build_model
-from ase_nnip.relax import SUMMARY_COLUMNS, relax, relax_many
+from ase_nnip.workflows.relax import SUMMARY_COLUMNS, relax, relax_many
 
 CONFIG = dict(species=["H", "C", "N", "O"], cutoff_A=4.0, num_layers=1, l_max=1, num_channels=8,
               radial_mlp_neurons=16, readout_hidden=8, avg_num_neighbors=6.0)

@@ -11,7 +11,7 @@ from ase.calculators.lj import LennardJones
 from click.testing import CliRunner
 
 from ase_nnip.data import LabelKeys, load_structures
-from ase_nnip.sample import (
+from ase_nnip.workflows.sample import (
     SamplingSettings,
     find_molecules,
     mass_density_g_cm3,

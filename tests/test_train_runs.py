@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from ase_nnip.cli import main
 from ase_nnip.data import GraphDataset, LabelKeys, load_structures
 from ase_nnip.metrics import predict_dataset
-from ase_nnip.model_file import load_model, read_model_file
+from ase_nnip.io.model_file import load_model, read_model_file
 from ase_nnip.train import ErrorTrajectoryReader, load_checkpoint_model, train
 from ase_nnip.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from ase_nnip.train.metrics_log import MetricsCSV

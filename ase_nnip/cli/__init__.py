@@ -13,7 +13,7 @@ import pkgutil
 
 import click
 
-from ase_nnip import __version__
+from ase_nnip.version import __version__
 
 
 def _discover() -> dict[str, click.Command]:

@@ -2,7 +2,7 @@
 
 import click
 
-from ase_nnip.landscape.cli_options import user_errors
+from ase_nnip.cli.landscape_options import user_errors
 
 
 def _floats(text: str) -> list:

@@ -35,7 +35,7 @@ def command(model, data, energy_key, forces_key, batch_size, json_path):
     import json
 
     from ase_nnip.data.dataset import DatasetError
-    from ase_nnip.model_file import ModelFileError, load_model
+    from ase_nnip.io.model_file import ModelFileError, load_model
     from ase_nnip.train.evaluation import evaluate_file
 
     try:

@@ -2,7 +2,7 @@
 
 import click
 
-from ase_nnip.landscape.cli_options import data_options, fisher_options, user_errors
+from ase_nnip.cli.landscape_options import data_options, fisher_options, user_errors
 
 
 @click.command("fisher")
@@ -34,7 +34,7 @@ def command(model, data, method, top_k, loss_kind, energy_weight, forces_weight,
     from ase_nnip.landscape.files import json_ready, save_fisher
     from ase_nnip.landscape.fisher import fisher_spectrum, loss_for_model
     from ase_nnip.landscape.training_data import load_labelled_dataset
-    from ase_nnip.model_file import load_model
+    from ase_nnip.io.model_file import load_model
 
     if threads:
         torch.set_num_threads(threads)

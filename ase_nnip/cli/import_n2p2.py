@@ -32,9 +32,9 @@ def command(directory, output, units, length_unit_a, energy_unit_ev, dtype, over
 
     import torch
 
-    from ase_nnip.model_file import save_model
-    from ase_nnip.models import ConfigError
-    from ase_nnip.n2p2 import UNIT_SYSTEMS, N2P2Error, import_n2p2, potential_summary
+    from ase_nnip.io.model_file import save_model
+    from ase_nnip.configuration import ConfigError
+    from ase_nnip.io.n2p2 import UNIT_SYSTEMS, N2P2Error, import_n2p2, potential_summary
 
     if Path(output).exists() and not overwrite:
         raise click.ClickException(f"{output} exists; pass --overwrite to replace it")

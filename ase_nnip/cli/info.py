@@ -13,7 +13,7 @@ def command(model, as_json):
     full config and metadata with --json. For a .ltau file: the threshold τ (eV/Å) that
     ``uncertainty`` = P(|ΔF| > τ) refers to, k, the calibrated scale s(d, D) and the
     calibration's test metrics."""
-    from ase_nnip.model_file import ModelFileError, load_model
+    from ase_nnip.io.model_file import ModelFileError, load_model
     from ase_nnip.models import count_parameters
 
     if str(model).endswith(".ltau"):

@@ -2,7 +2,7 @@
 
 import click
 
-from ase_nnip.landscape.cli_options import data_options, grid_options, user_errors
+from ase_nnip.cli.landscape_options import data_options, grid_options, user_errors
 
 
 @click.command("landscape")
@@ -41,10 +41,10 @@ def command(model, data, directions, extent, steps, seed, dtype, batch_size, inc
     from ase_nnip.landscape.entropy import landscape_entropy
     from ase_nnip.landscape.files import save_landscape
     from ase_nnip.landscape.landscapes import DTYPES, DatasetLoss, compute_landscape
-    from ase_nnip.landscape.cli_options import landscape_settings
+    from ase_nnip.cli.landscape_options import landscape_settings
     from ase_nnip.landscape.parallel import default_threads, mpi_world, rank_and_size
     from ase_nnip.landscape.training_data import load_labelled_dataset
-    from ase_nnip.model_file import load_model
+    from ase_nnip.io.model_file import load_model
 
     if plane and other_model:
         raise click.UsageError("choose either --plane or --interpolate, not both")

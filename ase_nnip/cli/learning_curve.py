@@ -2,7 +2,7 @@
 
 import click
 
-from ase_nnip.train.cli_helpers import set_option
+from ase_nnip.cli.training_options import set_option
 
 
 @click.command("learning-curve")
@@ -27,7 +27,7 @@ def command(config, sizes, tests, output, members, force_metric, resume, quiet, 
     models' force RMSE over all test files together (loss-landscape paper, section 3.6).
     Writes OUTPUT/learning_curve.json and .csv and prints the table.
     """
-    from ase_nnip.train.cli_helpers import config_overrides, training_errors
+    from ase_nnip.cli.training_options import config_overrides, training_errors
     from ase_nnip.train.learning_curve import learning_curve
 
     try:

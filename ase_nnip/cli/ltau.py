@@ -15,7 +15,7 @@ def _ltau_errors():
     from ase_nnip.ltau.calibration import CalibrationError
     from ase_nnip.ltau.confidences import ConfidenceError
     from ase_nnip.ltau.ltau_file import LTAUFileError
-    from ase_nnip.model_file import ModelFileError
+    from ase_nnip.io.model_file import ModelFileError
     from ase_nnip.train.trajectory import TrajectoryFileError
 
     try:
@@ -84,7 +84,7 @@ def build(model, more_trajectories, trajectories, data_file, output, atol, rtol,
         raise click.UsageError("no error-trajectory files: give them after --trajectories")
     with _ltau_errors():
         from ase_nnip.ltau import EpochWindow, HNSWParams, build_ltau
-        from ase_nnip.model_file import load_model
+        from ase_nnip.io.model_file import load_model
 
         m = load_model(model)
         data = build_ltau(
@@ -171,7 +171,7 @@ def calibrate(model, ltau, data, forces_key, energy_key, group_by, energy_bins, 
         )
         from ase_nnip.ltau.error_model import DistanceScale
         from ase_nnip.ltau.evaluation import labelled_atoms
-        from ase_nnip.model_file import load_model
+        from ase_nnip.io.model_file import load_model
 
         m = load_model(model)
         ltau_data = read_ltau(ltau)

@@ -39,8 +39,8 @@ def command(model, structures, ltau_file, output, summary_path, optimizer, fmax,
     from ase_nnip.calculator import NNIPCalculator
     from ase_nnip.data.dataset import DatasetError, read_structures
     from ase_nnip.ltau import LTAUEstimator, LTAUFileError
-    from ase_nnip.model_file import ModelFileError
-    from ase_nnip.relax import STATUSES, optimizer_class, relax_many, write_summary
+    from ase_nnip.io.model_file import ModelFileError
+    from ase_nnip.workflows.relax import STATUSES, optimizer_class, relax_many, write_summary
 
     if (max_uncertainty is not None or group is not None) and ltau_file is None:
         raise click.UsageError("--max-uncertainty and --group need --ltau")

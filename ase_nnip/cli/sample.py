@@ -54,8 +54,8 @@ def command(model, start, output, densities_g_cm3, temperatures, timestep_fs, eq
     from ase.io import read
 
     from ase_nnip.calculator import NNIPCalculator
-    from ase_nnip.model_file import ModelFileError
-    from ase_nnip.sample import SamplingSettings, sample_configurations
+    from ase_nnip.io.model_file import ModelFileError
+    from ase_nnip.workflows.sample import SamplingSettings, sample_configurations
 
     if Path(output).exists():
         raise click.ClickException(f"{output} exists; choose a new file (frames are appended as they come)")

@@ -2,7 +2,7 @@
 
 import click
 
-from ase_nnip.train.cli_helpers import set_option
+from ase_nnip.cli.training_options import set_option
 
 
 
@@ -29,7 +29,7 @@ def command(config, output, members, seeds, resume, quiet, overrides):
     Exits with status 2 when a member stopped on a NaN/inf loss.
     """
     from ase_nnip.train import train
-    from ase_nnip.train.cli_helpers import config_overrides, training_errors
+    from ase_nnip.cli.training_options import config_overrides, training_errors
 
     seed_list = [int(s) for s in seeds.split(",") if s.strip()] if seeds else None
     with training_errors():

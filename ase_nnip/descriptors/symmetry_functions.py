@@ -30,7 +30,7 @@ from ase.data import atomic_numbers as symbol_to_z
 from torch import nn
 
 from ase_nnip.descriptors.cutoff import check_cutoff_function, cutoff_function
-from ase_nnip.models.base import ConfigError
+from ase_nnip.configuration import ConfigError
 
 RADIAL = 2
 ANGULAR_NARROW = 3

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ase_nnip.hdf5_format import atomic_create, open_checked
+from ase_nnip.io.hdf5_format import atomic_create, open_checked
 from ase_nnip.landscape.fisher import FisherSpectrum
 from ase_nnip.landscape.landscapes import UNITS, Landscape
 

@@ -255,7 +255,7 @@ def fisher_spectrum(
 def loss_weights_from_metadata(model) -> Optional[tuple[float, float]]:
     """(energy_weight, forces_weight) in effect at the epoch a model file was saved, from the
     training config in its metadata (loss-weight schedules included), or None."""
-    from ase_nnip.models.base import parse_config
+    from ase_nnip.configuration import parse_config
     from ase_nnip.train.config import TrainingOptions, loss_schedule
     from ase_nnip.train.loss import LossSchedule
 

@@ -225,7 +225,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 def fingerprint_of(model: nn.Module) -> Optional[str]:
     """The ase-nnip fingerprint of a model, or None for a module that is not an ase-nnip model."""
-    from ase_nnip.model_file import model_fingerprint
+    from ase_nnip.io.model_file import model_fingerprint
 
     return model_fingerprint(model) if hasattr(model, "config") else None
 
@@ -239,7 +239,7 @@ def compute_landscape(
 ) -> Landscape:
     """The landscape described by ``settings``, with provenance (model fingerprint, grid,
     seed, filter rule table, dtype, ranks, wall time)."""
-    from ase_nnip import __version__
+    from ase_nnip.version import __version__
 
     if settings.kind not in KINDS:
         raise ValueError(f"unknown landscape kind {settings.kind!r}; expected one of {KINDS}")

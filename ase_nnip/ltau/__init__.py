@@ -20,7 +20,7 @@ Modules (one job each):
 - :mod:`.synthetic`    synthetic trajectories and descriptors (tests, benchmarks)
 
 Command line: ``ase-nnip ltau build | calibrate | weights``; uncertainty-aware relaxations
-in :mod:`ase_nnip.relax` (``ase-nnip relax``).
+in :mod:`ase_nnip.workflows.relax` (``ase-nnip relax``).
 """
 
 from ase_nnip.ltau.build import build_ltau, make_ltau_data, training_descriptors

@@ -119,7 +119,7 @@ def build_ltau(
 ) -> LTAUData:
     """Everything of ``ase-nnip ltau build``: returns the contents and writes them to
     ``output`` when given. ``model`` is a loaded model (its fingerprint is recorded)."""
-    from ase_nnip.model_file import model_fingerprint
+    from ase_nnip.io.model_file import model_fingerprint
 
     confidences = sample_confidences(trajectories, atol, rtol, window, cdf_grid)
     descriptors = training_descriptors(model, confidences, data_file, batch_size)

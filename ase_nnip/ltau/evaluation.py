@@ -75,7 +75,7 @@ def labelled_atoms(
     over every frame of ``files``. Energies are read when every frame of a file has one."""
     from ase_nnip.data import GraphDataset, LabelKeys, load_structures
     from ase_nnip.metrics import predict_dataset
-    from ase_nnip.model_file import model_fingerprint
+    from ase_nnip.io.model_file import model_fingerprint
     from ase_nnip.train.evaluation import model_dtype
 
     estimator.check_model(model_fingerprint(model))

@@ -34,8 +34,8 @@ from typing import Optional
 
 import numpy as np
 
-from ase_nnip import __version__
-from ase_nnip.hdf5_format import atomic_create, open_checked
+from ase_nnip.version import __version__
+from ase_nnip.io.hdf5_format import atomic_create, open_checked
 from ase_nnip.ltau.confidences import EpochWindow, SampleConfidences
 from ase_nnip.ltau.error_model import DistanceScale
 from ase_nnip.ltau.index import HNSWParams, Standardizer, build_index, serialize_index

@@ -6,7 +6,8 @@ package (calculator, trainer, LTAU, landscapes) needs to know about it.
 
 from __future__ import annotations
 
-from ase_nnip.models.base import AtomisticModel, ConfigError, ModelOutput, count_parameters
+from ase_nnip.models.base import AtomisticModel, ModelOutput, count_parameters
+from ase_nnip.configuration import ConfigError
 
 
 def _model_types() -> dict:

@@ -4,8 +4,8 @@ A model maps an :class:`~ase_nnip.data.graph.AtomicGraph` to per-atom energies (
 per-atom descriptors.  Forces and stress are *not* computed here: they are derived once,
 for every model type, in :mod:`ase_nnip.properties`.
 
-Config handling is shared: each model type declares its options (with defaults) in a
-dataclass; unknown keys are an error that lists the valid ones.
+Each model type declares its options (with defaults) in a dataclass; unknown keys are an
+error that lists the valid ones (:mod:`ase_nnip.configuration`).
 """
 
 from __future__ import annotations
@@ -18,11 +18,8 @@ from ase.data import atomic_numbers as symbol_to_z
 from ase.data import chemical_symbols
 from torch import nn
 
+from ase_nnip.configuration import ConfigError, parse_config  # noqa: F401  (their old home)
 from ase_nnip.data.graph import AtomicGraph
-
-
-class ConfigError(ValueError):
-    """A model or training config has unknown keys or invalid values."""
 
 
 class ModelOutput(NamedTuple):
@@ -45,15 +42,6 @@ class CommonConfig:
     species: list = dataclasses.field(default_factory=list)
     cutoff_A: float = 5.0
     reference_energies_eV: dict = dataclasses.field(default_factory=dict)
-
-
-def parse_config(config_cls, config: dict, what: str = "model config"):
-    """Build ``config_cls`` from a dict, rejecting unknown keys with a helpful message."""
-    valid = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(config) - valid)
-    if unknown:
-        raise ConfigError(f"unknown {what} keys {unknown}; valid keys are {sorted(valid)}")
-    return config_cls(**config)
 
 
 def normalize_species(species) -> list[str]:

@@ -28,10 +28,11 @@ from ase_nnip.descriptors.symmetry_functions import (
     parse_symmetry_functions,
     symmetry_function_statistics,
 )
-from ase_nnip.models.base import AtomisticModel, CommonConfig, ConfigError, parse_config
+from ase_nnip.models.base import AtomisticModel, CommonConfig
+from ase_nnip.configuration import ConfigError, parse_config
 from ase_nnip.models.rescale import per_species_values
 
-# Activation functions by name; the n2p2 letter codes map onto these in ase_nnip.n2p2.
+# Activation functions by name; the n2p2 letter codes map onto these in ase_nnip.io.n2p2.
 ACTIVATIONS = {
     "linear": lambda x: x,
     "tanh": torch.tanh,

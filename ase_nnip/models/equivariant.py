@@ -27,7 +27,8 @@ from e3nn import o3
 from torch import nn
 
 from ase_nnip.data.graph import AtomicGraph
-from ase_nnip.models.base import AtomisticModel, CommonConfig, ConfigError
+from ase_nnip.models.base import AtomisticModel, CommonConfig
+from ase_nnip.configuration import ConfigError
 from ase_nnip.models.equivariant_ops import (
     BlockLinear,
     EdgeTensorProduct,

@@ -62,7 +62,7 @@ _EXPORTS = {
 
 
 def __getattr__(name):
-    # Lazy: the CLI imports ase_nnip.train.cli_helpers at start-up without loading torch.
+    # Lazy: the CLI imports ase_nnip.cli.training_options at start-up without loading torch.
     if name in _EXPORTS:
         import importlib
 

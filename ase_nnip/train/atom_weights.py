@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ase_nnip.data.dataset import DatasetError
-from ase_nnip.hdf5_format import atomic_create, open_checked
+from ase_nnip.io.hdf5_format import atomic_create, open_checked
 from ase_nnip.train.loss import AtomWeights
 
 FORMAT = "ase-nnip-atom-weights"

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
-from ase_nnip.models.base import ConfigError, parse_config
+from ase_nnip.configuration import ConfigError, parse_config
+from ase_nnip.train.schedulers import SchedulerConfig
 
 DTYPES = ("float32", "float64")
 REFERENCE_ENERGY_MODES = ("none", "fit")
@@ -72,23 +73,6 @@ class LossWeightChange:
     energy_weight: float = 1.0
     forces_weight: float = 1000.0
     stress_weight: float = 0.0
-
-
-@dataclasses.dataclass
-class SchedulerConfig:
-    """Learning-rate schedule, stepped once per epoch.
-
-    name: "none", "plateau" (ReduceLROnPlateau on the monitored metric: factor, patience,
-        threshold (relative), cooldown, min_lr) or "exponential" (lr ← gamma·lr per epoch).
-    """
-
-    name: str = "none"
-    factor: float = 0.5
-    patience: int = 10
-    threshold: float = 1e-4
-    cooldown: int = 0
-    min_lr: float = 0.0
-    gamma: float = 0.99
 
 
 @dataclasses.dataclass

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ase_nnip.models.base import ConfigError
+from ase_nnip.configuration import ConfigError
 from ase_nnip.train.config import load_training_config
 from ase_nnip.train.ensemble import train
 from ase_nnip.train.evaluation import pooled_force_rmse

@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
-from ase_nnip.models.base import parse_config
-from ase_nnip.train.config import SchedulerConfig
+from ase_nnip.configuration import parse_config
+
+
+@dataclasses.dataclass
+class SchedulerConfig:
+    """Learning-rate schedule, stepped once per epoch.
+
+    name: "none", "plateau" (ReduceLROnPlateau on the monitored metric: factor, patience,
+        threshold (relative), cooldown, min_lr) or "exponential" (lr ← gamma·lr per epoch).
+    """
+
+    name: str = "none"
+    factor: float = 0.5
+    patience: int = 10
+    threshold: float = 1e-4
+    cooldown: int = 0
+    min_lr: float = 0.0
+    gamma: float = 0.99
 
 
 def build_lr_scheduler(optimizer: torch.optim.Optimizer, scheduler: dict):

@@ -21,7 +21,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from ase_nnip.model_file import save_model
+from ase_nnip.io.model_file import save_model
 from ase_nnip.models import build_model
 from ase_nnip.train.averaging import ExponentialMovingAverage, StochasticWeightAverage, weights_swapped
 from ase_nnip.train.checkpoint import (

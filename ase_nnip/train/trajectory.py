@@ -35,8 +35,8 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from ase_nnip import __version__
-from ase_nnip.hdf5_format import atomic_create, check_format
+from ase_nnip.version import __version__
+from ase_nnip.io.hdf5_format import atomic_create, check_format
 from ase_nnip.train.metrics_log import METRIC_NAMES
 
 FORMAT = "ase-nnip-error-trajectory"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from ase_nnip.model_file import read_model_file
+from ase_nnip.io.model_file import read_model_file
 
 
 def training_config(model_file: str, data_file: str) -> dict:

@@ -57,7 +57,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ase_nnip.models.base import ConfigError
+from ase_nnip.configuration import ConfigError
 from ase_nnip.train.schedulers import build_lr_scheduler, step_lr_scheduler
 from ase_nnip.train.update_rules.base import NonFiniteLossError, UpdateRule
 from ase_nnip.train.update_rules.schedule import BatchSchedule, LabelUpdate, parse_schedule, scaled_errors

@@ -38,7 +38,7 @@ from typing import Iterator, Optional, Union
 import torch
 
 from ase_nnip.data.graph import AtomicGraph
-from ase_nnip.models.base import ConfigError, parse_config
+from ase_nnip.configuration import ConfigError, parse_config
 from ase_nnip.properties import predict
 from ase_nnip.train.loss import LossWeights
 

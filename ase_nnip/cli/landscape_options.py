@@ -117,7 +117,7 @@ def user_errors(function):
     def wrapper(*args, **kwargs):
         from ase_nnip.data.dataset import DatasetError
         from ase_nnip.landscape.files import ResultFileError
-        from ase_nnip.model_file import ModelFileError
+        from ase_nnip.io.model_file import ModelFileError
 
         try:
             return function(*args, **kwargs)

@@ -14,26 +14,19 @@ set_option = click.option(
 
 
 def config_overrides(config_path, overrides):
-    """The config at ``config_path`` with ``--set`` overrides applied (paths still relative
-    to the config file's folder)."""
+    """The config at ``config_path`` with ``--set SECTION.KEY=VALUE`` overrides applied
+    (paths still relative to the config file's folder)."""
     from pathlib import Path
 
     import yaml
 
+    from ase_nnip.configuration import apply_overrides, parse_overrides
     from ase_nnip.train.config import load_training_config
 
     if not overrides:
         return load_training_config(config_path)
     raw = yaml.safe_load(Path(config_path).read_text()) or {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        section, dot, name = key.partition(".")
-        if not sep or not dot or not name:
-            raise click.BadParameter(f"expected SECTION.KEY=VALUE, got {item!r}", param_hint="--set")
-        raw.setdefault(section, {})
-        if not isinstance(raw[section], dict):
-            raise click.BadParameter(f"config section {section!r} is not a mapping", param_hint="--set")
-        raw[section][name] = yaml.safe_load(value)
+    raw = apply_overrides(raw, parse_overrides(overrides), sections=True)
     return load_training_config(raw, base_dir=Path(config_path).resolve().parent)
 
 
@@ -41,7 +34,7 @@ def config_overrides(config_path, overrides):
 def training_errors():
     """Turn the expected input errors into clean CLI errors (exit status 1, no traceback)."""
     from ase_nnip.data.dataset import DatasetError
-    from ase_nnip.models.base import ConfigError
+    from ase_nnip.configuration import ConfigError
     from ase_nnip.train.checkpoint import CheckpointError
     from ase_nnip.train.trajectory import TrajectoryFileError
 

@@ -210,7 +210,7 @@ def compare_models(
     from ase_nnip.landscape.fisher import fisher_spectrum, loss_for_model
     from ase_nnip.landscape.landscapes import DTYPES, DatasetLoss, LandscapeSettings, compute_landscape
     from ase_nnip.landscape.training_data import load_labelled_dataset
-    from ase_nnip.model_file import load_model, read_model_file
+    from ase_nnip.io.model_file import load_model, read_model_file
     from ase_nnip.train.evaluation import evaluate_file
 
     entropy_parameters = entropy_parameters or EntropyParameters()
