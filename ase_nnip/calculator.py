@@ -32,9 +32,9 @@ from ase_nnip.data.graph import graph_from_arrays
 from ase_nnip.data.neighbors import neighbor_list
 from ase_nnip.io.model_file import load_model, model_fingerprint
 from ase_nnip.models import AtomisticModel
+from ase_nnip.models.base import DTYPES, model_dtype
 from ase_nnip.properties import predict
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, None: None}
 
 
 class VerletNeighborList:
@@ -155,10 +155,10 @@ class NNIPCalculator(Calculator):
         super().__init__(**kwargs)
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
-        if isinstance(dtype, str) or dtype is None:
-            if dtype not in _DTYPES:
+        if isinstance(dtype, str):
+            if dtype not in DTYPES:
                 raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-            dtype = _DTYPES[dtype]
+            dtype = DTYPES[dtype]
         if isinstance(model, (str, Path)):
             model = load_model(model, device=device, dtype=dtype)
         elif not isinstance(model, AtomisticModel):
@@ -170,9 +170,7 @@ class NNIPCalculator(Calculator):
             model.eval()
         self.model = model
         self.device = torch.device(device)
-        self.dtype = dtype or next(
-            (p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype()
-        )
+        self.dtype = dtype or model_dtype(model)
         self.neighbors = VerletNeighborList(model.cutoff, skin)
         self.fingerprint = model_fingerprint(model)
         self.uncertainty = None

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
+from ase_nnip.models.base import model_dtype
 from ase_nnip.properties import predict
 
 
@@ -49,7 +50,7 @@ def predict_dataset(model, dataset, batch_size: int = DEFAULT_EVAL_BATCH_SIZE, d
 
     The model's parameters are not modified; gradients are only taken w.r.t. positions.
     """
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
+    dtype = model_dtype(model)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     energy, e_ref, natoms, forces, f_ref, ids, desc = [], [], [], [], [], [], []
     has_energy = all(g.energy is not None for g in dataset.graphs)

@@ -15,7 +15,8 @@ import numpy as np
 from ase import units
 from ase.neighborlist import neighbor_list
 
-from md_harness.detectors import bonds_per_atom, density_g_cm3, min_cell_height_A, neighbor_search_copy
+from ase_nnip.workflows.dynamics import density_g_cm3
+from md_harness.detectors import bonds_per_atom, min_cell_height_A, neighbor_search_copy
 
 MIN_DISTANCE_A = 0.5
 VOLUME_STEP = 5e-3  # relative volume change of the finite difference

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-from ase import units
 from ase.data import covalent_radii
 from ase.neighborlist import neighbor_list
+
+from ase_nnip.workflows.dynamics import density_g_cm3
 
 FAILURE_MODES = (
     "non_finite",
@@ -34,7 +35,6 @@ FAILURE_MODES = (
 )
 
 # g/cm³ per amu/Å³ (1 amu = _amu kg; 1 Å³ = 1e-24 cm³)
-AMU_PER_A3_TO_G_PER_CM3 = units._amu * 1e3 / 1e-24
 
 
 def neighbor_search_copy(atoms):
@@ -83,9 +83,6 @@ def bond_lengths(positions: np.ndarray, bonds: np.ndarray, cell: np.ndarray, pbc
         d = frac @ cell
     return np.sqrt(np.einsum("ij,ij->i", d, d))
 
-
-def density_g_cm3(total_mass_amu: float, volume_A3: float) -> float:
-    return total_mass_amu / volume_A3 * AMU_PER_A3_TO_G_PER_CM3
 
 
 def min_cell_height_A(cell: np.ndarray, inverse_cell=None) -> float:

@@ -22,11 +22,10 @@ from typing import Callable, Optional, Protocol as TypingProtocol
 
 import numpy as np
 from ase import Atoms, units
-from ase.md.nptberendsen import NPTBerendsen
-from ase.md.nvtberendsen import NVTBerendsen
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ase.parallel import DummyMPI
 
+from ase_nnip.workflows.dynamics import berendsen
 from md_harness.config import HarnessConfig
 from md_harness.detectors import FailureDetector, Measurement, Observation
 from md_harness.models import make_calculator
@@ -139,19 +138,9 @@ def initial_momenta(atoms: Atoms, temperature_K: float, rng: np.random.Generator
 
 def make_dynamics(config: HarnessConfig, atoms: Atoms):
     """ASE NVTBerendsen / NPTBerendsen from the config (pressure and compressibility in ASE units)."""
-    dt = config.timestep_fs * units.fs
-    taut = config.thermostat_tau_fs * units.fs
-    if config.is_npt:
-        return NPTBerendsen(
-            atoms,
-            dt,
-            temperature_K=config.temperature_K,
-            taut=taut,
-            pressure_au=config.pressure_bar * units.bar,
-            taup=config.barostat_tau_fs * units.fs,
-            compressibility_au=config.compressibility_per_bar / units.bar,
-        )
-    return NVTBerendsen(atoms, dt, temperature_K=config.temperature_K, taut=taut)
+    npt = dict(pressure_bar=config.pressure_bar, barostat_tau_fs=config.barostat_tau_fs,
+               compressibility_per_bar=config.compressibility_per_bar) if config.is_npt else {}
+    return berendsen(atoms, config.timestep_fs, config.temperature_K, config.thermostat_tau_fs, **npt)
 
 
 def uncertainty_signals(results) -> list:

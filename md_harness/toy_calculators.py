@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
 
 
 def _minimum_image(d: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
@@ -95,7 +96,7 @@ class ToyWater(Calculator):
         self.results["forces"] = forces
         if pbc.all():
             s = virial / atoms.get_volume()
-            self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+            self.results["stress"] = full_3x3_to_voigt_6_stress(s)
 
 
 class FaultyCalculator(Calculator):

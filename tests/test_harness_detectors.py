@@ -5,14 +5,13 @@ import pytest
 from ase import Atoms
 from ase.io import read
 
+from ase_nnip.workflows.dynamics import AMU_PER_A3_TO_G_PER_CM3, density_g_cm3
 from md_harness.detectors import (
-    AMU_PER_A3_TO_G_PER_CM3,
     FailureDetector,
     Observation,
     RunningMean,
     bond_lengths,
     bonds_per_atom,
-    density_g_cm3,
     find_bonds,
     min_cell_height_A,
 )

@@ -35,10 +35,11 @@ def command(model, data, method, top_k, loss_kind, energy_weight, forces_weight,
     from ase_nnip.landscape.fisher import fisher_spectrum, loss_for_model
     from ase_nnip.landscape.training_data import load_labelled_dataset
     from ase_nnip.io.model_file import load_model
+    from ase_nnip.models.base import DTYPES
 
     if threads:
         torch.set_num_threads(threads)
-    dtype = {"float32": torch.float32, "float64": torch.float64}[fisher_dtype]
+    dtype = DTYPES[fisher_dtype]
     m = load_model(model)
     loss = loss_for_model(m, loss_kind, energy_weight, forces_weight)
     dataset, info = load_labelled_dataset(m, data, energy_key, forces_key, subset, max_structures, dtype)

@@ -97,8 +97,9 @@ def stress_to_matrix(stress) -> np.ndarray:
     if s.size == 9:
         return s.reshape(3, 3)
     if s.size == 6:
-        xx, yy, zz, yz, xz, xy = s
-        return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+        from ase.stress import voigt_6_to_full_3x3_stress
+
+        return voigt_6_to_full_3x3_stress(s)
     raise DatasetError(f"stress must have 6 (Voigt) or 9 components, got {s.size}")
 
 

@@ -54,21 +54,36 @@ def fit_reference_energies(
     return {symbol: float(e) for symbol, e in zip(species, e0)}
 
 
-def residual_energy_statistics(
-    structures: Sequence[Structure], reference: dict[str, float]
-) -> tuple[float, float]:
-    """Mean and std (eV/atom) of the per-atom energy left after subtracting references {symbol: eV}."""
+def _labelled(items) -> list[tuple]:
+    """(atomic numbers, energy or None, forces or None) of each item of a sequence of
+    :class:`Structure` or of a :class:`~ase_nnip.data.GraphDataset` (its graphs)."""
+    if hasattr(items, "graphs"):
+        return [
+            (g.atomic_numbers.tolist(), None if g.energy is None else float(g.energy[0]),
+             None if g.forces is None else g.forces.detach().cpu().numpy())
+            for g in items.graphs
+        ]
+    return [(s.atoms.numbers.tolist(), s.energy, s.forces) for s in items]
+
+
+def residual_energy_statistics(items, reference: dict[str, float]) -> tuple[float, float]:
+    """Mean and std (eV/atom) of the per-atom energy left after subtracting references
+    {symbol: eV}, over structures or a GraphDataset (the models' ``shift: auto``)."""
     per_atom = []
-    for s in structures:
-        e_ref = sum(reference.get(symbol, 0.0) for symbol in s.atoms.get_chemical_symbols())
-        per_atom.append((s.energy - e_ref) / len(s.atoms))
+    for numbers, energy, _ in _labelled(items):
+        if energy is None:
+            raise DatasetError("a structure has no energy label: the residual energy statistics need every energy")
+        e_ref = sum(reference.get(chemical_symbols[z], 0.0) for z in numbers)
+        per_atom.append((energy - e_ref) / len(numbers))
     per_atom = np.asarray(per_atom)
     return float(per_atom.mean()), float(per_atom.std())
 
 
-def force_rms(structures: Sequence[Structure]) -> float:
-    """Root mean square of all force components (eV/Å)."""
-    comps = np.concatenate([np.asarray(s.forces).reshape(-1) for s in structures if s.forces is not None])
+def force_rms(items) -> float:
+    """Root mean square of all force components (eV/Å) of structures or a GraphDataset
+    (the models' ``scale: auto``)."""
+    parts = [np.asarray(f).reshape(-1) for _, _, f in _labelled(items) if f is not None]
+    comps = np.concatenate(parts) if parts else np.zeros(0)
     if comps.size == 0:
         raise DatasetError("no forces in the dataset to compute their RMS")
     return float(np.sqrt(np.mean(comps**2)))

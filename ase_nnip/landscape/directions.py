@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ase_nnip.landscape.filters import FilterOptions, ParameterFilter, filter_norms, parameter_filters
+from ase_nnip.models.base import model_dtype
 
 Direction = dict[str, torch.Tensor]
 
@@ -146,7 +147,7 @@ class WeightPerturbation:
 def evaluation_copy(model: nn.Module, dtype: Optional[torch.dtype]) -> Iterator[nn.Module]:
     """``model`` itself when it already has ``dtype`` (or dtype is None), else a copy cast to
     ``dtype``; in eval mode for the duration (the original's mode is restored)."""
-    current = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    current = model_dtype(model)
     if dtype is None or dtype == current:
         was_training = model.training
         model.eval()

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
+from ase_nnip.models.base import DTYPES
 from ase_nnip.landscape.directions import (
     Direction,
     WeightPerturbation,
@@ -220,7 +221,6 @@ class LandscapeSettings:
         return out
 
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def fingerprint_of(model: nn.Module) -> Optional[str]:

@@ -59,7 +59,7 @@ def training_descriptors(model, confidences: SampleConfidences, data_file=None, 
     """
     from ase_nnip.data import GraphDataset, LabelKeys, load_structures
     from ase_nnip.metrics import predict_dataset
-    from ase_nnip.train.evaluation import model_dtype
+    from ase_nnip.models.base import model_dtype
 
     data_file = data_file or confidences.source.get("data_file")
     if not data_file:

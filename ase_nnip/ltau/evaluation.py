@@ -76,7 +76,7 @@ def labelled_atoms(
     from ase_nnip.data import GraphDataset, LabelKeys, load_structures
     from ase_nnip.metrics import predict_dataset
     from ase_nnip.io.model_file import model_fingerprint
-    from ase_nnip.train.evaluation import model_dtype
+    from ase_nnip.models.base import model_dtype
 
     estimator.check_model(model_fingerprint(model))
     parts = {k: [] for k in ("neighbors", "err", "structure", "groups", "energy", "file", "frame")}

@@ -44,6 +44,15 @@ class CommonConfig:
     reference_energies_eV: dict = dataclasses.field(default_factory=dict)
 
 
+#: dtype names accepted wherever a user picks the precision (calculator, landscapes, Fisher).
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of a model's floating-point parameters (torch's default for a model without any)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
+
+
 def normalize_species(species) -> list[str]:
     """Element symbols (or atomic numbers) → symbols sorted by atomic number."""
     out = set()

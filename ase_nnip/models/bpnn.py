@@ -30,7 +30,7 @@ from ase_nnip.descriptors.symmetry_functions import (
 )
 from ase_nnip.models.base import AtomisticModel, CommonConfig
 from ase_nnip.configuration import ConfigError, parse_config
-from ase_nnip.models.rescale import per_species_values
+from ase_nnip.models.rescale import auto_scale_and_shift, per_species_values
 
 # Activation functions by name; the n2p2 letter codes map onto these in ase_nnip.io.n2p2.
 ACTIVATIONS = {
@@ -295,15 +295,7 @@ class BehlerParrinelloModel(AtomisticModel):
                 raise ConfigError(f"cannot compute symmetry-function statistics: no atoms of {missing} in the dataset")
             config["sf_statistics"] = stats
         config["symmetry_functions"] = [sf.to_dict() for sf in functions]
-        if config.get("energy_scale_eV") == "auto":
-            from ase_nnip.models.equivariant import dataset_force_rms
-
-            config["energy_scale_eV"] = dataset_force_rms(dataset)
-        if config.get("energy_shift_eV") == "auto":
-            from ase_nnip.models.equivariant import dataset_mean_residual_energy
-
-            config["energy_shift_eV"] = dataset_mean_residual_energy(dataset, config.get("reference_energies_eV", {}))
-        return config
+        return auto_scale_and_shift(config, dataset, "energy_scale_eV", "energy_shift_eV")
 
     def scaled_symmetry_functions(self, graph: AtomicGraph, species: torch.Tensor) -> torch.Tensor:
         """(N, n_max) network inputs G̃ (each row padded beyond its element's function count)."""

@@ -37,7 +37,7 @@ from ase_nnip.models.equivariant_ops import (
     split_orders,
 )
 from ase_nnip.models.radial import BesselBasis, PolynomialCutoff
-from ase_nnip.models.rescale import PerSpeciesScaleShift, per_species_values
+from ase_nnip.models.rescale import PerSpeciesScaleShift, auto_scale_and_shift, per_species_values
 from ase_nnip.models.zbl import ZBLRepulsion
 
 
@@ -78,27 +78,6 @@ class EquivariantConfig(CommonConfig):
     rescaling_trainable: bool = False
     zbl: bool = False
     zbl_radius_factor: float = 0.6
-
-
-def dataset_force_rms(dataset) -> float:
-    """RMS of all force components of a GraphDataset (eV/Å)."""
-    forces = [g.forces for g in dataset.graphs if g.forces is not None]
-    if not forces:
-        raise ConfigError("scale_eV is 'auto' but the dataset has no forces")
-    return float(torch.cat(forces).pow(2).mean().sqrt())
-
-
-def dataset_mean_residual_energy(dataset, reference_energies: dict) -> float:
-    """Mean per-atom energy (eV/atom) of a GraphDataset after subtracting reference energies."""
-    from ase.data import chemical_symbols
-
-    values = []
-    for g in dataset.graphs:
-        if g.energy is None:
-            raise ConfigError("shift_eV is 'auto' but the dataset has no energies")
-        e0 = sum(reference_energies.get(chemical_symbols[int(z)], 0.0) for z in g.atomic_numbers)
-        values.append((float(g.energy[0]) - e0) / g.num_atoms)
-    return float(sum(values) / len(values))
 
 
 class InteractionBlock(nn.Module):
@@ -223,11 +202,7 @@ class EquivariantModel(AtomisticModel):
         config = dict(config)
         if config.get("avg_num_neighbors") == "auto":
             config["avg_num_neighbors"] = dataset.average_num_neighbors()
-        if config.get("scale_eV") == "auto":
-            config["scale_eV"] = dataset_force_rms(dataset)
-        if config.get("shift_eV") == "auto":
-            config["shift_eV"] = dataset_mean_residual_energy(dataset, config.get("reference_energies_eV", {}))
-        return config
+        return auto_scale_and_shift(config, dataset, "scale_eV", "shift_eV")
 
     def atomic_outputs(self, graph: AtomicGraph, species: torch.Tensor):
         vectors = graph.edge_vectors()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ase_nnip.configuration import ConfigError
+
 
 class PerSpeciesScaleShift(nn.Module):
     """E_i = scale[s_i] · x_i + shift[s_i]  (eV).
@@ -36,3 +38,20 @@ def per_species_values(value, species: list[str], name: str) -> list[float]:
             raise ValueError(f"{name} has no value for element(s) {missing}; give a number or all of {species}")
         return [float(value[s]) for s in species]
     return [float(value)] * len(species)
+
+
+def auto_scale_and_shift(config: dict, dataset, scale_key: str, shift_key: str) -> dict:
+    """Fill ``scale_key`` / ``shift_key`` of a model config that are "auto" from the data:
+    the RMS of the force components (eV/Å) and the mean per-atom energy after the
+    reference energies (eV/atom). Shared by every model type."""
+    from ase_nnip.data.dataset import DatasetError
+    from ase_nnip.data.statistics import force_rms, residual_energy_statistics
+
+    try:
+        if config.get(scale_key) == "auto":
+            config[scale_key] = force_rms(dataset)
+        if config.get(shift_key) == "auto":
+            config[shift_key] = residual_energy_statistics(dataset, config.get("reference_energies_eV", {}))[0]
+    except DatasetError as exc:
+        raise ConfigError(f"{scale_key}/{shift_key} 'auto': {exc}") from exc
+    return config

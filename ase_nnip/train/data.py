@@ -15,6 +15,7 @@ from ase.data import chemical_symbols
 
 from ase_nnip.data import GraphDataset, LabelKeys, Structure, load_structures, split_indices
 from ase_nnip.data.dataset import DatasetError
+from ase_nnip.models.base import DTYPES
 from ase_nnip.data.statistics import fit_reference_energies, force_component_std, reference_energies_from_file
 from ase_nnip.models import config_from_data, model_class
 from ase_nnip.models.base import normalize_species
@@ -22,7 +23,6 @@ from ase_nnip.train.atom_weights import atom_weights_for_dataset
 from ase_nnip.train.config import TrainConfig
 from ase_nnip.train.loss import AtomWeights
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass

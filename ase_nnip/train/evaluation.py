@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-import torch
 
 from ase_nnip.data import GraphDataset, LabelKeys, load_structures
 from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
 from ase_nnip.metrics import error_metrics, predict_dataset
+from ase_nnip.models.base import model_dtype
 
 #: error_metrics key → (name in meV units, factor from eV).
 MEV_NAMES = {
@@ -25,10 +25,6 @@ MEV_NAMES = {
 def to_mev(metrics: dict) -> dict:
     """Box-4 metrics (eV, eV/atom, eV/Å) → the same in meV with unit-suffixed names."""
     return {MEV_NAMES[k]: 1000.0 * v for k, v in metrics.items() if k in MEV_NAMES}
-
-
-def model_dtype(model) -> torch.dtype:
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float64)
 
 
 def dataset_errors(model, dataset: GraphDataset, batch_size: int = DEFAULT_EVAL_BATCH_SIZE) -> tuple[dict, "object"]:

@@ -26,14 +26,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 
-# g/cm³ per (amu/Å³)
-AMU_PER_A3_TO_G_PER_CM3 = units._amu * 1e3 / 1e-24
-
-
-def mass_density_g_cm3(atoms: Atoms) -> float:
-    """Mass density of a periodic cell (g/cm³)."""
-    return float(atoms.get_masses().sum() / atoms.get_volume() * AMU_PER_A3_TO_G_PER_CM3)
-
+from ase_nnip.workflows.dynamics import berendsen, mass_density_g_cm3  # noqa: F401  (mass_density_g_cm3: public here too)
 
 def find_molecules(atoms: Atoms, bond_scale: float = 1.2) -> list[np.ndarray]:
     """Atom indices of each molecule: connected components of the bond graph, bonds being
@@ -139,28 +132,16 @@ class UnstableRun(RuntimeError):
 
 def make_dynamics(atoms: Atoms, settings: SamplingSettings, temperature_K: float, rng: np.random.Generator):
     """The ASE integrator of one run."""
-    dt = settings.timestep_fs * units.fs
     if settings.ensemble == "npt":
-        from ase.md.nptberendsen import NPTBerendsen
-
-        return NPTBerendsen(
-            atoms,
-            dt,
-            temperature_K=temperature_K,
-            pressure_au=settings.pressure_bar * units.bar,
-            taut=settings.taut_fs * units.fs,
-            taup=settings.taup_fs * units.fs,
-            compressibility_au=settings.compressibility_per_bar / units.bar,
-        )
+        return berendsen(atoms, settings.timestep_fs, temperature_K, settings.taut_fs, pressure_bar=settings.pressure_bar,
+                         barostat_tau_fs=settings.taup_fs, compressibility_per_bar=settings.compressibility_per_bar)
     if settings.thermostat == "berendsen":
-        from ase.md.nvtberendsen import NVTBerendsen
-
-        return NVTBerendsen(atoms, dt, temperature_K=temperature_K, taut=settings.taut_fs * units.fs)
+        return berendsen(atoms, settings.timestep_fs, temperature_K, settings.taut_fs)
     from ase.md.langevin import Langevin
 
     # fixcm=False: ASE's fixcm=True Langevin does not sample NVT exactly; a liquid's centre
     # of mass may drift, which changes nothing for the sampled configurations.
-    return Langevin(atoms, dt, temperature_K=temperature_K, friction=settings.friction_per_fs / units.fs,
+    return Langevin(atoms, settings.timestep_fs * units.fs, temperature_K=temperature_K, friction=settings.friction_per_fs / units.fs,
                     fixcm=False, rng=rng)
 
 

@@ -58,12 +58,13 @@ from typing import Optional, Sequence
 import torch
 
 from ase_nnip.configuration import ConfigError
+from ase_nnip.models.base import DTYPES
 from ase_nnip.train.schedulers import build_lr_scheduler, step_lr_scheduler
 from ase_nnip.train.update_rules.base import NonFiniteLossError, UpdateRule
 from ase_nnip.train.update_rules.schedule import BatchSchedule, LabelUpdate, parse_schedule, scaled_errors
 
 BLOCK_MODES = ("global", "per_element", "per_layer", "per_tensor", "fixed")
-COVARIANCE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+COVARIANCE_DTYPES = DTYPES
 
 
 @dataclasses.dataclass
