@@ -227,6 +227,158 @@ def _rows(rows: list) -> np.ndarray:
     return np.asarray(rows, dtype=float).reshape(-1, len(THERMO_COLUMNS))
 
 
+class ReplicaRun:
+    """One replica driven by its integrator's ``irun``, with :meth:`observe` attached as an
+    ASE observer (as ASE's ``MolecularDynamics`` and ``Optimizer`` drive their observers).
+
+    :meth:`restore` puts a checkpoint back (or draws the initial momenta), :meth:`observe`
+    runs the detectors, thermo rows, frames and checkpoints after every step, :meth:`fail`
+    records a failure; :meth:`run` loops until the replica fails, survives or is asked to stop.
+    """
+
+    def __init__(self, protocol: Protocol, task: ReplicaTask, sink: ReplicaSink, rank: int = 0):
+        self.protocol, self.config, self.task, self.sink = protocol, protocol.config, task, sink
+        self.record = ReplicaRecord(index=task.index, seed=task.seed, host=socket.gethostname(), rank=rank)
+        self.atoms = protocol.start.copy()
+        self.rng = np.random.default_rng(task.seed)
+        self.detector = FailureDetector.from_config(self.config, self.atoms, protocol.bonds, protocol.cutoff_A)
+        self.frames = FrameRing(self.config.last_frames, len(self.atoms))
+        self.thermo: list = []
+        self.step = 0  # the last observed step
+        self.observed = task.checkpoint is not None  # a checkpointed state was observed before
+        self.ended = False
+        self.harness_error: Optional[BaseException] = None
+        self.started = time.perf_counter()
+        self.wall_before = 0.0
+
+    def _ps(self, step: int) -> float:
+        return step * self.config.timestep_fs / 1000.0
+
+    def state(self) -> dict:
+        """Everything a resumed replica needs to continue exactly."""
+        return {
+            "step": self.step,
+            "positions": self.atoms.positions.copy(),
+            "momenta": self.atoms.get_momenta(),
+            "cell": self.atoms.cell.array.copy(),
+            "rng_state": json.dumps(self.rng.bit_generator.state),
+            "detector": self.detector.state_dict(),
+            "frames": self.frames.state_dict(),
+            "initial_momenta_sha256": self.record.initial_momenta_sha256,
+            "wall_s": self.wall_before + time.perf_counter() - self.started,
+        }
+
+    def restore(self) -> None:
+        """The task's checkpoint, or fresh Maxwell–Boltzmann momenta for a new replica."""
+        ck = self.task.checkpoint
+        if ck is None:
+            initial_momenta(self.atoms, self.config.initial_temperature_K or self.config.temperature_K, self.rng)
+            self.record.initial_momenta_sha256 = array_sha256(self.atoms.get_momenta())
+            return
+        self.step = int(ck["step"])
+        self.atoms.set_cell(ck["cell"])
+        self.atoms.positions = ck["positions"]
+        self.atoms.set_momenta(ck["momenta"])
+        self.rng.bit_generator.state = json.loads(ck["rng_state"])
+        self.detector.load_state_dict(ck["detector"])
+        self.frames.load_state_dict(ck["frames"])
+        self.record.initial_momenta_sha256 = str(ck["initial_momenta_sha256"])
+        self.wall_before = float(ck["wall_s"])
+
+    def fail(self, mode: str, at_step: int, message: str = "") -> None:
+        r = self.record
+        r.status, r.failure_mode, r.failure_step = "failed", mode, at_step
+        r.time_ps, r.censored, r.message = self._ps(at_step), False, message
+        self.ended = True
+
+    def calculator_failed(self, err: Exception, at_step: int) -> None:
+        """The model raised (or could not give an energy): a recorded failure, not a crash."""
+        self.step = at_step
+        self.fail("calculator_exception", at_step, f"{type(err).__name__}: {err}")
+        no_signals = [np.nan] * 2 * len(SIGNAL_KEYS)
+        self.thermo.append(thermo_row(at_step, self.config, self.atoms, np.nan, Measurement(), no_signals))
+        self.frames.push(at_step, self.atoms.positions, self.atoms.cell.array)
+
+    def observe(self, dynamics) -> None:
+        """ASE observer: detectors, logging and checkpoint for the state after ``dynamics.nsteps``."""
+        try:
+            self._observe(int(dynamics.nsteps))
+        except Exception as err:  # a harness bug: recorded by run(), never raised through ASE
+            self.harness_error, self.ended = err, True
+
+    def _observe(self, step: int) -> None:
+        config, atoms, calc = self.config, self.atoms, self.atoms.calc
+        self.step, self.observed = step, True
+        try:
+            # the integrator has just computed forces (and energy) here: reading the results
+            # skips ASE's comparison of the atoms with the calculator's copy
+            energy = calc.results.get("energy")
+            if energy is None:
+                energy = atoms.get_potential_energy()
+            forces = calc.results.get("forces")
+            if forces is None:
+                forces = atoms.get_forces()
+        except Exception as err:
+            self.calculator_failed(err, step)
+            return
+        obs = Observation(step, atoms.positions, atoms.cell.array, atoms.pbc, atoms.get_temperature(), energy, forces)
+        mode, measured = self.detector.check(obs)
+        if mode is not None or step % config.thermo_stride_steps == 0:
+            # only here are the uncertainty keys read: a lazy calculator skips them otherwise
+            signals = uncertainty_signals(calc.results)
+            self.thermo.append(thermo_row(step, config, atoms, energy, measured, signals))
+        self.frames.push(step, atoms.positions, atoms.cell.array)
+        if mode is not None:
+            self.fail(mode, step)
+            write_failure_frames(self.protocol, self.record, self.frames, calc)
+        elif step >= config.n_steps:
+            self.record.status, self.record.time_ps, self.ended = "survived", self._ps(step), True
+        elif step % config.checkpoint_every_steps == 0 and step > 0:
+            # a replica killed after this checkpoint is censored here, at the time it reached
+            self.record.steps_done, self.record.time_ps = step, self._ps(step)
+            self.sink.checkpoint(self.record, self.state(), _rows(self.thermo))
+            self.thermo = []
+
+    def run(self, should_stop: Callable[[], bool], between_steps: Callable[[], None],
+            on_step: Callable[[int, int], None]) -> ReplicaRecord:
+        record = self.record
+        try:
+            self.restore()
+            self.atoms.calc = self.protocol.make_calculator(self.config)
+            dynamics = make_dynamics(self.config, self.atoms)
+            dynamics.attach(self.observe, interval=1, dynamics=dynamics)
+            # A new replica's state 0 is observed by irun; a resumed state was observed
+            # before it was checkpointed, so the integrator starts counting from there.
+            dynamics.nsteps = self.step
+            steps = dynamics.irun(self.config.n_steps - self.step)
+            while True:
+                try:
+                    next(steps)
+                except StopIteration:
+                    break
+                except Exception as err:  # raised by the model inside the integrator
+                    # the force call that failed belongs to the next step (step 0 before any)
+                    self.calculator_failed(err, self.step + 1 if self.observed else 0)
+                    break
+                if self.harness_error is not None:
+                    raise self.harness_error
+                if self.ended:
+                    break
+                on_step(self.task.index, self.step)
+                between_steps()
+                if should_stop():
+                    break
+        except Exception as err:  # a harness or setup problem: record it, keep the campaign going
+            record.status, record.message = "error", f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=5)}"
+        record.steps_done = self.step
+        if record.status in ("unfinished", "error"):
+            record.time_ps = self._ps(self.step)
+        record.wall_s = self.wall_before + time.perf_counter() - self.started
+        keep_state = self.state() if record.status == "unfinished" else None
+        self.sink.finish(record, _rows(self.thermo), self.frames.ordered(), keep_state)
+        return record
+
+
 def run_replica(
     protocol: Protocol,
     task: ReplicaTask,
@@ -239,117 +391,4 @@ def run_replica(
 ) -> ReplicaRecord:
     """Run (or continue) one replica to failure, survival or a stop request; returns its record.
     ``on_step(index, step)`` is called after every step (progress display)."""
-    config = protocol.config
-    record = ReplicaRecord(index=task.index, seed=task.seed, host=socket.gethostname(), rank=rank)
-    started = time.perf_counter()
-    wall_before = 0.0
-    thermo: list = []
-    atoms = protocol.start.copy()
-    rng = np.random.default_rng(task.seed)
-    detector = FailureDetector.from_config(config, atoms, protocol.bonds, protocol.cutoff_A)
-    frames = FrameRing(config.last_frames, len(atoms))
-    step = 0
-
-    def state() -> dict:
-        return {
-            "step": step,
-            "positions": atoms.positions.copy(),
-            "momenta": atoms.get_momenta(),
-            "cell": atoms.cell.array.copy(),
-            "rng_state": json.dumps(rng.bit_generator.state),
-            "detector": detector.state_dict(),
-            "frames": frames.state_dict(),
-            "initial_momenta_sha256": record.initial_momenta_sha256,
-            "wall_s": wall_before + time.perf_counter() - started,
-        }
-
-    def fail(mode: str, at_step: int, message: str = "") -> None:
-        record.status, record.failure_mode, record.failure_step = "failed", mode, at_step
-        record.time_ps, record.censored, record.message = at_step * config.timestep_fs / 1000.0, False, message
-
-    def observe(forces) -> bool:
-        """Detectors, logging and checkpoint for the state at ``step``; True when the replica ends."""
-        nonlocal thermo
-        try:
-            # the forces were just computed at these positions, and with them the energy;
-            # reading it from the results skips ASE's (costly) comparison of the atoms
-            energy = atoms.calc.results.get("energy")
-            if energy is None:
-                energy = atoms.get_potential_energy()
-        except Exception as err:  # the model broke: a recorded failure, not a crash
-            return calculator_failed(err)
-        obs = Observation(step, atoms.positions, atoms.cell.array, atoms.pbc, atoms.get_temperature(), energy, forces)
-        mode, measured = detector.check(obs)
-        if mode is not None or step % config.thermo_stride_steps == 0:
-            # only here are the uncertainty keys read: a lazy calculator skips them otherwise
-            signals = uncertainty_signals(atoms.calc.results)
-            thermo.append(thermo_row(step, config, atoms, energy, measured, signals))
-        frames.push(step, atoms.positions, atoms.cell.array)
-        if mode is not None:
-            fail(mode, step)
-            write_failure_frames(protocol, record, frames, atoms.calc)
-            return True
-        if step >= config.n_steps:
-            record.status, record.time_ps = "survived", step * config.timestep_fs / 1000.0
-            return True
-        if step % config.checkpoint_every_steps == 0 and step > 0:
-            # a replica killed after this checkpoint is censored here, at the time it reached
-            record.steps_done, record.time_ps = step, step * config.timestep_fs / 1000.0
-            sink.checkpoint(record, state(), _rows(thermo))
-            thermo = []
-        return False
-
-    def calculator_failed(err: Exception) -> bool:
-        fail("calculator_exception", step, f"{type(err).__name__}: {err}")
-        thermo.append(thermo_row(step, config, atoms, np.nan, Measurement(), [np.nan] * 2 * len(SIGNAL_KEYS)))
-        frames.push(step, atoms.positions, atoms.cell.array)
-        return True
-
-    try:
-        if task.checkpoint is not None:
-            ck = task.checkpoint
-            step = int(ck["step"])
-            atoms.set_cell(ck["cell"])
-            atoms.positions = ck["positions"]
-            atoms.set_momenta(ck["momenta"])
-            rng.bit_generator.state = json.loads(ck["rng_state"])
-            detector.load_state_dict(ck["detector"])
-            frames.load_state_dict(ck["frames"])
-            record.initial_momenta_sha256 = str(ck["initial_momenta_sha256"])
-            wall_before = float(ck["wall_s"])
-        else:
-            initial_momenta(atoms, config.initial_temperature_K or config.temperature_K, rng)
-            record.initial_momenta_sha256 = array_sha256(atoms.get_momenta())
-        atoms.calc = protocol.make_calculator(config)
-        dynamics = make_dynamics(config, atoms)
-        ended = False
-        if task.checkpoint is None:  # a resumed state was observed before it was checkpointed
-            try:
-                forces = atoms.get_forces()
-            except Exception as err:
-                ended = calculator_failed(err)
-            else:
-                ended = observe(forces)
-        while not ended:
-            between_steps()
-            if should_stop():
-                break
-            try:
-                forces = dynamics.step()
-            except Exception as err:
-                step += 1
-                ended = calculator_failed(err)
-                break
-            step += 1
-            ended = observe(forces)
-            on_step(task.index, step)
-    except Exception as err:  # a harness or setup problem: record it, keep the campaign going
-        record.status, record.message = "error", f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=5)}"
-    record.steps_done = step
-    if record.status in ("unfinished", "error"):
-        record.time_ps = step * config.timestep_fs / 1000.0
-    record.wall_s = wall_before + time.perf_counter() - started
-    keep_state = state() if record.status == "unfinished" else None
-    sink.finish(record, _rows(thermo), frames.ordered(), keep_state)
-    return record
-
+    return ReplicaRun(protocol, task, sink, rank).run(should_stop, between_steps, on_step)

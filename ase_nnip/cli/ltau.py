@@ -6,6 +6,9 @@ from pathlib import Path
 import click
 
 from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
+from ase_nnip.ltau.build import DEFAULT_K
+from ase_nnip.ltau.calibration import DEFAULT_BINS
+from ase_nnip.ltau.index import HNSWParams
 
 
 @contextlib.contextmanager
@@ -56,14 +59,14 @@ def command():
               help="Skip epochs 1..N of every trajectory (default: the first 10% of its epochs).")
 @click.option("--window", "window_epochs", type=int, default=None,
               help="Use at most this many epochs after the burn-in (default: all remaining epochs).")
-@click.option("--k", "k", type=int, default=2, show_default=True,
+@click.option("--k", "k", type=int, default=DEFAULT_K, show_default=True,
               help="Nearest training atoms averaged per query atom (paper: 2 for molecules such as 3BPA).")
 @click.option("--index", "index_type", type=click.Choice(["auto", "flat", "hnsw"]), default="auto", show_default=True,
               help="Search index: exact IndexFlatL2, approximate IndexHNSWFlat, or auto (flat up to 50,000 "
                    "training atoms).")
-@click.option("--hnsw-m", type=int, default=32, show_default=True, help="HNSW links per node (M).")
-@click.option("--ef-construction", type=int, default=40, show_default=True, help="HNSW efConstruction.")
-@click.option("--ef-search", type=int, default=16, show_default=True, help="HNSW efSearch (stored; can be "
+@click.option("--hnsw-m", type=int, default=HNSWParams.M, show_default=True, help="HNSW links per node (M).")
+@click.option("--ef-construction", type=int, default=HNSWParams.ef_construction, show_default=True, help="HNSW efConstruction.")
+@click.option("--ef-search", type=int, default=HNSWParams.ef_search, show_default=True, help="HNSW efSearch (stored; can be "
               "overridden when loading).")
 @click.option("--standardize/--no-standardize", default=False, show_default=True,
               help="Standardise descriptors (per-dimension mean 0, std 1) before the search.")
@@ -132,7 +135,7 @@ def build(model, more_trajectories, trajectories, data_file, output, atol, rtol,
                    "force-error norm). Stored in the file.")
 @click.option("--k", "k", type=int, default=None,
               help="Nearest training atoms per query atom (default: the file's k). Stored in the file.")
-@click.option("--reliability-bins", "n_bins", type=int, default=10, show_default=True,
+@click.option("--reliability-bins", "n_bins", type=int, default=DEFAULT_BINS, show_default=True,
               help="Equal-width bins of predicted probability for the reliability curve and ECE.")
 @click.option("--scale", type=float, default=None,
               help="Use this constant scale s instead of fitting s(d) (every frame is then a test frame).")

@@ -2,6 +2,14 @@
 
 import click
 
+from ase_nnip.workflows.sample import SamplingSettings
+
+_DEFAULT = SamplingSettings()  # the defaults shown in --help are the settings' own
+
+
+def _csv(values) -> str:
+    return ",".join(f"{v:g}" for v in values)
+
 
 def _floats(text: str, name: str) -> list[float]:
     try:
@@ -20,25 +28,25 @@ def _floats(text: str, name: str) -> list[float]:
               help="Start structure (any ASE-readable file; its first frame), periodic in 3D.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Extended XYZ file to create (energy, forces, stress per frame); a summary goes to OUTPUT.json.")
-@click.option("--densities-g-cm3", default="0.7,0.8,0.9,1.0,1.1,1.2", show_default=True,
+@click.option("--densities-g-cm3", default=_csv(_DEFAULT.densities_g_cm3), show_default=True,
               help="Densities to rescale the start structure to (molecules kept rigid), comma-separated.")
-@click.option("--temperatures-K", "temperatures", default="300,350", show_default=True,
+@click.option("--temperatures-K", "temperatures", default=_csv(_DEFAULT.temperatures_K), show_default=True,
               help="Thermostat temperatures, comma-separated; every density runs at every temperature.")
-@click.option("--timestep-fs", default=0.5, show_default=True, help="MD time step.")
-@click.option("--equilibration-steps", default=200, show_default=True, help="MD steps before the first frame of a run.")
-@click.option("--frames-per-run", default=20, show_default=True, help="Frames written per (density, temperature).")
-@click.option("--interval-steps", default=40, show_default=True, help="MD steps between written frames.")
-@click.option("--ensemble", type=click.Choice(["nvt", "npt"]), default="nvt", show_default=True,
+@click.option("--timestep-fs", default=_DEFAULT.timestep_fs, show_default=True, help="MD time step.")
+@click.option("--equilibration-steps", default=_DEFAULT.equilibration_steps, show_default=True, help="MD steps before the first frame of a run.")
+@click.option("--frames-per-run", default=_DEFAULT.frames_per_run, show_default=True, help="Frames written per (density, temperature).")
+@click.option("--interval-steps", default=_DEFAULT.interval_steps, show_default=True, help="MD steps between written frames.")
+@click.option("--ensemble", type=click.Choice(["nvt", "npt"]), default=_DEFAULT.ensemble, show_default=True,
               help="NVT keeps each density; NPT (Berendsen barostat) lets it relax towards the model's own.")
-@click.option("--thermostat", type=click.Choice(["langevin", "berendsen"]), default="langevin", show_default=True,
+@click.option("--thermostat", type=click.Choice(["langevin", "berendsen"]), default=_DEFAULT.thermostat, show_default=True,
               help="NVT thermostat.")
-@click.option("--friction-per-fs", default=0.01, show_default=True, help="Langevin friction.")
-@click.option("--taut-fs", default=100.0, show_default=True, help="Berendsen thermostat time constant.")
-@click.option("--pressure-bar", default=1.0, show_default=True, help="NPT pressure.")
-@click.option("--taup-fs", default=1000.0, show_default=True, help="Berendsen barostat time constant.")
-@click.option("--compressibility-per-bar", default=4.57e-5, show_default=True,
+@click.option("--friction-per-fs", default=_DEFAULT.friction_per_fs, show_default=True, help="Langevin friction.")
+@click.option("--taut-fs", default=_DEFAULT.taut_fs, show_default=True, help="Berendsen thermostat time constant.")
+@click.option("--pressure-bar", default=_DEFAULT.pressure_bar, show_default=True, help="NPT pressure.")
+@click.option("--taup-fs", default=_DEFAULT.taup_fs, show_default=True, help="Berendsen barostat time constant.")
+@click.option("--compressibility-per-bar", default=_DEFAULT.compressibility_per_bar, show_default=True,
               help="Compressibility used by the Berendsen barostat (water: 4.57e-5 / bar).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the initial velocities and the Langevin noise.")
+@click.option("--seed", default=_DEFAULT.seed, show_default=True, help="Seed of the initial velocities and the Langevin noise.")
 @click.option("--threads", default=2, show_default=True, help="torch threads.")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
               help="Precision the model is evaluated in.")
@@ -55,7 +63,7 @@ def command(model, start, output, densities_g_cm3, temperatures, timestep_fs, eq
 
     from ase_nnip.calculator import NNIPCalculator
     from ase_nnip.io.model_file import ModelFileError
-    from ase_nnip.workflows.sample import SamplingSettings, sample_configurations
+    from ase_nnip.workflows.sample import sample_configurations
 
     if Path(output).exists():
         raise click.ClickException(f"{output} exists; choose a new file (frames are appended as they come)")
