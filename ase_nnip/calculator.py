@@ -20,8 +20,9 @@ only the pairs actually within the cutoff.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Protocol, Union, runtime_checkable
 
 import numpy as np
 import torch
@@ -86,6 +87,23 @@ class VerletNeighborList:
         return self._edges
 
 
+@runtime_checkable
+class UncertaintyEstimator(Protocol):
+    """What the calculator needs of an uncertainty estimator (LTAU's
+    :class:`~ase_nnip.ltau.LTAUEstimator` is one; a committee or any other method can be).
+
+    result_keys: the keys ``predict`` returns, added to the calculator's properties.
+    check_model(fingerprint): raise ValueError if the estimator belongs to another model.
+    predict(descriptors (N, d)): {key: per-atom array (N,) or structure value}.
+    """
+
+    result_keys: tuple
+
+    def check_model(self, fingerprint: str) -> None: ...
+
+    def predict(self, descriptors: np.ndarray) -> dict: ...
+
+
 class LazyResults(dict):
     """``Calculator.results`` whose uncertainty keys are computed on first access.
 
@@ -135,8 +153,7 @@ class NNIPCalculator(Calculator):
         uncertainty: optional estimator (or path to a ``.ltau`` file) that adds per-atom
             uncertainty keys to ``results`` from the descriptors, computed when first read;
             see :mod:`ase_nnip.ltau`.
-        ltau: the same as ``uncertainty`` (e.g. ``ltau=LTAUEstimator.load("model.ltau")``);
-            give one of the two.
+        ltau: deprecated name of ``uncertainty``.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies", "descriptors"]
@@ -175,6 +192,7 @@ class NNIPCalculator(Calculator):
         self.fingerprint = model_fingerprint(model)
         self.uncertainty = None
         if ltau is not None:
+            warnings.warn("NNIPCalculator(ltau=...) is deprecated: use uncertainty=...", DeprecationWarning, 2)
             if uncertainty is not None:
                 raise ValueError("give the uncertainty estimator as uncertainty= or ltau=, not both")
             uncertainty = ltau
@@ -182,15 +200,19 @@ class NNIPCalculator(Calculator):
             self.attach_uncertainty(uncertainty)
 
     def attach_uncertainty(self, estimator) -> None:
-        """Attach an uncertainty estimator: an object with ``check_model(fingerprint)`` and
-        ``predict(descriptors) -> dict[str, np.ndarray]`` (or a path it can be loaded from)."""
+        """Attach an :class:`UncertaintyEstimator` (or a ``.ltau`` path to load one from)."""
         if isinstance(estimator, (str, Path)):
             from ase_nnip.ltau import LTAUEstimator
 
             estimator = LTAUEstimator.load(estimator)
+        if not isinstance(estimator, UncertaintyEstimator):
+            raise TypeError(
+                f"uncertainty must be a .ltau path or an object with result_keys, check_model(fingerprint) and "
+                f"predict(descriptors); got {type(estimator).__name__}"
+            )
         estimator.check_model(self.fingerprint)
         self.uncertainty = estimator
-        for key in getattr(estimator, "result_keys", ()):
+        for key in estimator.result_keys:
             if key not in self.implemented_properties:
                 self.implemented_properties = list(self.implemented_properties) + [key]
 
@@ -227,7 +249,7 @@ class NNIPCalculator(Calculator):
         if estimator is None:
             self.results = LazyResults(results)
         else:
-            keys = getattr(estimator, "result_keys", ())
+            keys = estimator.result_keys
             self.results = LazyResults(results, pending=keys, compute=lambda: estimator.predict(descriptors))
             if any(key in properties for key in keys):
                 self.results.get(keys[0])

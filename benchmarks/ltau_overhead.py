@@ -94,7 +94,7 @@ def bench_3bpa(args) -> dict:
         source = f"default-size random-weight model; descriptors of all {len(frames)} frames; random confidences"
         print(f"  descriptors of {data.num_atoms} atoms computed in {time.perf_counter() - t0:.1f} s")
     plain = NNIPCalculator(model, dtype="float32")
-    with_ltau = NNIPCalculator(model, dtype="float32", ltau=LTAUEstimator(data))
+    with_ltau = NNIPCalculator(model, dtype="float32", uncertainty=LTAUEstimator(data))
     out = {
         "source": source,
         "index_atoms": data.num_atoms,

@@ -6,10 +6,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from ase import Atoms
-from ase.build import molecule
 from ase.calculators.lj import LennardJones
-from scipy.spatial.transform import Rotation
+
+from structures import BPNN_CUTOFF_A, BPNN_FUNCTIONS, TINY_MODEL_CONFIGS, water_box
 
 from ase_nnip.calculator import NNIPCalculator
 from ase_nnip.data import GraphDataset, Structure, atoms_to_graph, collate
@@ -18,49 +17,14 @@ from ase_nnip.models import ConfigError, build_model, config_from_data
 from ase_nnip.models.bpnn import ACTIVATIONS
 from ase_nnip.properties import predict
 
-RC = 3.0
-FUNCTIONS = [
-    {"element": "H", "type": 2, "neighbors": ["H"], "eta_per_A2": 0.5, "rs_A": 0.0, "rc_A": RC},
-    {"element": "H", "type": 2, "neighbors": ["O"], "eta_per_A2": 2.0, "rs_A": 0.9, "rc_A": RC},
-    {"element": "H", "type": 3, "neighbors": ["H", "O"], "eta_per_A2": 0.1, "rs_A": 0.0, "rc_A": RC,
-     "lambda": 1.0, "zeta": 2.0},
-    {"element": "O", "type": 2, "neighbors": ["H"], "eta_per_A2": 1.0, "rs_A": 0.0, "rc_A": RC},
-    {"element": "O", "type": 2, "neighbors": ["O"], "eta_per_A2": 0.3, "rs_A": 0.0, "rc_A": RC},
-    {"element": "O", "type": 3, "neighbors": ["H", "H"], "eta_per_A2": 0.2, "rs_A": 0.0, "rc_A": RC,
-     "lambda": -1.0, "zeta": 1.0},
-    {"element": "O", "type": 9, "neighbors": ["O", "H"], "eta_per_A2": 0.1, "rs_A": 0.0, "rc_A": RC,
-     "lambda": 1.0, "zeta": 4.0},
-]
-CONFIG = dict(
-    model_type="behler_parrinello",
-    species=["H", "O"],
-    cutoff_A=RC,
-    symmetry_functions=FUNCTIONS,
-    cutoff_function="cos",
-    scaling="none",
-    hidden_layers=[6, 5],
-    activations="tanh",
-    reference_energies_eV={"H": -13.6, "O": -430.0},
-)
+RC = BPNN_CUTOFF_A
+FUNCTIONS = BPNN_FUNCTIONS
+CONFIG = TINY_MODEL_CONFIGS["behler_parrinello"]
 
 
 def small_model(dtype=torch.float64, seed=0, **changes):
     torch.manual_seed(seed)
     return build_model({**CONFIG, **changes}).to(dtype).eval()
-
-
-def water_box(seed=2, n=8, box=6.2):
-    rng = np.random.default_rng(seed)
-    base = molecule("H2O")
-    atoms = Atoms(cell=np.diag([box, box * 0.97, box * 1.03]), pbc=True)
-    for k in range(n):
-        w = base.copy()
-        w.rotate(rng.uniform(0, 360), rng.normal(size=3))
-        w.translate(np.array([(k % 2), (k // 2) % 2, k // 4]) * box / 2 + 1.0)
-        atoms += w
-    atoms.cell[1, 0] = 0.4
-    atoms.rattle(0.05, seed=seed)
-    return atoms
 
 
 def energy_forces_stress(model, atoms):
@@ -98,58 +62,6 @@ def test_outputs_and_descriptors_are_last_hidden_layer():
     torch.testing.assert_close(out.descriptors[0], h2)
     torch.testing.assert_close(out.energies[0], net.layers[2](h2)[0] - 430.0)
     assert np.abs(forces.sum(0)).max() < 1e-10  # translation invariance: no net force
-
-
-def test_forces_and_stress_match_finite_differences():
-    model = small_model()
-    atoms = water_box(seed=4)
-    _, forces, stress, _ = energy_forces_stress(model, atoms)
-    h = 1e-5
-    for a, c in [(0, 0), (1, 2), (5, 1), (17, 0)]:
-        plus, minus = atoms.copy(), atoms.copy()
-        plus.positions[a, c] += h
-        minus.positions[a, c] -= h
-        fd = -(energy_forces_stress(model, plus)[0] - energy_forces_stress(model, minus)[0]) / (2 * h)
-        assert forces[a, c] == pytest.approx(fd, abs=1e-6)
-    volume = atoms.get_volume()
-    for i, j in [(0, 0), (1, 2), (2, 1)]:
-        eps = np.zeros((3, 3))
-        eps[i, j] = eps[j, i] = h / 2 if i != j else h
-        energies = []
-        for sign in (1, -1):
-            strained = atoms.copy()
-            strained.set_cell(atoms.cell.array @ (np.eye(3) + sign * eps), scale_atoms=True)
-            energies.append(energy_forces_stress(model, strained)[0])
-        fd = (energies[0] - energies[1]) / (2 * h) / volume
-        assert stress[i, j] == pytest.approx(fd, abs=1e-7)
-
-
-def test_rotation_translation_permutation_invariance():
-    model = small_model()
-    atoms = water_box(seed=5)
-    e0, f0, _, out0 = energy_forces_stress(model, atoms)
-    rot = Rotation.random(random_state=3).as_matrix()
-    moved = atoms.copy()
-    moved.set_cell(atoms.cell.array @ rot.T)
-    moved.positions = atoms.positions @ rot.T + np.array([0.3, -1.2, 2.0])
-    e1, f1, _, out1 = energy_forces_stress(model, moved)
-    assert e1 == pytest.approx(e0, abs=1e-9)
-    np.testing.assert_allclose(f1, f0 @ rot.T, atol=1e-9)
-    torch.testing.assert_close(out1.descriptors, out0.descriptors, atol=1e-9, rtol=0)
-    perm = np.random.default_rng(0).permutation(len(atoms))
-    e2, f2, _, _ = energy_forces_stress(model, atoms[perm])
-    assert e2 == pytest.approx(e0, abs=1e-9)
-    np.testing.assert_allclose(f2, f0[perm], atol=1e-9)
-
-
-def test_batch_equals_single_structures():
-    model = small_model()
-    frames = [water_box(seed=1), molecule("H2O"), water_box(seed=3)]
-    graphs = [atoms_to_graph(a, model.cutoff) for a in frames]
-    batch = predict(model, collate(graphs), forces=True)
-    singles = [predict(model, g, forces=True) for g in graphs]
-    torch.testing.assert_close(batch.energy, torch.cat([s.energy for s in singles]))
-    torch.testing.assert_close(batch.forces, torch.cat([s.forces for s in singles]))
 
 
 def test_model_file_and_calculator_round_trip(tmp_path):

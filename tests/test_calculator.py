@@ -9,20 +9,13 @@ from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
 
+from structures import TINY_MODEL_CONFIGS
+
 from ase_nnip import NNIPCalculator, load_model, save_model
 from ase_nnip.io.model_file import ModelFileError
 from ase_nnip.models import build_model
 
-CONFIG = dict(
-    species=["H", "C", "N", "O"],
-    cutoff_A=4.0,
-    num_layers=2,
-    l_max=1,
-    num_channels=8,
-    radial_mlp_neurons=16,
-    readout_hidden=8,
-    avg_num_neighbors=6.0,
-)
+CONFIG = {**TINY_MODEL_CONFIGS["equivariant"], "l_max": 1, "avg_num_neighbors": 6.0}  # the shared tiny model, smaller
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +123,19 @@ def test_neighbor_list_reuse_matches_fresh_build(model, ethanol):
 
 def test_bfgs_and_md(model, ethanol):
     ethanol.calc = NNIPCalculator(model)
-    opt = BFGS(ethanol, logfile=None)
+    fmax = 0.005  # eV/Å
     e0 = ethanol.get_potential_energy()
-    opt.run(fmax=0.05, steps=50)
-    assert ethanol.get_potential_energy() <= e0
+    assert np.sqrt((ethanol.get_forces() ** 2).sum(axis=1)).max() > fmax  # there is something to relax
+    opt = BFGS(ethanol, logfile=None)
+    assert opt.run(fmax=fmax, steps=500), f"BFGS did not reach fmax {fmax} eV/Å"
+    assert np.sqrt((ethanol.get_forces() ** 2).sum(axis=1)).max() < fmax
+    assert ethanol.get_potential_energy() < e0
+    thermalize_momenta(ethanol, temperature_K=300, rng=np.random.default_rng(0))
+    dyn = VelocityVerlet(ethanol, timestep=0.5 * units.fs)
+    start = ethanol.positions.copy()
+    dyn.run(20)
+    assert dyn.nsteps == 20 and np.abs(ethanol.positions - start).max() > 1e-3
+    assert np.isfinite(ethanol.get_forces()).all()
 
 
 def test_nve_energy_conservation():

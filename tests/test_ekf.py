@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ase import Atoms
 from ase.build import molecule
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
+from structures import water_box
 
 from ase_nnip.data import GraphDataset, Structure, collate
 from ase_nnip.models import ConfigError, build_model
@@ -44,19 +44,6 @@ BPNN = {"model_type": "behler_parrinello", "species": ["H", "O"], "cutoff_A": RC
         "scaling": "none", "hidden_layers": [8, 8]}
 
 
-def water_box(seed: int, edge_A: float = 6.2) -> Atoms:
-    """8 randomly oriented water molecules on a 2×2×2 grid in a cubic box (≈1 g/cm³), rattled."""
-    rng = np.random.default_rng(seed)
-    atoms = Atoms(cell=[edge_A] * 3, pbc=True)
-    for corner in np.ndindex(2, 2, 2):
-        w = molecule("H2O")
-        w.rotate(rng.uniform(0, 360), rng.normal(size=3), center="COM")
-        w.translate((np.array(corner) + 0.5 + rng.uniform(-0.1, 0.1, 3)) * edge_A / 2 - w.get_center_of_mass())
-        atoms += w
-    atoms.rattle(0.04, seed=seed)
-    return atoms
-
-
 def labelled(frames, calc_fn):
     out = []
     for atoms in frames:
@@ -66,13 +53,17 @@ def labelled(frames, calc_fn):
     return out
 
 
+def cubic_water_box(seed: int):
+    return water_box(seed=seed, triclinic=False)
+
+
 def tiny_water_dataset(n=3, seed=0):
     """Water boxes labelled with a random BPNN teacher (float64)."""
     torch.manual_seed(100 + seed)
     teacher = build_model(BPNN).double()
     structures = []
     for k in range(n):
-        atoms = water_box(seed + k)
+        atoms = cubic_water_box(seed + k)
         g = GraphDataset.from_structures([Structure(atoms, 0.0, np.zeros((24, 3)), None, "x", k)], RC).graphs[0]
         p = predict(teacher, g)
         structures.append(Structure(atoms, float(p.energy.detach()), p.forces.detach().numpy(), None, "teacher", k))
@@ -364,7 +355,7 @@ def water_file(shared_data, tmp_path_factory):
         return float(p.energy.detach()), p.forces.detach().numpy()
 
     rng = np.random.default_rng(0)
-    frames = [scale_to_density(water_box(seed), rng.uniform(0.9, 1.1)) for seed in range(24)]
+    frames = [scale_to_density(cubic_water_box(seed), rng.uniform(0.9, 1.1)) for seed in range(24)]
     path = tmp_path_factory.mktemp("water") / "water8.extxyz"
     write(path, labelled(frames, label))
     return path

@@ -49,7 +49,7 @@ def test_uncertainty_rises_for_stretched_3bpa(shared_data, tmp_path):
     assert ltau.num_atoms == 30 * 27 and ltau.index_type == "flat" and ltau.k == 2
     assert 0.0 < ltau.confidences.mean.mean() < 1.0 and np.any(ltau.confidences.std > 0)
 
-    calc = NNIPCalculator(out / "member_0" / "model.nnip", ltau=LTAUEstimator.load(tmp_path / "3bpa.ltau"))
+    calc = NNIPCalculator(out / "member_0" / "model.nnip", uncertainty=LTAUEstimator.load(tmp_path / "3bpa.ltau"))
     frames = read(data / "train_300K.xyz", ":")
     train_ids = json.loads((out / "ensemble.json").read_text())["split"]["train_structure_indices"]
 

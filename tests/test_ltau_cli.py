@@ -11,6 +11,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 from click.testing import CliRunner
 
+from structures import TINY_MODEL_CONFIGS
+
 from ase_nnip import NNIPCalculator, save_model
 from ase_nnip.cli import main
 from ase_nnip.ltau import LTAUEstimator, read_ltau
@@ -18,8 +20,7 @@ from ase_nnip.ltau.synthetic import write_error_trajectory
 from ase_nnip.models import build_model
 from ase_nnip.train.atom_weights import read_atom_weights
 
-CONFIG = dict(species=["H", "C", "N", "O"], cutoff_A=4.0, num_layers=1, l_max=1, num_channels=8,
-              radial_mlp_neurons=16, readout_hidden=8, avg_num_neighbors=6.0)
+CONFIG = {**TINY_MODEL_CONFIGS["equivariant"], "num_layers": 1, "l_max": 1, "avg_num_neighbors": 6.0}  # the shared tiny model, smaller
 NAMES = ["CH4", "H2O", "NH3", "CH3OH", "C2H6", "HCOOH", "H2CO", "CH3CN"]
 
 

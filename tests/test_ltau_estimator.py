@@ -9,6 +9,8 @@ from ase.build import molecule
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
+from structures import TINY_MODEL_CONFIGS
+
 from ase_nnip import NNIPCalculator, save_model
 from ase_nnip.ltau import (
     ConfidenceError,
@@ -26,8 +28,7 @@ from ase_nnip.ltau.error_model import DistanceScale
 from ase_nnip.ltau.synthetic import clustered_descriptors, write_error_trajectory
 from ase_nnip.models import build_model
 
-CONFIG = dict(species=["H", "C", "N", "O"], cutoff_A=4.0, num_layers=2, l_max=1, num_channels=8,
-              radial_mlp_neurons=16, readout_hidden=8, avg_num_neighbors=6.0)
+CONFIG = {**TINY_MODEL_CONFIGS["equivariant"], "l_max": 1, "avg_num_neighbors": 6.0}  # the shared tiny model, smaller
 
 
 def synthetic_confidences(tmp_path, n, members=2, seed=0, counts=None):
@@ -218,14 +219,17 @@ def test_calculator_keywords_and_model_mismatch(model_and_data):
     tmp, model, frames, _ = model_and_data
     build_ltau(model, [tmp / "t.h5"], tmp / "k.ltau", k=2)
     est = LTAUEstimator.load(tmp / "k.ltau")
-    calc = NNIPCalculator(model, ltau=est)
+    with pytest.warns(DeprecationWarning, match="uncertainty="):
+        calc = NNIPCalculator(model, ltau=est)
     atoms = frames[0].copy()
     atoms.calc = calc
     atoms.get_potential_energy()
     assert calc.results["uncertainty"].shape == (len(atoms),)
     assert calc.results["uncertainty_std"].shape == (len(atoms),)
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="not both"), pytest.warns(DeprecationWarning):
         NNIPCalculator(model, ltau=est, uncertainty=est)
+    with pytest.raises(TypeError, match="check_model"):
+        NNIPCalculator(model, uncertainty=object())
     torch.manual_seed(1)
     other = build_model(CONFIG).eval()
     with pytest.raises(ValueError, match=est.fingerprint) as refused:

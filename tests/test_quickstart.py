@@ -22,10 +22,28 @@ def example():
     return EXAMPLE
 
 
-def test_readme_first_command_runs_the_quick_job():
+def test_readme_first_command_runs_the_quick_job(example, tmp_path):
+    """The md-harness commands of the README's first block, as written (shortened to one
+    short replica), make the files the README says they make."""
+    import shlex
+    import subprocess
+    import sys
+
     first_block = (REPO / "README.md").read_text().split("```bash", 1)[1].split("```", 1)[0]
-    assert "md-harness run examples/3bpa/quick.yaml" in first_block
-    assert "md-harness report quick-3bpa.h5" in first_block
+    commands = [shlex.split(c) for c in first_block.replace("\\\n", " ").split("&&")]
+    harness = [c for c in commands if c and c[0] == "md-harness"]
+    assert [c[1] for c in harness] == ["run", "report"], first_block
+    run, report = harness
+    bin_dir = Path(sys.executable).parent
+    run = [str(bin_dir / "md-harness"), "run", str(REPO / run[2]), *run[3:], "--no-mpi",
+           "--set", "n_replicas=1", "--set", "duration_ps=0.05"]
+    assert subprocess.run(run, cwd=tmp_path, capture_output=True, text=True).returncode == 0
+    done = subprocess.run([str(bin_dir / "md-harness"), *report[1:]], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    stem = Path(report[2]).stem
+    for name in (f"{stem}_survival.png", f"{stem}.json", f"{stem}.csv", f"{stem}_replicas.csv"):
+        assert (tmp_path / name).exists(), name  # the files the README's paragraph names
+    assert "surviving at end" in done.stdout
 
 
 def test_quick_job_one_replica(example, tmp_path):

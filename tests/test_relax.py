@@ -12,6 +12,8 @@ from ase.calculators.emt import EMT
 from ase.io import read, write
 from click.testing import CliRunner
 
+from structures import TINY_MODEL_CONFIGS
+
 from ase_nnip import NNIPCalculator, save_model
 from ase_nnip.cli import main
 from ase_nnip.ltau import EpochWindow, build_ltau
@@ -19,8 +21,7 @@ from ase_nnip.ltau.synthetic import write_error_trajectory
 from ase_nnip.models import build_model
 from ase_nnip.workflows.relax import SUMMARY_COLUMNS, relax, relax_many
 
-CONFIG = dict(species=["H", "C", "N", "O"], cutoff_A=4.0, num_layers=1, l_max=1, num_channels=8,
-              radial_mlp_neurons=16, readout_hidden=8, avg_num_neighbors=6.0)
+CONFIG = {**TINY_MODEL_CONFIGS["equivariant"], "num_layers": 1, "l_max": 1, "avg_num_neighbors": 6.0}  # the shared tiny model, smaller
 
 
 class RisingEstimator:

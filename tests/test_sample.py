@@ -5,10 +5,10 @@ import json
 
 import numpy as np
 import pytest
-from ase import Atoms
 from ase.build import molecule
 from ase.calculators.lj import LennardJones
 from click.testing import CliRunner
+from structures import water_box
 
 from ase_nnip.data import LabelKeys, load_structures
 from ase_nnip.workflows.sample import (
@@ -20,17 +20,10 @@ from ase_nnip.workflows.sample import (
 )
 
 
-def water_box(n_side=2, spacing=3.1, seed=0):
-    """n_side³ water molecules on a jittered grid in a cubic box (molecules cross the boundary)."""
-    rng = np.random.default_rng(seed)
-    atoms = Atoms(cell=np.eye(3) * n_side * spacing, pbc=True)
-    for x in range(n_side):
-        for y in range(n_side):
-            for z in range(n_side):
-                w = molecule("H2O")
-                w.rotate(rng.uniform(0, 360), rng.normal(size=3))
-                w.translate((np.array([x, y, z]) + 0.05) * spacing)
-                atoms += w
+def wrapped_water_box():
+    """Eight water molecules in a cubic box, shifted so that molecules cross the boundary."""
+    atoms = water_box(seed=0, triclinic=False)
+    atoms.positions -= 1.05
     atoms.wrap()
     return atoms
 
@@ -40,7 +33,7 @@ def intramolecular_distances(atoms, molecules):
 
 
 def test_scale_to_density_keeps_molecules_rigid():
-    atoms = water_box()
+    atoms = wrapped_water_box()
     molecules = find_molecules(atoms)
     assert len(molecules) == 8 and all(len(m) == 3 for m in molecules)
     before = intramolecular_distances(atoms, molecules)
@@ -70,7 +63,7 @@ class FailingCalculator(LennardJones):
 
 
 def test_sampling_writes_labelled_frames_and_records_failures(tmp_path):
-    start = water_box()
+    start = wrapped_water_box()
     # The dense run gets NaN forces: it must be recorded as failed, the other two must go on.
     calc = FailingCalculator(min_volume=0.95 * start.get_volume(), sigma=0.85, epsilon=0.01, rc=3.0, smooth=True)
     settings = SamplingSettings(
@@ -105,11 +98,33 @@ def test_npt_and_berendsen_settings(tmp_path):
     for extra in ({"ensemble": "npt"}, {"thermostat": "berendsen"}):
         settings = SamplingSettings(densities_g_cm3=[1.0], temperatures_K=[300.0], equilibration_steps=1,
                                     frames_per_run=1, interval_steps=1, **extra)
-        results = sample_configurations(water_box(), calc, settings, tmp_path / f"{len(extra)}{list(extra)[0]}.xyz",
+        results = sample_configurations(wrapped_water_box(), calc, settings, tmp_path / f"{len(extra)}{list(extra)[0]}.xyz",
                                         log=lambda _: None)
         assert results[0].status == "ok", results[0].message
     with pytest.raises(ValueError, match="ensemble"):
         SamplingSettings(ensemble="nve").validate()
+
+
+@pytest.mark.parametrize("ensemble", ["nvt", "npt"])
+def test_berendsen_thermostat_and_barostat_act(ensemble):
+    """Started at 900 K with a 300 K target, the Berendsen thermostat (τ = 10 fs) cools the box;
+    the barostat changes the volume (a cell of LJ molecules far from 1 bar), NVT keeps it."""
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    from ase_nnip.workflows.sample import make_dynamics
+
+    atoms = wrapped_water_box()
+    atoms.calc = LennardJones(sigma=0.85, epsilon=0.01, rc=3.0, smooth=True)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=900.0, rng=np.random.default_rng(0))
+    settings = SamplingSettings(ensemble=ensemble, thermostat="berendsen", taut_fs=10.0, taup_fs=50.0,
+                                compressibility_per_bar=1e-3)
+    volume, hot = atoms.get_volume(), atoms.get_temperature()
+    make_dynamics(atoms, settings, 300.0, np.random.default_rng(0)).run(40)
+    assert atoms.get_temperature() < 0.6 * hot
+    if ensemble == "npt":
+        assert abs(atoms.get_volume() / volume - 1) > 1e-3
+    else:
+        assert atoms.get_volume() == pytest.approx(volume, rel=1e-12)
 
 
 @pytest.mark.slow

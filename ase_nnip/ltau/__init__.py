@@ -1,6 +1,6 @@
 """LTAU: per-atom uncertainty from training error trajectories (Vita et al., LTAU-FF).
 
-    calc = NNIPCalculator("model.nnip", uncertainty="model.ltau")   # or ltau=LTAUEstimator.load(...)
+    calc = NNIPCalculator("model.nnip", uncertainty="model.ltau")   # or uncertainty=LTAUEstimator.load(...)
     atoms.calc = calc; atoms.get_forces()
     calc.results["force_error"]    # (N,) predicted force-error norm |ΔF| (eV/Å)
     calc.results["uncertainty"]    # (N,) P(|ΔF| > τ), τ in eV/Å (estimator.threshold)

@@ -1,16 +1,18 @@
 """Model types and the registry that rebuilds a model from its config.
 
-Register a new model type by adding its class to ``MODEL_TYPES``; nothing else in the
-package (calculator, trainer, LTAU, landscapes) needs to know about it.
+Register a new model type by adding its class to :func:`model_types`; nothing else in the
+package (calculator, trainer, LTAU, landscapes) needs to know about it, and
+tests/test_model_contract.py runs the physics every model must obey on it.
 """
 
 from __future__ import annotations
 
-from ase_nnip.models.base import AtomisticModel, ModelOutput, count_parameters
 from ase_nnip.configuration import ConfigError
+from ase_nnip.models.base import AtomisticModel, ModelOutput, count_parameters
 
 
-def _model_types() -> dict:
+def model_types() -> dict:
+    """{model_type: class} of every registered model type (imported on first use)."""
     from ase_nnip.models.bpnn import BehlerParrinelloModel
     from ase_nnip.models.equivariant import EquivariantModel
 
@@ -20,7 +22,7 @@ def _model_types() -> dict:
 def model_class(config: dict) -> type:
     """The model class selected by ``config["model_type"]`` (default "equivariant")."""
     model_type = config.get("model_type", "equivariant")
-    types = _model_types()
+    types = model_types()
     if model_type not in types:
         raise ConfigError(f"unknown model_type {model_type!r}; available: {sorted(types)}")
     return types[model_type]
@@ -44,4 +46,5 @@ __all__ = [
     "config_from_data",
     "count_parameters",
     "model_class",
+    "model_types",
 ]

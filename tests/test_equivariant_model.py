@@ -1,0 +1,59 @@
+"""What only the equivariant model has: the ZBL prior's forces and the rescaling options.
+The physics every model type obeys is in test_model_contract.py."""
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import molecule
+
+from structures import tiny_model
+
+from ase_nnip.data import atoms_to_graph
+from ase_nnip.properties import predict
+
+def small_model(seed=0, **extra):
+    """The tiny equivariant model without reference energies (energies are the network's alone)."""
+    return tiny_model("equivariant", seed=seed, **{"reference_energies_eV": {}, **extra})
+
+
+def energy_forces(model, atoms, stress=False):
+    graph = atoms_to_graph(atoms, model.cutoff)
+    out = predict(model, graph, forces=True, stress=stress)
+    s = None if out.stress is None else out.stress[0].detach().numpy()
+    return float(out.energy[0].detach()), out.forces.detach().numpy(), s, out.descriptors.detach().numpy()
+
+
+@pytest.fixture(scope="module")
+def mol():
+    atoms = molecule("CH3CH2OH")
+    atoms.rattle(0.05, seed=1)
+    atoms.numbers[2] = 7  # put an N in to use all four species
+    return atoms
+
+
+def test_forces_with_the_zbl_prior_match_finite_differences(mol):
+    model = small_model(zbl=True)
+    _, forces, _, _ = energy_forces(model, mol)
+    h = 1e-5
+    numeric = np.zeros_like(forces)
+    for a in range(len(mol)):
+        for k in range(3):
+            plus, minus = mol.copy(), mol.copy()
+            plus.positions[a, k] += h
+            minus.positions[a, k] -= h
+            numeric[a, k] = -(energy_forces(model, plus)[0] - energy_forces(model, minus)[0]) / (2 * h)
+    np.testing.assert_allclose(forces, numeric, atol=1e-7, rtol=1e-6)
+    assert np.abs(forces.sum(axis=0)).max() < 1e-10  # Newton's third law
+
+
+def test_rescaling_and_zbl_options(mol):
+    base = small_model(seed=1)
+    scaled = small_model(seed=1, scale_eV=2.0)
+    off = small_model(seed=1, rescaling=False)
+    e_base = energy_forces(base, mol)[0]
+    assert energy_forces(scaled, mol)[0] == pytest.approx(2 * e_base)
+    assert energy_forces(off, mol)[0] == pytest.approx(e_base)  # unit scale, zero shift
+    zbl = small_model(seed=1, zbl=True)
+    assert energy_forces(zbl, mol)[0] == pytest.approx(e_base, abs=1e-6)  # off at bond lengths
+    squeezed = Atoms("CC", positions=[[0, 0, 0], [0, 0, 0.3]])
+    assert energy_forces(zbl, squeezed)[0] - energy_forces(base, squeezed)[0] > 10.0
