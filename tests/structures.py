@@ -57,3 +57,15 @@ def water_box(seed: int = 2, n: int = 8, edge_A: float = 6.2, triclinic: bool = 
         atoms.cell[1, 0] = 0.4
     atoms.rattle(0.05, seed=seed)
     return atoms
+
+
+def numerical_forces(energy, atoms, h: float = 1e-5) -> np.ndarray:
+    """−∂E/∂r (N, 3) by central differences of ``energy(atoms) -> float`` (eV/Å)."""
+    numeric = np.zeros((len(atoms), 3))
+    for a in range(len(atoms)):
+        for k in range(3):
+            plus, minus = atoms.copy(), atoms.copy()
+            plus.positions[a, k] += h
+            minus.positions[a, k] -= h
+            numeric[a, k] = -(energy(plus) - energy(minus)) / (2 * h)
+    return numeric

@@ -6,7 +6,7 @@ import pytest
 from ase import Atoms
 from ase.build import molecule
 
-from structures import tiny_model
+from structures import numerical_forces, tiny_model
 
 from ase_nnip.data import atoms_to_graph
 from ase_nnip.properties import predict
@@ -34,14 +34,7 @@ def mol():
 def test_forces_with_the_zbl_prior_match_finite_differences(mol):
     model = small_model(zbl=True)
     _, forces, _, _ = energy_forces(model, mol)
-    h = 1e-5
-    numeric = np.zeros_like(forces)
-    for a in range(len(mol)):
-        for k in range(3):
-            plus, minus = mol.copy(), mol.copy()
-            plus.positions[a, k] += h
-            minus.positions[a, k] -= h
-            numeric[a, k] = -(energy_forces(model, plus)[0] - energy_forces(model, minus)[0]) / (2 * h)
+    numeric = numerical_forces(lambda a: energy_forces(model, a)[0], mol)
     np.testing.assert_allclose(forces, numeric, atol=1e-7, rtol=1e-6)
     assert np.abs(forces.sum(axis=0)).max() < 1e-10  # Newton's third law
 

@@ -8,7 +8,7 @@ import torch
 from ase import Atoms
 from ase.calculators.fd import calculate_numerical_stress
 from scipy.spatial.transform import Rotation
-from structures import TINY_MODEL_CONFIGS, tiny_model, water_box
+from structures import TINY_MODEL_CONFIGS, numerical_forces, tiny_model, water_box
 
 from ase_nnip.calculator import NNIPCalculator
 from ase_nnip.data import atoms_to_graph, collate
@@ -83,14 +83,7 @@ def test_periodic_rotation_wrapping_and_stress(model):
 def test_forces_are_minus_the_energy_gradient(model):
     atoms = cluster()
     _, forces, _ = evaluate(model, atoms)
-    h = 1e-5
-    numeric = np.zeros_like(forces)
-    for a in range(len(atoms)):
-        for k in range(3):
-            plus, minus = atoms.copy(), atoms.copy()
-            plus.positions[a, k] += h
-            minus.positions[a, k] -= h
-            numeric[a, k] = -(evaluate(model, plus)[0] - evaluate(model, minus)[0]) / (2 * h)
+    numeric = numerical_forces(lambda a: evaluate(model, a)[0], atoms)
     np.testing.assert_allclose(forces, numeric, atol=1e-7, rtol=1e-6)
     assert np.abs(forces.sum(axis=0)).max() < 1e-10  # no net force on an isolated cluster
 
