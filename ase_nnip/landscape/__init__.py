@@ -1,4 +1,5 @@
-"""Loss landscapes, loss entropy, Fisher spectra and model comparison.
+"""Loss landscapes, loss entropy and Fisher spectra (model comparison against MD time to
+failure reads harness results, so it lives in :mod:`md_harness.compare`).
 
 Modules (one job each):
 
@@ -8,12 +9,11 @@ Modules (one job each):
 - :mod:`.parallel`       splitting grid points over MPI ranks
 - :mod:`.entropy`        loss entropy S(T), S = α S_E + (1 − α) S_F, sensitivity tables
 - :mod:`.fisher`         Fisher information spectrum (exact or Lanczos)
-- :mod:`.compare`        several models side by side vs MD time to failure
 - :mod:`.training_data`  the structures to evaluate on (the model's training split)
 - :mod:`.files`          HDF5 result files; :mod:`.plots` PNG figures
 
 Command line: ``ase-nnip landscape``, ``ase-nnip entropy``, ``ase-nnip fisher``,
-``ase-nnip compare``.
+``md-harness compare``.
 """
 
 import importlib
