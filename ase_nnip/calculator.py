@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Optional, Protocol, Union, runtime_checkable
+from typing import Optional, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 import torch
@@ -145,7 +145,10 @@ class NNIPCalculator(Calculator):
     """ASE calculator for ase_nnip models (equivariant, Behler–Parrinello, …).
 
     Args:
-        model: path to a ``.nnip`` file or a loaded :class:`AtomisticModel`.
+        model: path to a ``.nnip`` file or a loaded :class:`AtomisticModel`, or a list of
+            them: a committee, whose mean energy, forces and stress are the results, with
+            ``energy_std`` (eV) and per-atom ``force_std`` (eV/Å) added; the descriptors
+            (and an attached uncertainty index) are those of the first member.
         device: torch device, e.g. "cpu" or "cuda".
         dtype: "float32" / "float64" / torch dtype to run in (default: the model's).
         num_threads: if given, ``torch.set_num_threads`` (affects the whole process).
@@ -160,7 +163,7 @@ class NNIPCalculator(Calculator):
 
     def __init__(
         self,
-        model: Union[str, Path, AtomisticModel],
+        model: Union[str, Path, AtomisticModel, Sequence[Union[str, Path, AtomisticModel]]],
         device: str = "cpu",
         dtype: Union[str, torch.dtype, None] = None,
         num_threads: Optional[int] = None,
@@ -176,16 +179,14 @@ class NNIPCalculator(Calculator):
             if dtype not in DTYPES:
                 raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
             dtype = DTYPES[dtype]
-        if isinstance(model, (str, Path)):
-            model = load_model(model, device=device, dtype=dtype)
-        elif not isinstance(model, AtomisticModel):
-            raise TypeError(f"model must be a path or an AtomisticModel, got {type(model).__name__}")
-        else:
-            model = model.to(device=device)
-            if dtype is not None:
-                model = model.to(dtype=dtype)
-            model.eval()
-        self.model = model
+        members = list(model) if isinstance(model, (list, tuple)) else [model]
+        if not members:
+            raise ValueError("a committee needs at least one model")
+        self.members = [_prepared(m, device, dtype) for m in members]
+        _check_committee(self.members)
+        model = self.model = self.members[0]
+        if len(self.members) > 1:
+            self.implemented_properties = list(self.implemented_properties) + list(COMMITTEE_KEYS)
         self.device = torch.device(device)
         self.dtype = dtype or model_dtype(model)
         self.neighbors = VerletNeighborList(model.cutoff, skin)
@@ -232,19 +233,9 @@ class NNIPCalculator(Calculator):
         graph = graph_from_arrays(
             atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc, edge_index, shifts, dtype=self.dtype
         ).to(device=self.device)
-        out = predict(self.model, graph, forces=True, stress=want_stress or atoms.pbc.all())
-
-        energy = float(out.energy.detach()[0])
-        descriptors = out.descriptors.detach().cpu().numpy()
-        results = {
-            "energy": energy,
-            "free_energy": energy,
-            "energies": out.energies.detach().cpu().double().numpy(),
-            "forces": out.forces.detach().cpu().double().numpy(),
-            "descriptors": descriptors,
-        }
-        if out.stress is not None:
-            results["stress"] = full_3x3_to_voigt_6_stress(out.stress.detach().cpu().double().numpy()[0])
+        outputs = [member_results(m, graph, want_stress or atoms.pbc.all()) for m in self.members]
+        results = outputs[0] if len(outputs) == 1 else committee_results(outputs)
+        descriptors = results["descriptors"]
         estimator = self.uncertainty
         if estimator is None:
             self.results = LazyResults(results)
@@ -261,3 +252,68 @@ class NNIPCalculator(Calculator):
         vectors = atoms.positions[j] - atoms.positions[i] + shifts @ atoms.cell.array
         keep = np.einsum("ij,ij->i", vectors, vectors) < self.model.cutoff**2
         return edge_index[:, keep], shifts[keep]
+
+
+#: Keys a committee of several models adds to ``results``.
+COMMITTEE_KEYS = ("energy_std", "force_std", "energies_members", "energy_members")
+
+
+def _prepared(model, device, dtype) -> AtomisticModel:
+    if isinstance(model, (str, Path)):
+        return load_model(model, device=device, dtype=dtype)
+    if not isinstance(model, AtomisticModel):
+        raise TypeError(f"model must be a path or an AtomisticModel, got {type(model).__name__}")
+    model = model.to(device=device)
+    if dtype is not None:
+        model = model.to(dtype=dtype)
+    return model.eval()
+
+
+def _check_committee(members: list) -> None:
+    """Committee members must handle the same elements with the same cutoff (one neighbour list)."""
+    first = members[0]
+    for k, m in enumerate(members[1:], start=1):
+        if m.cutoff != first.cutoff or list(m.species) != list(first.species):
+            raise ValueError(
+                f"committee member {k} has cutoff {m.cutoff} Å and species {m.species}, member 0 "
+                f"{first.cutoff} Å and {first.species}: members must share both"
+            )
+
+
+def member_results(model, graph, stress: bool) -> dict:
+    """Energy (eV), per-atom energies, forces (eV/Å), descriptors and Voigt stress (eV/Å³) of one model."""
+    out = predict(model, graph, forces=True, stress=stress)
+    energy = float(out.energy.detach()[0])
+    results = {
+        "energy": energy,
+        "free_energy": energy,
+        "energies": out.energies.detach().cpu().double().numpy(),
+        "forces": out.forces.detach().cpu().double().numpy(),
+        "descriptors": out.descriptors.detach().cpu().numpy(),
+    }
+    if out.stress is not None:
+        results["stress"] = full_3x3_to_voigt_6_stress(out.stress.detach().cpu().double().numpy()[0])
+    return results
+
+
+def committee_results(outputs: list[dict]) -> dict:
+    """The committee mean of energy, per-atom energies, forces and stress; its spread as
+    ``energy_std`` (eV) and per-atom ``force_std`` (N,) eV/Å, the norm of the per-component
+    standard deviations over the members (population std, as MACE's committees); the
+    members' energies; the descriptors of the first member (for an uncertainty index)."""
+    energies = np.array([o["energy"] for o in outputs])
+    forces = np.stack([o["forces"] for o in outputs])  # (M, N, 3)
+    out = {
+        "energy": float(energies.mean()),
+        "free_energy": float(energies.mean()),
+        "energies": np.mean([o["energies"] for o in outputs], axis=0),
+        "forces": forces.mean(axis=0),
+        "descriptors": outputs[0]["descriptors"],
+        "energy_std": float(energies.std()),
+        "force_std": np.sqrt((forces.std(axis=0) ** 2).sum(axis=1)),
+        "energy_members": energies,
+        "energies_members": np.stack([o["energies"] for o in outputs]),
+    }
+    if "stress" in outputs[0]:
+        out["stress"] = np.mean([o["stress"] for o in outputs], axis=0)
+    return out

@@ -155,3 +155,29 @@ def test_nve_energy_conservation():
     # 100 fs; this model gives about 0.04 meV.
     assert drift < 5e-4, drift
     assert atoms.get_kinetic_energy() > 0.01
+
+
+def test_a_committee_returns_the_mean_and_the_spread(ethanol):
+    members = [build_model(CONFIG).double().eval() for _ in range(3)]  # different random weights
+    singles = []
+    for m in members:
+        a = ethanol.copy()
+        a.calc = NNIPCalculator(m)
+        singles.append((a.get_potential_energy(), a.get_forces()))
+    ethanol.calc = NNIPCalculator(members)
+    energies = np.array([e for e, _ in singles])
+    forces = np.stack([f for _, f in singles])
+    assert ethanol.get_potential_energy() == pytest.approx(energies.mean())
+    np.testing.assert_allclose(ethanol.get_forces(), forces.mean(axis=0), atol=1e-12)
+    r = ethanol.calc.results
+    assert r["energy_std"] == pytest.approx(energies.std())
+    # per atom: the norm of the per-component standard deviations
+    expected = np.sqrt(((forces - forces.mean(axis=0)) ** 2).mean(axis=0).sum(axis=1))
+    np.testing.assert_allclose(r["force_std"], expected, atol=1e-12)
+    assert r["force_std"].shape == (len(ethanol),) and (r["force_std"] > 0).all()
+    assert ethanol.calc.get_property("energy_std", ethanol) == r["energy_std"]
+    one = NNIPCalculator([members[0]])
+    assert "force_std" not in one.implemented_properties
+    other = build_model({**CONFIG, "cutoff_A": 3.0}).double().eval()
+    with pytest.raises(ValueError, match="members must share"):
+        NNIPCalculator([members[0], other])

@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-from e3nn.nn import FullyConnectedNet
 from torch import nn
 
+from ase_nnip.models.e3nn_compat import FullyConnectedNet
 from ase_nnip.models.equivariant_ops import BlockLinear, EdgeTensorProduct, SpeciesBlockLinear
 from ase_nnip.models.rescale import PerSpeciesScaleShift
 

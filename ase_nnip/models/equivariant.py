@@ -22,11 +22,10 @@ import math
 from typing import Optional
 
 import torch
-from e3nn import nn as e3nn_nn
-from e3nn import o3
 from torch import nn
 
 from ase_nnip.data.graph import AtomicGraph
+from ase_nnip.models.e3nn_compat import FullyConnectedNet, o3
 from ase_nnip.models.base import AtomisticModel, CommonConfig
 from ase_nnip.configuration import ConfigError
 from ase_nnip.models.equivariant_ops import (
@@ -105,7 +104,7 @@ class InteractionBlock(nn.Module):
         uniform_in = {l: channels for l in range(l_in + 1)}
         self.linear_in = BlockLinear(uniform_in, uniform_in)
         self.tp = EdgeTensorProduct(l_in, l_sh, l_out)
-        self.radial = e3nn_nn.FullyConnectedNet(
+        self.radial = FullyConnectedNet(
             [num_radial_basis] + radial_layers * [radial_neurons] + [channels * self.tp.num_paths],
             nn.functional.silu,
         )

@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 
 import torch
-from e3nn import o3
-from e3nn.math import normalize2mom
 from torch import nn
+
+from ase_nnip.models.e3nn_compat import normalize2mom, o3
 
 
 def num_components(l_max: int) -> int:
