@@ -19,7 +19,8 @@ import click
 @click.option("--max-uncertainty", type=float, default=None,
               help="Stop a structure as soon as its largest atomic uncertainty exceeds this value (0..1) and flag "
                    "it untrusted (needs --ltau).")
-@click.option("--group", default=None, help="Calibration group of the .ltau file whose scale factor to use.")
+@click.option("--group", default=None,
+              help="Deprecated: a per-group constant scale of a .ltau file calibrated by version 0.1.")
 @click.option("--index", "frames", default=":", show_default=True,
               help="Which frames of STRUCTURES to relax (ASE index syntax, e.g. ':10' or '::2').")
 @click.option("--num-threads", type=int, default=None, help="torch threads (default: torch's choice).")
