@@ -42,25 +42,36 @@ import numpy as np
 FIT_QUANTILES = np.linspace(0.05, 0.95, 19)
 
 
+class CDFPoints:
+    """Where rows ``rows`` of a CDF table on ``grid`` (B,) are read at multipliers ``factors``
+    (equal shapes): linear in log c between grid points, linear towards F(0) = 0 below the
+    grid, the last column above it (as :func:`ase_nnip.ltau.confidences.cdf_at`, one factor
+    per row). Computed once, applied to several tables of the same shape (mean, std)."""
+
+    def __init__(self, grid: np.ndarray, rows: np.ndarray, factors: np.ndarray):
+        grid = np.asarray(grid, dtype=np.float64)
+        f = np.asarray(factors, dtype=np.float64)
+        self.rows = np.asarray(rows)
+        self.hi = np.clip(np.searchsorted(grid, f), 1, len(grid) - 1)
+        self.lo = self.hi - 1
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_grid = np.log(grid)
+            self.w = np.clip((np.log(f) - log_grid[self.lo]) / (log_grid[self.hi] - log_grid[self.lo]), 0.0, 1.0)
+        self.below = f < grid[0]
+        self.below_fraction = np.clip(f / grid[0], 0.0, 1.0) if self.below.any() else None
+
+    def of(self, table: np.ndarray) -> np.ndarray:
+        value = (1.0 - self.w) * table[self.rows, self.lo] + self.w * table[self.rows, self.hi]
+        if self.below_fraction is not None:
+            value = np.where(self.below, self.below_fraction * table[self.rows, 0], value)
+        return value
+
+
 def cdf_rows_at(grid: np.ndarray, table: np.ndarray, rows: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """F_rows(factors): row ``rows[m]`` of a CDF ``table`` (N, B) on ``grid`` (B,) at
-    multiplier ``factors[m]``, for arrays ``rows``, ``factors`` of any (equal) shape.
-
-    Linear in log c between grid points, linear towards F(0) = 0 below the grid, the last
-    column above it (as :func:`ase_nnip.ltau.confidences.cdf_at`, one factor per row).
-    """
-    grid = np.asarray(grid, dtype=np.float64)
-    f = np.asarray(factors, dtype=np.float64)
-    rows = np.asarray(rows)
-    hi = np.clip(np.searchsorted(grid, f), 1, len(grid) - 1)
-    lo = hi - 1
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w = np.clip((np.log(f) - np.log(grid[lo])) / (np.log(grid[hi]) - np.log(grid[lo])), 0.0, 1.0)
-    value = (1.0 - w) * table[rows, lo] + w * table[rows, hi]
-    below = f < grid[0]
-    if below.any():
-        value = np.where(below, np.clip(f / grid[0], 0.0, 1.0) * table[rows, 0], value)
-    return value
+    multiplier ``factors[m]``, for arrays ``rows``, ``factors`` of any (equal) shape
+    (see :class:`CDFPoints`)."""
+    return CDFPoints(grid, rows, factors).of(table)
 
 
 def mean_error_multiplier(grid: np.ndarray, table: np.ndarray) -> np.ndarray:
@@ -151,11 +162,15 @@ class NeighborErrors:
         return model(self.distance, self.structure_distance)
 
 
+def threshold_points(grid, neighbors: NeighborErrors, scale: np.ndarray, x) -> CDFPoints:
+    """Where the neighbours' CDFs are read for P(|ΔF_j| ≤ x): at x / (s_j·τ_i)."""
+    x = np.broadcast_to(np.asarray(x, dtype=np.float64), scale.shape)
+    return CDFPoints(grid, neighbors.rows, x[:, None] / (scale[:, None] * neighbors.tau))
+
+
 def probability_below(grid, table, neighbors: NeighborErrors, scale: np.ndarray, x) -> np.ndarray:
     """P(|ΔF_j| ≤ x) (n,) for per-atom scales s_j (n,) and a threshold x (eV/Å; scalar or (n,))."""
-    x = np.broadcast_to(np.asarray(x, dtype=np.float64), scale.shape)
-    factors = x[:, None] / (scale[:, None] * neighbors.tau)
-    return cdf_rows_at(grid, table, neighbors.rows, factors).mean(axis=1)
+    return threshold_points(grid, neighbors, scale, x).of(table).mean(axis=1)
 
 
 def fit_distance_scale(

@@ -44,8 +44,8 @@ from ase_nnip.ltau.error_model import (
     DistanceScale,
     NeighborErrors,
     mean_error_multiplier,
-    probability_below,
     structure_mean,
+    threshold_points,
 )
 from ase_nnip.ltau.index import deserialize_index, faiss_threads, indexed_vectors
 from ase_nnip.ltau.ltau_file import LTAUData, read_ltau
@@ -181,10 +181,10 @@ class LTAUEstimator:
         """Per-atom result arrays (n,) from :meth:`neighbors` (no structure maxima)."""
         c = self.data.confidences
         scale = nb.scale(self.scale)
-        p_below = probability_below(c.cdf_grid, c.cdf_mean, nb, scale, self.threshold)
+        points = threshold_points(c.cdf_grid, nb, scale, self.threshold)  # shared by both tables
         return {
-            "uncertainty": 1.0 - p_below,
-            "uncertainty_std": probability_below(c.cdf_grid, c.cdf_std, nb, scale, self.threshold),
+            "uncertainty": 1.0 - points.of(c.cdf_mean).mean(axis=1),
+            "uncertainty_std": points.of(c.cdf_std).mean(axis=1),
             "force_error": scale * nb.mean_error,
             "ood_distance": nb.distance,
         }
