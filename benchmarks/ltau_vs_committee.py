@@ -137,8 +137,12 @@ def main():
     parser.add_argument("--ltau", default=str(EXAMPLE / "model.ltau"))
     parser.add_argument("--members", nargs="+", default=sorted(str(p) for p in (EXAMPLE / "members").glob("*.nnip")))
     parser.add_argument("--calls", type=int, default=60)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (timings)")
     parser.add_argument("--json")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     models = [load_model(p) for p in args.members]
     estimator = LTAUEstimator.load(args.ltau)
     tau = estimator.threshold
