@@ -29,6 +29,8 @@ echo "training: $(( $(date +%s) - start )) s"
 
 best=$(python "$here/pick.py" best-member "$runs"/seed-*)
 cp "$best" "$out/model.nnip"
+mkdir -p "$out/members"
+for seed in 0 1 2; do cp "$runs/seed-$seed/member_0/best.nnip" "$out/members/seed-$seed.nnip"; done
 
 # LTAU: confidences from all members' error trajectories, descriptors from the shipped model.
 ase-nnip ltau build "$out/model.nnip" -o "$out/model.ltau" \
