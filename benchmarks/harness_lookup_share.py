@@ -17,6 +17,7 @@ quick job's replica (shipped 3BPA model, its exact flat ``.ltau`` index, NVT 160
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -66,7 +67,7 @@ def run(config, steps: int) -> tuple[float, float, int]:
         return calc
 
     protocol = load_protocol(config, describe_model(config))
-    protocol = type(protocol)(protocol.config, protocol.start, protocol.bonds, protocol.cutoff_A, timed_calculator)
+    protocol = dataclasses.replace(protocol, make_calculator=timed_calculator)
     t0 = time.perf_counter()
     record = run_replica(protocol, ReplicaTask(0, 1234), NullSink())
     wall = time.perf_counter() - t0 - spent["setup"]

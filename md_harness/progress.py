@@ -71,7 +71,12 @@ class CampaignProgress:
         if not self.enabled or index not in self.reached or step <= self.reached[index]:
             return
         if self.bar is not None:
+            started = self.reached[index] == self.start[index]
             self.bar.update(step - self.reached[index])
+            self.reached[index] = step
+            if started:  # the counts beside the bar change only when a replica starts or ends
+                self._show()
+            return
         self.reached[index] = step
         self._show()
 

@@ -96,13 +96,10 @@ def first_crossing_before(trace: Trace, threshold: float, end_ps: float) -> floa
 
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
     """P(a positive value > a negative one), ties counted half; NaN when either is empty."""
-    from scipy.stats import rankdata
+    from ase_nnip.ltau.calibration import auroc as auroc_of_scores
 
-    if len(positive) == 0 or len(negative) == 0:
-        return float("nan")
-    ranks = rankdata(np.concatenate([positive, negative]))
-    n_pos, n_neg = len(positive), len(negative)
-    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    scores = np.concatenate([positive, negative])
+    return auroc_of_scores(scores, np.arange(len(scores)) < len(positive))
 
 
 def _rows_before_failure(trace: Trace, horizon_ps: float) -> np.ndarray:

@@ -108,21 +108,15 @@ def check_threshold(atol: float, rtol: float) -> None:
 
 def cdf_at(cdf_grid: np.ndarray, table: np.ndarray, factor: float) -> np.ndarray:
     """Column of a CDF ``table`` (N, B) at multiplier ``factor`` (linear interpolation in
-    log c; below the grid towards 0 at c = 0, above it the last column)."""
+    log c; below the grid towards 0 at c = 0, above it the last column): every row read at
+    the same factor with :class:`~ase_nnip.ltau.error_model.CDFPoints`."""
+    from ase_nnip.ltau.error_model import CDFPoints
+
     factor = float(factor)
     if not np.isfinite(factor) or factor <= 0:
         raise ValueError(f"threshold factor must be > 0, got {factor}")
-    grid = np.asarray(cdf_grid, dtype=np.float64)
-    exact = np.nonzero(grid == factor)[0]
-    if len(exact):
-        return np.asarray(table[:, exact[0]], dtype=np.float64)
-    if factor < grid[0]:
-        return factor / grid[0] * np.asarray(table[:, 0], dtype=np.float64)
-    if factor > grid[-1]:
-        return np.asarray(table[:, -1], dtype=np.float64)
-    hi = int(np.searchsorted(grid, factor))
-    w = (np.log(factor) - np.log(grid[hi - 1])) / (np.log(grid[hi]) - np.log(grid[hi - 1]))
-    return (1.0 - w) * table[:, hi - 1].astype(np.float64) + w * table[:, hi].astype(np.float64)
+    n = len(table)
+    return CDFPoints(cdf_grid, np.arange(n), np.full(n, factor)).of(np.asarray(table, dtype=np.float64))
 
 
 def final_train_mae(reader) -> float:
