@@ -117,6 +117,9 @@ def test_calibrate_fits_on_one_split_and_stores_the_scale(run, tmp_path):
     assert fixed["split"]["fit_structures"] == 0 and fixed["distance_scale"] == report["distance_scale"]
     assert len(fixed["test"]) == 3  # all + two energy bins
     assert read_ltau(tmp_path / "c.ltau").calibration == data.calibration  # nothing fitted, nothing written
+    r = invoke("ltau", "calibrate", t / "m.nnip", tmp_path / "c.ltau", tmp_path / "cold.xyz", "--bins", "2",
+               "--energy-key", "nokey")
+    assert r.exit_code == 1 and "--bins needs an energy under 'nokey'" in r.output and "cold.xyz" in r.output
     r = invoke("ltau", "calibrate", t / "m.nnip", tmp_path / "c.ltau", tmp_path / "cold.xyz", "--group-by", "nokey")
     assert r.exit_code == 1 and "no info key 'nokey'" in r.output
     r = invoke("ltau", "calibrate", t / "m.nnip", tmp_path / "c.ltau", tmp_path / "cold.xyz", "--group-by", "file",

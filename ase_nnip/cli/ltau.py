@@ -163,6 +163,8 @@ def calibrate(model, ltau, data, forces_key, energy_key, group_by, energy_bins, 
     with _ltau_errors():
         from dataclasses import replace
 
+        import numpy as np
+
         from ase_nnip.ltau import LTAUEstimator, read_ltau, write_ltau
         from ase_nnip.ltau.calibration import (
             calibrate as run_calibration,
@@ -184,6 +186,12 @@ def calibrate(model, ltau, data, forces_key, energy_key, group_by, energy_bins, 
         atoms = labelled_atoms(m, estimator, list(data), forces_key, energy_key, group_by, batch_size)
         how = group_by
         if energy_bins is not None:
+            unlabelled = ~np.isfinite(atoms.structure_energy)
+            if unlabelled.any():
+                files = sorted({atoms.files[k] for k in atoms.structure_file[unlabelled]})
+                raise click.ClickException(
+                    f"--bins needs an energy under '{energy_key}' (--energy-key) on every frame; missing in {files}"
+                )
             labels, how = energy_groups(atoms.structure_energy, energy_bins)
             atoms.groups = labels[atoms.structure]
         c = ltau_data.confidences

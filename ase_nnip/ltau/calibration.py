@@ -140,8 +140,9 @@ def group_metrics(grid, table, atoms, scale: DistanceScale, threshold: float, n_
     uncertainty = 1.0 - probability_below(grid, table, nb, s, threshold)
     force_error = s * nb.mean_error
     exceeds = errors > threshold
+    curve = calibration_curve(uncertainty, exceeds, n_bins)
     return GroupMetrics(
-        ece=calibration_curve(uncertainty, exceeds, n_bins).ece,
+        ece=curve.ece,
         mean_uncertainty=float(uncertainty.mean()),
         observed_exceedance=float(exceeds.mean()),
         mean_force_error=float(force_error.mean()),
@@ -150,7 +151,7 @@ def group_metrics(grid, table, atoms, scale: DistanceScale, threshold: float, n_
         auroc_force_error=auroc(force_error, exceeds),
         auroc_ood_distance=auroc(nb.distance, exceeds),
         spearman_structure=spearman(structure_max(force_error, atoms.structure), structure_max(errors, atoms.structure)),
-        curve=calibration_curve(uncertainty, exceeds, n_bins),
+        curve=curve,
     )
 
 
