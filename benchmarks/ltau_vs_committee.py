@@ -14,7 +14,9 @@ calibrated on: its stored split) and on the 50 validation frames of ``train_300K
   LTAU's fit used (so that both get the same labelled data);
 - per structure: Spearman ρ of the maxima;
 - cost: ms per energy+forces call with the signal, LTAU (one model, lookup read) and the
-  committee, interleaved on the same frames.
+  committee, interleaved on the same frames;
+- 95 % intervals of every metric and of the paired difference LTAU − committee, from 200
+  bootstrap resamples of the structures (atoms of one structure are correlated).
 
     python benchmarks/ltau_vs_committee.py [--members examples/3bpa/members/*.nnip] [--json out.json]
 """
@@ -77,6 +79,33 @@ def metrics(signal, p_exceed, errors, ids, tau) -> dict:
     }
 
 
+BOOTSTRAP = 200
+METRICS = ("spearman_atom", "auroc_atom", "ece", "spearman_structure")
+
+
+def bootstrap(methods: dict, ids: np.ndarray, tau: float, seed: int = 0) -> dict:
+    """95 % intervals over structures resampled with replacement, of every method's metrics
+    and of the paired difference LTAU − each committee variant (same resample for both)."""
+    rng = np.random.default_rng(seed)
+    structures = np.unique(ids)
+    atoms_of = [np.flatnonzero(ids == k) for k in structures]
+    samples = {name: {m: [] for m in METRICS} for name in methods}
+    for _ in range(BOOTSTRAP):
+        pick = rng.integers(len(structures), size=len(structures))
+        rows = np.concatenate([atoms_of[k] for k in pick])
+        new_ids = np.concatenate([np.full(len(atoms_of[k]), j) for j, k in enumerate(pick)])
+        for name, (signal, p_exceed, errors) in methods.items():
+            values = metrics(signal[rows], p_exceed[rows], errors[rows], new_ids, tau)
+            for m in METRICS:
+                samples[name][m].append(values[m])
+    ci = lambda v: [float(np.nanquantile(v, 0.025)), float(np.nanquantile(v, 0.975))]  # noqa: E731
+    out = {name: {m: ci(v) for m, v in by_metric.items()} for name, by_metric in samples.items()}
+    ltau = next(iter(methods))
+    for name in list(methods)[1:]:
+        out[f"{ltau} − {name}"] = {m: ci(np.subtract(samples[ltau][m], samples[name][m])) for m in METRICS}
+    return out
+
+
 def analyse(models, estimator, structures, tau, committee_scale):
     per_model, ref, ids = evaluate(models, structures)
     single = np.concatenate([r["forces"] for r in per_model[0]])
@@ -88,15 +117,18 @@ def analyse(models, estimator, structures, tau, committee_scale):
     std = np.concatenate([c["force_std"] for c in committees])
     e_single = np.linalg.norm(single - ref, axis=1)
     e_mean = np.linalg.norm(mean_forces - ref, axis=1)
+    methods = {
+        "LTAU (force_error, uncertainty)": (fe, u, e_single),
+        "committee (force_std), raw": (std, committee_probability(std, tau), e_mean),
+        f"committee, σ × {committee_scale:.3g}": (std, committee_probability(std, tau, committee_scale), e_mean),
+    }
     return {
         "atoms": int(len(ref)),
         "structures": int(ids.max() + 1),
         "model_force_mae": float(e_single.mean()),
         "committee_force_mae": float(e_mean.mean()),
-        "LTAU (force_error, uncertainty)": metrics(fe, u, e_single, ids, tau),
-        "committee (force_std), raw": metrics(std, committee_probability(std, tau), e_mean, ids, tau),
-        f"committee, σ × {committee_scale:.3g}": metrics(std, committee_probability(std, tau, committee_scale),
-                                                          e_mean, ids, tau),
+        **{name: metrics(*arrays, ids, tau) for name, arrays in methods.items()},
+        "95% intervals (bootstrap over structures)": bootstrap(methods, ids, tau),
     }
 
 
@@ -167,10 +199,14 @@ def main():
         print(f"\n{name}: {block['structures']} frames, {block['atoms']} atoms; force MAE model "
               f"{1e3 * block['model_force_mae']:.1f} meV/Å, committee mean {1e3 * block['committee_force_mae']:.1f}")
         print(f"  {'method':34s} {'ρ atom':>7s} {'AUROC':>6s} {'ECE':>6s} {'P pred/obs':>12s} {'ρ struct':>8s}")
+        intervals = block["95% intervals (bootstrap over structures)"]
         for method, m in block.items():
-            if isinstance(m, dict):
+            if isinstance(m, dict) and "ece" in m:
                 print(f"  {method:34s} {m['spearman_atom']:7.3f} {m['auroc_atom']:6.3f} {m['ece']:6.3f} "
                       f"{m['predicted_exceedance']:5.3f}/{m['observed_exceedance']:<5.3f} {m['spearman_structure']:8.3f}")
+        print("  95 % intervals (bootstrap over structures):")
+        for method, by_metric in intervals.items():
+            print(f"    {method:52s} " + "  ".join(f"{k} [{lo:.3f}, {hi:.3f}]" for k, (lo, hi) in by_metric.items()))
     c = out["cost"]
     print(f"\ncost per energy+forces call with the signal (27 atoms): LTAU {c['ltau_ms']:.1f} ms, "
           f"committee of {c['committee_members']} {c['committee_ms']:.1f} ms ({c['committee_ms'] / c['ltau_ms']:.2f}×)")
