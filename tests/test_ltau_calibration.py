@@ -163,6 +163,8 @@ def test_calibrate_reports_on_the_held_out_split(synthetic_ltau, tmp_path):
         assert g.calibrated.ece < 0.05 < g.uncalibrated.ece
         assert g.calibrated.spearman_atom > 0.5 and g.calibrated.auroc_force_error > 0.75
     assert report.overall.calibrated.spearman_structure > 0.7
+    lo, hi = report.overall.calibrated.intervals["spearman_atom"]
+    assert lo < report.overall.calibrated.spearman_atom < hi and hi - lo < 0.2
     fit_frames = set(report.split["fit_frames"]["synthetic"])
     assert len(fit_frames) == report.split["fit_structures"]
     stored = report.ltau_calibration()

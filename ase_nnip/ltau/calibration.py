@@ -120,6 +120,9 @@ class GroupMetrics:
     auroc_ood_distance: float
     spearman_structure: float
     curve: CalibrationCurve
+    #: 95 % intervals of ece, spearman_atom, auroc_force_error, spearman_structure from
+    #: bootstrap resamples of the structures (binned ECE is biased upwards on resamples)
+    intervals: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -133,8 +136,33 @@ class GroupCalibration:
     calibrated: GroupMetrics
 
 
-def group_metrics(grid, table, atoms, scale: DistanceScale, threshold: float, n_bins: int) -> GroupMetrics:
-    """Metrics of the predicted errors of ``atoms`` (:class:`LabelledAtoms`) under ``scale``."""
+BOOTSTRAP_SAMPLES = 200
+
+
+def bootstrap_intervals(uncertainty, force_error, errors, structure, threshold, n_bins, seed=0) -> dict:
+    """95 % intervals of ECE, per-atom Spearman, AUROC and per-structure Spearman over
+    ``BOOTSTRAP_SAMPLES`` resamples of the structures (atoms of one structure are correlated)."""
+    rng = np.random.default_rng(seed)
+    ids, inverse = np.unique(structure, return_inverse=True)
+    atoms_of = [np.flatnonzero(inverse == k) for k in range(len(ids))]
+    names = ("ece", "spearman_atom", "auroc_force_error", "spearman_structure")
+    samples = {name: [] for name in names}
+    for _ in range(BOOTSTRAP_SAMPLES):
+        pick = rng.integers(len(ids), size=len(ids))
+        rows = np.concatenate([atoms_of[k] for k in pick])
+        new_ids = np.concatenate([np.full(len(atoms_of[k]), j) for j, k in enumerate(pick)])
+        u, fe, e = uncertainty[rows], force_error[rows], errors[rows]
+        samples["ece"].append(calibration_curve(u, e > threshold, n_bins).ece)
+        samples["spearman_atom"].append(spearman(fe, e))
+        samples["auroc_force_error"].append(auroc(fe, e > threshold))
+        samples["spearman_structure"].append(spearman(structure_max(fe, new_ids), structure_max(e, new_ids)))
+    return {name: [float(np.nanquantile(v, 0.025)), float(np.nanquantile(v, 0.975))] for name, v in samples.items()}
+
+
+def group_metrics(grid, table, atoms, scale: DistanceScale, threshold: float, n_bins: int,
+                  intervals: bool = False) -> GroupMetrics:
+    """Metrics of the predicted errors of ``atoms`` (:class:`LabelledAtoms`) under ``scale``
+    (with bootstrap intervals when ``intervals``)."""
     nb, errors = atoms.neighbors, atoms.errors
     s = nb.scale(scale)
     uncertainty = 1.0 - probability_below(grid, table, nb, s, threshold)
@@ -152,6 +180,8 @@ def group_metrics(grid, table, atoms, scale: DistanceScale, threshold: float, n_
         auroc_ood_distance=auroc(nb.distance, exceeds),
         spearman_structure=spearman(structure_max(force_error, atoms.structure), structure_max(errors, atoms.structure)),
         curve=curve,
+        intervals=bootstrap_intervals(uncertainty, force_error, errors, atoms.structure, threshold, n_bins)
+        if intervals else {},
     )
 
 
@@ -284,7 +314,7 @@ def calibrate(
             num_atoms=int(len(part.errors)),
             num_structures=int(len(np.unique(part.structure))),
             uncalibrated=group_metrics(grid, table, part, unit, threshold, n_bins),
-            calibrated=group_metrics(grid, table, part, scale, threshold, n_bins),
+            calibrated=group_metrics(grid, table, part, scale, threshold, n_bins, intervals=True),
         )
 
     groups = {}
@@ -322,6 +352,11 @@ def format_report(report: CalibrationReport) -> str:
             f"{c.mean_uncertainty:9.3f}/{c.observed_exceedance:<9.3f} {c.spearman_atom:7.3f} "
             f"{c.auroc_force_error:6.3f}/{c.auroc_ood_distance:<6.3f} {c.spearman_structure:9.3f}"
         )
+    lines.append("95 % intervals after calibration (bootstrap over structures; binned ECE is biased upwards):")
+    for g in rows:
+        if g.calibrated.intervals:
+            lines.append(f"  {g.name[:26]:26s} " + "  ".join(
+                f"{k} [{lo:.3f}, {hi:.3f}]" for k, (lo, hi) in g.calibrated.intervals.items()))
     return "\n".join(lines)
 
 
