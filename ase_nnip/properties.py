@@ -6,12 +6,14 @@ symmetric strain applied to positions and cell) are derived, for every model typ
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from typing import NamedTuple, Optional
 
 import torch
 
 from ase_nnip.data.graph import AtomicGraph
+from ase_nnip.descriptors.sf_kernel import weight_derivatives_only
 
 
 class Predictions(NamedTuple):
@@ -31,11 +33,15 @@ def predict(
     forces: bool = True,
     stress: bool = False,
     create_graph: bool = False,
+    weights_only: bool = False,
 ) -> Predictions:
     """Run ``model`` on ``graph`` and derive forces/stress.
 
     ``create_graph=True`` keeps the derivative graph so that a force loss can be
-    back-propagated to the weights (training).
+    back-propagated to the weights (training). ``weights_only=True`` promises that the
+    forces/stress will be differentiated with respect to the weights only, never the
+    positions again (no Hessians); compiled symmetry-function kernels then keep their
+    stored derivatives instead of rebuilding a differentiable graph.
     """
     positions = graph.positions
     cell = graph.cell
@@ -60,7 +66,8 @@ def predict(
 
     f = s = None
     if inputs:
-        grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph, allow_unused=True)
+        with weight_derivatives_only() if weights_only else contextlib.nullcontext():
+            grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph, allow_unused=True)
         grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
         if forces:
             f = -grads[0]

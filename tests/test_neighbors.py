@@ -92,3 +92,16 @@ def test_slab_with_unset_vacuum_vector():
     cell = np.array([[3.0, 0.0, 0.0], [0.0, 3.2, 0.0], [0.0, 0.0, 0.0]])
     pos = rng.uniform(0, 3, size=(5, 3))
     check(pos, cell, [True, True, False], 3.5)
+
+
+@pytest.mark.skipif(neighbors.numba is None, reason="numba not installed")
+def test_compiled_path_equals_numpy_path(monkeypatch):
+    rng = np.random.default_rng(9)
+    cell = np.array([[4.0, 0.0, 0.0], [0.7, 4.2, 0.0], [0.2, -0.5, 3.8]])
+    pos = rng.uniform(-2, 7, size=(15, 3))  # unwrapped, cutoff above half the box
+    compiled = neighbor_list(pos, cell, [True, True, False], 4.5)
+    monkeypatch.setattr(neighbors, "_COMPILED_LIMIT", 0)
+    dense = neighbor_list(pos, cell, [True, True, False], 4.5)
+    for got, expected in zip(compiled, dense):
+        np.testing.assert_array_equal(got, expected)  # same pairs in the same order
+    assert len(compiled[0]) > 100

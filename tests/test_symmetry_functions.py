@@ -337,3 +337,80 @@ def test_minimum_distances(periodic_box):
     for (a, b), value in d.items():
         mask = np.outer(np.array(symbols) == a, np.array(symbols) == b) & ~np.eye(len(symbols), dtype=bool)
         assert value == pytest.approx(all_d[mask].min())
+
+
+# --- the compiled CPU kernel (ase_nnip.descriptors.sf_kernel) against the torch path ---
+
+THREE_SPECIES = ["H", "C", "O"]
+THREE_SPECIES_FUNCTIONS = FUNCTIONS + [
+    SymmetryFunction("C", 2, ("C",), 0.4, RC, 1.2),
+    SymmetryFunction("C", 2, ("H",), 0.1, 2.7),
+    SymmetryFunction("C", 3, ("H", "O"), 0.05, RC, 0.4, 1.0, 3.0),
+    SymmetryFunction("C", 9, ("C", "O"), 0.1, 2.9, 0.0, -1.0, 2.5),
+    SymmetryFunction("O", 3, ("C", "H"), 0.1, RC, 0.0, 1.0, 1.0),
+    SymmetryFunction("H", 9, ("C", "C"), 0.3, RC, 0.2, 1.0, 4.0),
+]
+
+
+def kernel_and_torch(layer, atoms, species_list, weights_seed=3):
+    """(G, ∂(w·G)/∂r per edge) from the kernel and from the torch implementation."""
+    graph = atoms_to_graph(atoms, layer.max_cutoff)
+    species = torch.tensor([species_list.index(s) for s in atoms.get_chemical_symbols()])
+    out = []
+    for kernel in ("auto", "torch"):
+        layer.kernel = kernel
+        vectors = graph.edge_vectors().requires_grad_(True)
+        assert layer.uses_kernel(vectors) == (kernel == "auto")
+        g = layer(vectors, graph.edge_index, species)
+        weights = torch.randn(g.shape, dtype=g.dtype, generator=torch.Generator().manual_seed(weights_seed))
+        (grad,) = torch.autograd.grad((g * weights).sum(), vectors)
+        out.append((g.detach(), grad))
+    layer.kernel = "auto"
+    return out
+
+
+@pytest.mark.parametrize("cutoff, alpha", [("cos", 0.0), ("cos", 0.3), ("tanhu", 0.0), ("tanh", 0.0), ("exp", 0.2),
+                                           ("poly1", 0.0), ("poly2", 0.1), ("poly3", 0.0), ("poly4", 0.25),
+                                           ("hard", 0.0)])
+def test_kernel_matches_torch_values_and_derivatives(cutoff, alpha):
+    rng = np.random.default_rng(11)
+    cell = np.array([[4.3, 0.0, 0.0], [0.5, 4.0, 0.0], [0.1, -0.4, 4.6]])
+    atoms = Atoms("OH2CO2H2CH", scaled_positions=rng.uniform(size=(10, 3)), cell=cell, pbc=True)
+    while np.min(atoms.get_all_distances(mic=True) + 10 * np.eye(10)) < 0.8:
+        atoms.set_scaled_positions(rng.uniform(size=(10, 3)))
+    layer = SymmetryFunctionLayer(THREE_SPECIES, THREE_SPECIES_FUNCTIONS, cutoff, alpha)
+    (g_kernel, d_kernel), (g_torch, d_torch) = kernel_and_torch(layer, atoms, THREE_SPECIES)
+    assert g_torch.abs().max() > 0.1 and d_torch.abs().max() > 0.1
+    torch.testing.assert_close(g_kernel, g_torch, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(d_kernel, d_torch, rtol=1e-10, atol=1e-12)
+
+
+def test_kernel_on_molecule_unsorted_edges_and_float32(cluster):
+    layer = SymmetryFunctionLayer(SPECIES, FUNCTIONS, "cos")
+    graph = atoms_to_graph(cluster, layer.max_cutoff)
+    species = torch.tensor([SPECIES.index(s) for s in cluster.get_chemical_symbols()])
+    perm = torch.randperm(graph.edge_index.shape[1], generator=torch.Generator().manual_seed(2))
+    vectors = graph.edge_vectors()[perm].requires_grad_(True)
+    g = layer(vectors, graph.edge_index[:, perm], species)
+    (grad,) = torch.autograd.grad(g.sum(), vectors)
+    layer.kernel = "torch"
+    vectors_t = vectors.detach().requires_grad_(True)
+    g_t = layer(vectors_t, graph.edge_index[:, perm], species)
+    (grad_t,) = torch.autograd.grad(g_t.sum(), vectors_t)
+    torch.testing.assert_close(g, g_t, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(grad, grad_t, rtol=1e-10, atol=1e-12)
+    layer.kernel = "auto"
+    g32 = layer(vectors.detach().float(), graph.edge_index[:, perm], species)
+    assert g32.dtype == torch.float32
+    torch.testing.assert_close(g32.double(), g_t.detach(), rtol=1e-6, atol=1e-6)
+
+
+def test_kernel_leaves_torch_thread_count_alone(periodic_box):
+    layer = SymmetryFunctionLayer(SPECIES, FUNCTIONS, "cos")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        layer_values(layer, periodic_box)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -16,9 +16,14 @@ import itertools
 
 import numpy as np
 
+from ase_nnip.compiled import call_parallel, numba
+
 # Above this many candidate pair distances (atoms² × images) the k-d tree is used
 # instead of dense numpy broadcasting, which would need too much memory.
 _DENSE_LIMIT = 2_000_000
+# Up to this many candidates the compiled all-pairs loop is used (no memory cost; beyond
+# it the k-d tree's O(N log N) wins).
+_COMPILED_LIMIT = 20_000_000
 
 
 def image_ranges(cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> np.ndarray:
@@ -112,7 +117,12 @@ def neighbor_list(
         list(itertools.product(*(range(-n[k], n[k] + 1) for k in range(3)))), dtype=np.int64
     )
 
-    if n_atoms * n_atoms * len(images) <= _DENSE_LIMIT:
+    candidates = n_atoms * n_atoms * len(images)
+    if numba is not None and candidates <= _COMPILED_LIMIT:
+        # Already in (i, j, image) order and without self-pairs in the home image.
+        i, j, s = _pairs_compiled(wrapped, images @ cell, cutoff, int(np.nonzero(~images.any(axis=1))[0][0]))
+        return i, j, images[s] + offsets[i] - offsets[j]
+    if candidates <= _DENSE_LIMIT:
         i, j, s = _pairs_dense(wrapped, cell, images, cutoff)
     else:
         i, j, s = _pairs_tree(wrapped, cell, images, cutoff)
@@ -124,6 +134,51 @@ def neighbor_list(
     shifts = images[s] + offsets[i] - offsets[j]
     order = np.lexsort((j, i))
     return i[order].astype(np.int64), j[order].astype(np.int64), shifts[order].astype(np.int64)
+
+
+def _pairs_compiled(wrapped, translations, cutoff, home):
+    """(i, j, image index) of all pairs within ``cutoff``, sorted by i, j, image; the
+    ``home`` image (zero translation) has no self-pairs."""
+    counts = np.zeros(len(wrapped), dtype=np.int64)
+    call_parallel(_count_pairs, wrapped, translations, cutoff * cutoff, home, counts)
+    start = np.zeros(len(wrapped) + 1, dtype=np.int64)
+    np.cumsum(counts, out=start[1:])
+    i = np.empty(start[-1], dtype=np.int64)
+    j = np.empty(start[-1], dtype=np.int64)
+    s = np.empty(start[-1], dtype=np.int64)
+    call_parallel(_fill_pairs, wrapped, translations, cutoff * cutoff, home, start, i, j, s)
+    return i, j, s
+
+
+if numba is not None:
+
+    @numba.njit(cache=True, parallel=True)
+    def _count_pairs(x, t, cutoff2, home, counts):
+        for a in numba.prange(x.shape[0]):
+            n = 0
+            for b in range(x.shape[0]):
+                for m in range(t.shape[0]):
+                    d0 = x[b, 0] + t[m, 0] - x[a, 0]
+                    d1 = x[b, 1] + t[m, 1] - x[a, 1]
+                    d2 = x[b, 2] + t[m, 2] - x[a, 2]
+                    if d0 * d0 + d1 * d1 + d2 * d2 < cutoff2 and not (a == b and m == home):
+                        n += 1
+            counts[a] = n
+
+    @numba.njit(cache=True, parallel=True)
+    def _fill_pairs(x, t, cutoff2, home, start, i, j, s):
+        for a in numba.prange(x.shape[0]):
+            n = start[a]
+            for b in range(x.shape[0]):
+                for m in range(t.shape[0]):
+                    d0 = x[b, 0] + t[m, 0] - x[a, 0]
+                    d1 = x[b, 1] + t[m, 1] - x[a, 1]
+                    d2 = x[b, 2] + t[m, 2] - x[a, 2]
+                    if d0 * d0 + d1 * d1 + d2 * d2 < cutoff2 and not (a == b and m == home):
+                        i[n] = a
+                        j[n] = b
+                        s[n] = m
+                        n += 1
 
 
 def _pairs_dense(wrapped, cell, images, cutoff):

@@ -29,6 +29,8 @@ import torch
 from ase.data import atomic_numbers as symbol_to_z
 from torch import nn
 
+from ase_nnip import compiled
+from ase_nnip.descriptors import sf_kernel
 from ase_nnip.descriptors.cutoff import check_cutoff_function, cutoff_function
 from ase_nnip.configuration import ConfigError
 
@@ -220,6 +222,9 @@ class SymmetryFunctionLayer(nn.Module):
         self.functions = list(functions)
         self.cutoff_name = cutoff_function
         self.cutoff_alpha = float(cutoff_alpha)
+        # "auto": the compiled CPU kernel where it runs, else torch; "torch": always torch.
+        self.kernel = "auto"
+        self._plan = None
         self._f64: dict[str, torch.Tensor] = {}
         s_index = {s: k for k, s in enumerate(self.species)}
         n_species = len(self.species)
@@ -344,9 +349,32 @@ class SymmetryFunctionLayer(nn.Module):
         """(len(r), len(radii)) f_c(r) for each cutoff radius."""
         return torch.stack([cutoff_function(r, rc, self.cutoff_name, self.cutoff_alpha) for rc in radii], dim=-1)
 
+    def kernel_plan(self) -> sf_kernel.KernelPlan:
+        """The functions as flat arrays for the compiled kernel (built once)."""
+        if self._plan is None:
+            self._plan = sf_kernel.KernelPlan(self)
+        return self._plan
+
+    def uses_kernel(self, vectors: torch.Tensor) -> bool:
+        """Whether ``forward`` runs the compiled kernel for these inputs."""
+        if self.kernel == "torch" or vectors.device.type != "cpu" or vectors.shape[0] == 0:
+            return False
+        return compiled.available()
+
     def forward(self, vectors: torch.Tensor, edge_index: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """G (N, n_max) from edge vectors (E, 3) Å, edges (2, E) [centre, neighbour] and
-        species indices (N,) into ``self.species``."""
+        species indices (N,) into ``self.species``.
+
+        On CPU the compiled kernel (:mod:`ase_nnip.descriptors.sf_kernel`) computes G and its
+        analytic derivatives; elsewhere (or with ``kernel = "torch"``) the torch
+        implementation below, differentiated by autograd. Both give the same numbers.
+        """
+        if self.uses_kernel(vectors):
+            return sf_kernel.SymmetryFunctionKernel.apply(vectors, edge_index, species, self)
+        return self.torch_forward(vectors, edge_index, species)
+
+    def torch_forward(self, vectors: torch.Tensor, edge_index: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """G (N, n_max) by torch operations (any device; autograd gives all derivatives)."""
         n_atoms = species.shape[0]
         i, j = edge_index[0], edge_index[1]
         r = torch.linalg.norm(vectors, dim=-1)

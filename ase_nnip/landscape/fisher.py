@@ -74,7 +74,7 @@ def structure_gradient(model: nn.Module, graph, loss: FisherLoss, params: list) 
     """g_s = ∇_w L(s) (P,) float64 for one structure (``graph`` labelled, single structure)."""
     dtype = params[0].dtype
     batch = graph.to(dtype=dtype)
-    prediction = predict(model, batch, forces=True, create_graph=True)
+    prediction = predict(model, batch, forces=True, create_graph=True, weights_only=True)
     value = loss(prediction, graph)  # labels from the uncast graph: float64 energies
     grads = torch.autograd.grad(value, params, allow_unused=True)
     return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)]).double()

@@ -86,7 +86,7 @@ class GradientRule(UpdateRule):
             parts = {batch.kind: total}
         else:
             stress = self.loss.weights.stress > 0
-            pred = predict(model, batch, forces=True, stress=stress, create_graph=True)
+            pred = predict(model, batch, forces=True, stress=stress, create_graph=True, weights_only=True)
             total, parts = self.loss(pred, batch)
         if not torch.isfinite(total):
             raise NonFiniteLossError(f"loss is {float(total.detach())} ({_describe(parts)})")

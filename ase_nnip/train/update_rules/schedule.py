@@ -198,7 +198,8 @@ def scaled_errors(model: torch.nn.Module, update: LabelUpdate, weights: LossWeig
     graph = update.graph
     forces = update.force_components is not None and weights.forces > 0
     stress = update.stress and weights.stress > 0
-    pred = predict(model, graph, forces=forces, stress=stress, create_graph=forces or stress)
+    pred = predict(model, graph, forces=forces, stress=stress, create_graph=forces or stress,
+                   weights_only=True)
     parts = []
     if update.energy and weights.energy > 0:
         per_atom = (pred.energy - graph.energy.to(pred.energy.dtype)) / graph.atoms_per_graph.to(pred.energy.dtype)

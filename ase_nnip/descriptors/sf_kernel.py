@@ -1,0 +1,357 @@
+"""Compiled CPU kernel of the symmetry functions: values and analytic derivatives.
+
+Same definitions as :mod:`ase_nnip.descriptors.symmetry_functions` (Behler 2011, n2p2's
+type numbers), computed per centre atom by numba-compiled loops that run in parallel over
+centres. One pass over the edges and edge pairs (triplets) of a centre gives
+
+* ``G`` (N, n_max): each atom's functions in its element's order (zero padded), and
+* ``dG`` (E, n_max, 3): ∂G[centre(e), s]/∂r_e for every edge vector r_e (Å⁻¹ units of G),
+
+so forces follow from one contraction with ∂E/∂G per edge and a single scatter of the
+edge gradients onto atoms (done by autograd through the edge vectors). Nothing is stored
+per triplet. Each function evaluates its exponential once per (triplet, distinct η, r_s,
+r_c) and its angular power once per (triplet, λ, ζ), as n2p2's symmetry-function groups do.
+
+:class:`SymmetryFunctionKernel` is the autograd Function the layer uses on CPU. Its
+backward is the contraction above. Second derivatives (a force loss back-propagated to the
+weights in training, Hessians) are exact: when the backward itself must be differentiable,
+it re-derives the edge gradients with the torch implementation instead, unless
+:func:`weight_derivatives_only` says that only derivatives with respect to the weights
+will be taken (training, Fisher information), which the stored dG gives exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+import torch
+
+from ase_nnip.compiled import call_parallel, numba
+
+if numba is not None:
+    from numba import njit, prange
+
+CUTOFF_CODES = {"hard": 0, "cos": 1, "tanhu": 2, "tanh": 3, "exp": 4, "poly1": 5, "poly2": 6, "poly3": 7, "poly4": 8}
+_TANH1_CUBED = math.tanh(1.0) ** 3
+# Reassociation and fused multiply-adds, but no assumptions about NaN/inf: a non-finite
+# position must still give a non-finite energy.
+_FASTMATH = {"contract", "reassoc", "nsz", "arcp", "afn"}
+
+
+class KernelPlan:
+    """The layer's functions as flat arrays the kernel loops over.
+
+    Radial functions are listed per (centre species, neighbour species); angular ones per
+    (centre species, neighbour-species pair) as groups sharing (type, η, r_s, r_c) whose
+    members differ in (λ, ζ). ``col`` is a function's position in its element's list.
+    """
+
+    def __init__(self, layer):
+        species = {s: k for k, s in enumerate(layer.species)}
+        n_sp = len(layer.species)
+        pair_of = np.asarray(layer.pair_table.cpu().numpy(), dtype=np.int64)
+        n_pairs = int(pair_of.max()) + 1 if n_sp else 0
+        self.cutoff_code = CUTOFF_CODES[layer.cutoff_name]
+        self.cutoff_alpha = float(layer.cutoff_alpha)
+        radii = sorted({sf.rc_A for sf in layer.functions})
+        self.radii = np.array(radii, dtype=np.float64)
+        rc_index = {rc: k for k, rc in enumerate(radii)}
+        column: dict[int, int] = {}
+        seen = [0] * n_sp
+        for f, sf in enumerate(layer.functions):
+            s = species[sf.element]
+            column[f] = seen[s]
+            seen[s] += 1
+        self.n_max = max(seen, default=0)
+
+        radial = [[[] for _ in range(n_sp)] for _ in range(n_sp)]
+        angular = [[{} for _ in range(n_pairs)] for _ in range(n_sp)]
+        for f, sf in enumerate(layer.functions):
+            s = species[sf.element]
+            if sf.is_angular:
+                p = int(pair_of[species[sf.neighbors[0]], species[sf.neighbors[1]]])
+                key = (sf.type, sf.eta_per_A2, sf.rs_A, sf.rc_A)
+                angular[s][p].setdefault(key, []).append((sf.lambda_, sf.zeta, column[f]))
+            else:
+                radial[s][species[sf.neighbors[0]]].append((sf.eta_per_A2, sf.rs_A, rc_index[sf.rc_A], column[f]))
+
+        rad_ptr, rad = [0], []
+        for s in range(n_sp):
+            for q in range(n_sp):
+                rad += radial[s][q]
+                rad_ptr.append(len(rad))
+        self.rad_ptr = np.array(rad_ptr, dtype=np.int64)
+        self.rad_param = np.array([[eta, rs] for eta, rs, _, _ in rad], dtype=np.float64).reshape(-1, 2)
+        self.rad_index = np.array([[k, col] for _, _, k, col in rad], dtype=np.int64).reshape(-1, 2)
+
+        group_ptr, groups, member_ptr, members = [0], [], [0], []
+        for s in range(n_sp):
+            for p in range(n_pairs):
+                for (sf_type, eta, rs, rc), lz in angular[s][p].items():
+                    groups.append((sf_type, eta, rs, rc_index[rc]))
+                    members += lz
+                    member_ptr.append(len(members))
+                group_ptr.append(len(groups))
+        self.group_ptr = np.array(group_ptr, dtype=np.int64)
+        self.group_param = np.array([[eta, rs] for _, eta, rs, _ in groups], dtype=np.float64).reshape(-1, 2)
+        self.group_index = np.array([[1 if t == 3 else 0, k] for t, _, _, k in groups], dtype=np.int64).reshape(-1, 2)
+        self.member_ptr = np.array(member_ptr, dtype=np.int64)
+        self.member_param = np.array(
+            [[lam, zeta, 2.0 ** (1.0 - zeta)] for lam, zeta, _ in members], dtype=np.float64
+        ).reshape(-1, 3)
+        # ζ as an integer when it is one (repeated multiplication), else -1 (pow).
+        self.member_index = np.array(
+            [[col, int(zeta) if zeta == int(zeta) and 1 <= zeta <= 64 else -1] for _, zeta, col in members],
+            dtype=np.int64,
+        ).reshape(-1, 2)
+        self.pair_of = pair_of
+        self.n_pairs = n_pairs
+
+
+def compute(plan: KernelPlan, vectors: np.ndarray, centres: np.ndarray, neighbor_species: np.ndarray,
+            species: np.ndarray, with_gradient: bool) -> tuple[np.ndarray, np.ndarray]:
+    """G (N, n_max) and, if ``with_gradient``, dG (E, n_max, 3) in float64, on
+    ``torch.get_num_threads()`` threads.
+
+    vectors: (E, 3) edge vectors (Å) in float64; centres: (E,) centre atom of each edge;
+    neighbor_species / species: species indices of each edge's neighbour / each atom.
+    """
+    n_atoms = species.shape[0]
+    order = None
+    if centres.shape[0] > 1 and not _is_sorted(centres):
+        order = np.argsort(centres, kind="stable")
+        vectors, centres, neighbor_species = vectors[order], centres[order], neighbor_species[order]
+    start = np.searchsorted(centres, np.arange(n_atoms + 1)).astype(np.int64)
+    g = np.zeros((n_atoms, plan.n_max), dtype=np.float64)
+    dg = np.zeros((vectors.shape[0] if with_gradient else 0, plan.n_max, 3), dtype=np.float64)
+    call_parallel(
+        _kernel,
+            np.ascontiguousarray(vectors, dtype=np.float64), start, np.ascontiguousarray(neighbor_species),
+            np.ascontiguousarray(species), plan.pair_of, plan.radii, plan.cutoff_code, plan.cutoff_alpha,
+            plan.rad_ptr, plan.rad_param, plan.rad_index, plan.group_ptr, plan.group_param, plan.group_index,
+        plan.member_ptr, plan.member_param, plan.member_index, plan.n_pairs, with_gradient, g, dg,
+    )
+    if order is not None and with_gradient:
+        unsorted = np.empty_like(dg)
+        unsorted[order] = dg
+        dg = unsorted
+    return g, dg
+
+
+class SymmetryFunctionKernel(torch.autograd.Function):
+    """G = kernel(edge vectors); backward contracts ∂L/∂G with the stored dG."""
+
+    @staticmethod
+    def forward(ctx, vectors, edge_index, species, layer):
+        centres = edge_index[0]
+        with_gradient = vectors.requires_grad
+        g, dg = compute(
+            layer.kernel_plan(), vectors.detach().to(torch.float64).numpy(), centres.numpy(),
+            species.index_select(0, edge_index[1]).numpy(), species.numpy(), with_gradient,
+        )
+        ctx.layer = layer
+        ctx.save_for_backward(vectors, edge_index, species, torch.from_numpy(dg).to(vectors.dtype))
+        return torch.from_numpy(g).to(vectors.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_g):
+        vectors, edge_index, species, dg = ctx.saved_tensors
+        if torch.is_grad_enabled() and not _WEIGHT_DERIVATIVES_ONLY[0]:
+            # A differentiable backward (create_graph=True) for any second derivative: the
+            # torch implementation's graph also carries ∂dG/∂r (position Hessians need it).
+            with torch.enable_grad():
+                g = ctx.layer.torch_forward(vectors, edge_index, species)
+                (grad_vectors,) = torch.autograd.grad(g, vectors, grad_g, create_graph=True)
+            return grad_vectors, None, None, None
+        # Linear in grad_g: differentiable with respect to everything grad_g depends on
+        # (weights, scaling), with dG held fixed.
+        per_edge = grad_g.index_select(0, edge_index[0])
+        return torch.einsum("es,esc->ec", per_edge, dg), None, None, None
+
+
+# Set by weight_derivatives_only(); a list so the context manager can change it in place.
+_WEIGHT_DERIVATIVES_ONLY = [False]
+
+
+@contextlib.contextmanager
+def weight_derivatives_only():
+    """Within this context, forces and stress computed with ``create_graph=True`` are
+    differentiable with respect to the weights only (what a force or stress loss needs):
+    the kernel's stored dG is used as a constant instead of re-deriving it with torch, which
+    makes force training several times faster. Second derivatives with respect to positions
+    taken from such forces would miss the ∂dG/∂r term; do not use it for Hessians."""
+    previous = _WEIGHT_DERIVATIVES_ONLY[0]
+    _WEIGHT_DERIVATIVES_ONLY[0] = True
+    try:
+        yield
+    finally:
+        _WEIGHT_DERIVATIVES_ONLY[0] = previous
+
+
+def _is_sorted(x: np.ndarray) -> bool:
+    return bool(np.all(x[1:] >= x[:-1]))
+
+
+if numba is not None:
+
+    @njit(cache=True, inline="always", fastmath=_FASTMATH)
+    def _cutoff(r, rc, code, alpha):
+        """(f_c(r), df_c/dr) for one distance; (0, 0) at and beyond rc."""
+        if r >= rc:
+            return 0.0, 0.0
+        if code == 0:
+            return 1.0, 0.0
+        if code == 2 or code == 3:
+            t = math.tanh(1.0 - r / rc)
+            f = t * t * t
+            df = -3.0 * t * t * (1.0 - t * t) / rc
+            if code == 3:
+                return f / _TANH1_CUBED, df / _TANH1_CUBED
+            return f, df
+        r_inner = alpha * rc
+        if r <= r_inner:
+            return 1.0, 0.0
+        width = rc - r_inner
+        x = (r - r_inner) / width
+        if code == 1:
+            return 0.5 * (math.cos(math.pi * x) + 1.0), -0.5 * math.pi * math.sin(math.pi * x) / width
+        if code == 4:
+            d = 1.0 - x * x
+            f = math.exp(1.0 - 1.0 / d)
+            return f, -2.0 * x / (d * d) * f / width
+        if code == 5:
+            return (2.0 * x - 3.0) * x * x + 1.0, (6.0 * x - 6.0) * x / width
+        if code == 6:
+            return ((15.0 - 6.0 * x) * x - 10.0) * x**3 + 1.0, (-30.0 * x * x + 60.0 * x - 30.0) * x * x / width
+        if code == 7:
+            f = (x * (x * (20.0 * x - 70.0) + 84.0) - 35.0) * x**4 + 1.0
+            df = (x * (x * (140.0 * x - 420.0) + 420.0) - 140.0) * x**3
+            return f, df / width
+        f = (x * (x * ((315.0 - 70.0 * x) * x - 540.0) + 420.0) - 126.0) * x**5 + 1.0
+        df = (x * (x * ((2520.0 - 630.0 * x) * x - 3780.0) + 2520.0) - 630.0) * x**4
+        return f, df / width
+
+    @njit(cache=True, inline="always", fastmath=_FASTMATH)
+    def _int_power(x, n):
+        result = 1.0
+        while n > 0:
+            if n & 1:
+                result *= x
+            x *= x
+            n >>= 1
+        return result
+
+    @njit(cache=True, parallel=True, fastmath=_FASTMATH)
+    def _kernel(vec, start, nb_species, species, pair_of, radii, code, alpha, rad_ptr, rad_param, rad_index,
+                group_ptr, group_param, group_index, member_ptr, member_param, member_index, n_pairs,
+                with_gradient, g, dg):
+        n_sp = pair_of.shape[0]
+        n_radii = radii.shape[0]
+        for i in prange(start.shape[0] - 1):
+            e0, e1 = start[i], start[i + 1]
+            n_e = e1 - e0
+            s = species[i]
+            r = np.empty(n_e)
+            u = np.empty((n_e, 3))
+            fc = np.empty((n_e, n_radii))
+            dfc = np.empty((n_e, n_radii))
+            for a in range(n_e):
+                e = e0 + a
+                ra = math.sqrt(vec[e, 0] ** 2 + vec[e, 1] ** 2 + vec[e, 2] ** 2)
+                r[a] = ra
+                for c in range(3):
+                    u[a, c] = vec[e, c] / ra
+                for k in range(n_radii):
+                    fc[a, k], dfc[a, k] = _cutoff(ra, radii[k], code, alpha)
+            # radial functions
+            for a in range(n_e):
+                e = e0 + a
+                row = s * n_sp + nb_species[e]
+                for f in range(rad_ptr[row], rad_ptr[row + 1]):
+                    k = rad_index[f, 0]
+                    if fc[a, k] == 0.0 and dfc[a, k] == 0.0:
+                        continue
+                    eta, rs = rad_param[f, 0], rad_param[f, 1]
+                    x = r[a] - rs
+                    ex = math.exp(-eta * x * x)
+                    col = rad_index[f, 1]
+                    g[i, col] += ex * fc[a, k]
+                    if with_gradient:
+                        d = ex * (dfc[a, k] - 2.0 * eta * x * fc[a, k])
+                        for c in range(3):
+                            dg[e, col, c] += d * u[a, c]
+            # angular functions, each unordered pair of edges once
+            for a in range(n_e):
+                ea = e0 + a
+                qa = nb_species[ea]
+                ra = r[a]
+                for b in range(a + 1, n_e):
+                    eb = e0 + b
+                    p = pair_of[qa, nb_species[eb]]
+                    row = s * n_pairs + p
+                    g0, g1 = group_ptr[row], group_ptr[row + 1]
+                    if g0 == g1:
+                        continue
+                    rb = r[b]
+                    cos = u[a, 0] * u[b, 0] + u[a, 1] * u[b, 1] + u[a, 2] * u[b, 2]
+                    dx = vec[eb, 0] - vec[ea, 0]
+                    dy = vec[eb, 1] - vec[ea, 1]
+                    dz = vec[eb, 2] - vec[ea, 2]
+                    rjk = math.sqrt(dx * dx + dy * dy + dz * dz)
+                    k_jk = -1  # the radius f_c(r_jk) was last evaluated for (most sets have one)
+                    f_jk_k, df_jk_k = 0.0, 0.0
+                    for grp in range(g0, g1):
+                        k = group_index[grp, 1]
+                        if ra >= radii[k] or rb >= radii[k]:
+                            continue
+                        narrow = group_index[grp, 0] == 1
+                        eta, rs = group_param[grp, 0], group_param[grp, 1]
+                        xa, xb = ra - rs, rb - rs
+                        arg = xa * xa + xb * xb
+                        f_jk, df_jk = 1.0, 0.0
+                        xc = 0.0
+                        if narrow:
+                            if rjk >= radii[k]:
+                                continue
+                            if k != k_jk:
+                                f_jk_k, df_jk_k = _cutoff(rjk, radii[k], code, alpha)
+                                k_jk = k
+                            f_jk, df_jk = f_jk_k, df_jk_k
+                            xc = rjk - rs
+                            arg += xc * xc
+                        ex = math.exp(-eta * arg)
+                        fa, fb = fc[a, k], fc[b, k]
+                        radial = ex * fa * fb * f_jk
+                        d_ra = d_rb = d_rjk = 0.0
+                        if with_gradient:
+                            d_ra = ex * fb * f_jk * (dfc[a, k] - 2.0 * eta * xa * fa)
+                            d_rb = ex * fa * f_jk * (dfc[b, k] - 2.0 * eta * xb * fb)
+                            d_rjk = ex * fa * fb * (df_jk - 2.0 * eta * xc * f_jk) if narrow else 0.0
+                        for m in range(member_ptr[grp], member_ptr[grp + 1]):
+                            lam, zeta, prefactor = member_param[m, 0], member_param[m, 1], member_param[m, 2]
+                            base = 1.0 + lam * cos
+                            if base <= 0.0:
+                                continue
+                            n_int = member_index[m, 1]
+                            if n_int > 0:
+                                power_m1 = _int_power(base, n_int - 1)
+                            else:
+                                power_m1 = base ** (zeta - 1.0)
+                            angle = prefactor * power_m1 * base
+                            col = member_index[m, 0]
+                            g[i, col] += angle * radial
+                            if with_gradient:
+                                c_cos = prefactor * zeta * lam * power_m1 * radial
+                                c_a = angle * d_ra
+                                c_b = angle * d_rb
+                                c_jk = angle * d_rjk / rjk if narrow else 0.0
+                                # ∂cos/∂r_a = (u_b − cos u_a)/r_a; ∂r_jk/∂r_a = −(r_b − r_a)/r_jk
+                                ca_cos, cb_cos = c_cos / ra, c_cos / rb
+                                dg[ea, col, 0] += c_a * u[a, 0] + ca_cos * (u[b, 0] - cos * u[a, 0]) - c_jk * dx
+                                dg[ea, col, 1] += c_a * u[a, 1] + ca_cos * (u[b, 1] - cos * u[a, 1]) - c_jk * dy
+                                dg[ea, col, 2] += c_a * u[a, 2] + ca_cos * (u[b, 2] - cos * u[a, 2]) - c_jk * dz
+                                dg[eb, col, 0] += c_b * u[b, 0] + cb_cos * (u[a, 0] - cos * u[b, 0]) + c_jk * dx
+                                dg[eb, col, 1] += c_b * u[b, 1] + cb_cos * (u[a, 1] - cos * u[b, 1]) + c_jk * dy
+                                dg[eb, col, 2] += c_b * u[b, 2] + cb_cos * (u[a, 2] - cos * u[b, 2]) + c_jk * dz
