@@ -244,3 +244,49 @@ def test_force_training_gradients_same_with_compiled_kernel():
     for key in (("auto", True), ("auto", False)):
         for a, b in zip(grads[key], reference):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_descriptor_cache_reuses_structures_and_changes_nothing(tmp_path):
+    """Training with cached symmetry functions gives the same numbers as recomputing them."""
+    import csv
+
+    from ase.io import write
+
+    from ase_nnip.train.ensemble import train
+
+    write(tmp_path / "train.extxyz", [s.atoms for s in labelled_dataset(5, seed=3)])
+    rows = {}
+    for cache_MB in (0.0, 100.0):
+        config = {
+            "data": {"train_file": str(tmp_path / "train.extxyz"), "n_val": 1, "reference_energies": "fit"},
+            "model": {"model_type": "behler_parrinello", "cutoff_A": RC, "symmetry_functions": FUNCTIONS,
+                      "sf_statistics": "auto", "hidden_layers": [6, 6], "energy_scale_eV": "auto",
+                      "energy_shift_eV": "auto"},
+            "training": {"epochs": 3, "batch_size": 1, "dtype": "float64", "descriptor_cache_MB": cache_MB,
+                         "optimizer": {"name": "adam", "lr": 0.01,
+                                       "schedule": {"name": "random_label", "forces_per_update": 4}}},
+        }
+        out = tmp_path / f"cache-{cache_MB}"
+        assert train(config, out, members=1, quiet=True, base_dir=tmp_path).ok
+        with open(out / "member_0" / "metrics.csv") as f:
+            rows[cache_MB] = [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in csv.DictReader(f)]
+    assert rows[0.0] == rows[100.0]
+
+    from ase_nnip.data import atoms_to_graph
+    from structures import tiny_model, water_box
+
+    layer = tiny_model("behler_parrinello").symmetry_functions
+    layer.enable_descriptor_cache(100.0)
+
+    graph = atoms_to_graph(water_box(), layer.max_cutoff)
+    species = (graph.atomic_numbers == 8).long()  # H → 0, O → 1
+    results = []
+    for _ in range(2):
+        vectors = graph.edge_vectors().requires_grad_(True)
+        g = layer(vectors, graph.edge_index, species)
+        results.append((g, torch.autograd.grad(g.sum(), vectors)[0]))
+    assert (layer.cache.hits, layer.cache.misses) == (1, 1)
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+    moved = graph.edge_vectors() + 0.01
+    layer(moved, graph.edge_index, species)
+    assert layer.cache.misses == 2

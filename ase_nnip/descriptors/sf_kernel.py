@@ -23,6 +23,7 @@ will be taken (training, Fisher information), which the stored dG gives exactly.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 
 import numpy as np
@@ -145,15 +146,26 @@ class SymmetryFunctionKernel(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, vectors, edge_index, species, layer):
-        centres = edge_index[0]
         with_gradient = vectors.requires_grad
+        cache, key = layer.cache, None
+        if cache is not None:
+            key = cache.key(vectors, edge_index[0], species)
+            stored = cache.get(key, with_gradient)
+            if stored is not None:
+                g, dg = stored
+                ctx.layer = layer
+                ctx.save_for_backward(vectors, edge_index, species, dg)
+                return g
         g, dg = compute(
-            layer.kernel_plan(), vectors.detach().to(torch.float64).numpy(), centres.numpy(),
+            layer.kernel_plan(), vectors.detach().to(torch.float64).numpy(), edge_index[0].numpy(),
             species.index_select(0, edge_index[1]).numpy(), species.numpy(), with_gradient,
         )
+        g, dg = torch.from_numpy(g).to(vectors.dtype), torch.from_numpy(dg).to(vectors.dtype)
+        if cache is not None:
+            cache.put(key, g, dg if with_gradient else None)
         ctx.layer = layer
-        ctx.save_for_backward(vectors, edge_index, species, torch.from_numpy(dg).to(vectors.dtype))
-        return torch.from_numpy(g).to(vectors.dtype)
+        ctx.save_for_backward(vectors, edge_index, species, dg)
+        return g
 
     @staticmethod
     def backward(ctx, grad_g):
@@ -169,6 +181,52 @@ class SymmetryFunctionKernel(torch.autograd.Function):
         # (weights, scaling), with dG held fixed.
         per_edge = grad_g.index_select(0, edge_index[0])
         return torch.einsum("es,esc->ec", per_edge, dg), None, None, None
+
+
+class DescriptorCache:
+    """G and dG of structures seen before, keyed by a digest of their edge vectors, centres
+    and species (training revisits the same fixed structures every epoch; the functions
+    do not depend on the weights). Holds at most ``limit_MB`` of tensors; beyond that new
+    structures are computed every time."""
+
+    def __init__(self, limit_MB: float):
+        self.limit_bytes = float(limit_MB) * 2**20
+        self.bytes = 0
+        self.entries: dict[bytes, tuple] = {}
+        self.hits = self.misses = 0
+
+    def __deepcopy__(self, memo):
+        return self  # copies of a model (EMA, SWA) evaluate the same structures: share it
+
+    def __reduce__(self):
+        return (DescriptorCache, (self.limit_bytes / 2**20,))  # pickles start empty
+
+    @staticmethod
+    def key(vectors, centres, species) -> bytes:
+        digest = hashlib.blake2b(digest_size=16)
+        for t in (vectors.detach(), centres, species):
+            digest.update(t.contiguous().numpy().tobytes())
+        digest.update(str(vectors.dtype).encode())
+        return digest.digest()
+
+    def get(self, key: bytes, with_gradient: bool):
+        entry = self.entries.get(key)
+        if entry is None or (with_gradient and entry[1] is None):
+            self.misses += 1
+            return None
+        self.hits += 1
+        g, dg = entry
+        return g, dg if with_gradient else g.new_zeros((0,) + tuple(g.shape[1:]) + (3,))
+
+    def put(self, key: bytes, g, dg) -> None:
+        size = g.numel() * g.element_size() + (0 if dg is None else dg.numel() * dg.element_size())
+        old = self.entries.get(key)
+        if old is not None:
+            self.bytes -= sum(t.numel() * t.element_size() for t in old if t is not None)
+        elif self.bytes + size > self.limit_bytes:
+            return
+        self.entries[key] = (g, dg)
+        self.bytes += size
 
 
 # Set by weight_derivatives_only(); a list so the context manager can change it in place.

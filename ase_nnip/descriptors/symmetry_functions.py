@@ -225,6 +225,7 @@ class SymmetryFunctionLayer(nn.Module):
         # "auto": the compiled CPU kernel where it runs, else torch; "torch": always torch.
         self.kernel = "auto"
         self._plan = None
+        self.cache: sf_kernel.DescriptorCache | None = None
         self._f64: dict[str, torch.Tensor] = {}
         s_index = {s: k for k, s in enumerate(self.species)}
         n_species = len(self.species)
@@ -354,6 +355,11 @@ class SymmetryFunctionLayer(nn.Module):
         if self._plan is None:
             self._plan = sf_kernel.KernelPlan(self)
         return self._plan
+
+    def enable_descriptor_cache(self, limit_MB: float) -> None:
+        """Keep G and dG of the structures evaluated (up to ``limit_MB``) and reuse them when
+        the same edge vectors come again (training epochs); 0 switches the cache off."""
+        self.cache = sf_kernel.DescriptorCache(limit_MB) if limit_MB > 0 else None
 
     def uses_kernel(self, vectors: torch.Tensor) -> bool:
         """Whether ``forward`` runs the compiled kernel for these inputs."""

@@ -103,6 +103,9 @@ class TrainingOptions:
     dtype: float32 or float64 for weights and inputs (energy labels stay float64).
     num_threads: torch CPU threads during training (null = leave torch's setting).
     time_limit_s: stop cleanly after the epoch during which this wall time is exceeded.
+    descriptor_cache_MB: memory for fixed descriptors reused across epochs (symmetry
+        functions and their derivatives of each training/validation structure; models
+        without such descriptors ignore it); 0 = recompute every time.
     """
 
     epochs: int = 100
@@ -127,6 +130,7 @@ class TrainingOptions:
     dtype: str = "float32"
     num_threads: Optional[int] = None
     time_limit_s: Optional[float] = None
+    descriptor_cache_MB: float = 4096.0
 
 
 @dataclasses.dataclass
@@ -320,6 +324,7 @@ RESUMABLE_CHANGES = {
     ("training", "epochs"),
     ("training", "time_limit_s"),
     ("training", "num_threads"),
+    ("training", "descriptor_cache_MB"),
     ("training", "eval_batch_size"),
     ("output", "directory"),
     ("output", "keep_checkpoints"),

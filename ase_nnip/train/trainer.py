@@ -112,6 +112,9 @@ class MemberTrainer:
             torch.manual_seed(self.seed)
             self.model = build_model(data.model_config)
         self.model.to(dtype=data.dtype)
+        for module in self.model.modules():
+            if hasattr(module, "enable_descriptor_cache"):
+                module.enable_descriptor_cache(t.descriptor_cache_MB)
         self.loss = TrainingLoss(LossSchedule(loss_schedule(t)), data.atom_weights)
         self.rule = build_update_rule(self.model, t.optimizer, t.scheduler, self.loss)
         self.ema = ExponentialMovingAverage(self.model, t.ema_decay, t.ema_use_num_updates) if t.ema else None

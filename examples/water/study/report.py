@@ -1,0 +1,317 @@
+"""Tables and figures of the Adam-versus-EKF water study (``python study.py --stage report``).
+
+Reads what the other stages produced (runs/, data/) and writes results/summary.json,
+results/table.md and results/*.png. Anything missing (a model not trained, an MD run not
+finished) is reported as missing in words; it never enters an average.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from ase.io import read  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from ase_nnip.calculator import NNIPCalculator  # noqa: E402
+from ase_nnip.landscape.files import load_fisher  # noqa: E402
+from md_harness.report import summarize  # noqa: E402
+from md_harness.statistics import kaplan_meier  # noqa: E402
+from md_harness.store import load_results  # noqa: E402
+
+COLORS = {"adam-lr1e-3": "tab:blue", "adam-lr1e-2": "tab:cyan", "ekf": "tab:red", "teacher": "black"}
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion k/n."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def test_errors(model_file: Path, frames) -> dict:
+    """Energy RMSE (meV/atom) and force-component RMSE (meV/Å) on labelled frames."""
+    calc = NNIPCalculator(str(model_file), num_threads=1)
+    de, df = [], []
+    for atoms in frames:
+        ref_e, ref_f = atoms.get_potential_energy(), atoms.get_forces()
+        copy = atoms.copy()
+        copy.calc = calc
+        de.append((copy.get_potential_energy() - ref_e) / len(atoms))
+        df.append((copy.get_forces() - ref_f).ravel())
+    return {"energy_rmse_meV_atom": 1e3 * float(np.sqrt(np.mean(np.square(de)))),
+            "force_rmse_meV_A": 1e3 * float(np.sqrt(np.mean(np.square(np.concatenate(df)))))}
+
+
+def last_metrics(metrics_csv: Path) -> dict:
+    with open(metrics_csv) as f:
+        rows = list(csv.DictReader(f))
+    curve = [1e3 * float(r["val_force_rmse_component"]) for r in rows]
+    last = rows[-1]
+    return {"epochs": len(rows), "val_energy_rmse_meV_atom": 1e3 * float(last["val_energy_rmse_per_atom"]),
+            "val_force_rmse_meV_A": 1e3 * float(last["val_force_rmse_component"]), "val_force_curve": curve,
+            "train_time_s": float(sum(float(r["epoch_time_s"]) for r in rows))}
+
+
+def md_summary(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    results = load_results(path)
+    summary, rows = summarize(results)
+    traces = []
+    for row in results.table:
+        i = int(row["index"])
+        traces.append((results.column(i, "time_ps").tolist(), results.column(i, "density_g_cm3").tolist()))
+    return {
+        "complete": summary.complete,
+        "replicas": [{"status": r.status, "failure_mode": r.failure_mode, "time_ps": r.time_ps,
+                      "density_g_cm3": r.density_g_cm3, "density_error_g_cm3": r.density_error_g_cm3} for r in rows],
+        "density_g_cm3": summary.density_g_cm3,
+        "density_error_g_cm3": summary.density_error_g_cm3,
+        "traces": traces,
+    }
+
+
+def mean_sd(values) -> tuple[float, float, int]:
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if len(v) == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"), len(v)
+
+
+def fmt(mean: float, err: float, digits: int = 1) -> str:
+    if not np.isfinite(mean):
+        return "n/a"
+    return f"{mean:.{digits}f} ± {err:.{digits}f}" if np.isfinite(err) else f"{mean:.{digits}f}"
+
+
+def write_report(here: Path, variants: dict, seeds, protocol: dict, teacher_replicas: int, epochs: int) -> None:
+    out = here / "results"
+    out.mkdir(exist_ok=True)
+    test_file = here / "data" / "water_test.extxyz"
+    frames = read(test_file, ":") if test_file.exists() else []
+    models, missing = {}, []
+    for variant in variants:
+        for seed in seeds:
+            name = f"{variant}-seed-{seed}"
+            member = here / "runs" / variant / f"seed-{seed}" / "member_0"
+            if not (member / "model.nnip").exists():
+                missing.append(f"{name}: not trained")
+                continue
+            entry = {"variant": variant, "seed": seed, **last_metrics(member / "metrics.csv")}
+            if frames:
+                entry.update({f"test_{k}": v for k, v in test_errors(member / "model.nnip", frames).items()})
+            md = md_summary(here / "runs" / "md" / f"{name}.h5")
+            if md is None or not md["complete"]:
+                missing.append(f"{name}: MD {'not run' if md is None else 'unfinished'}")
+            entry["md"] = md
+            fisher = here / "runs" / "fisher" / f"{name}.h5"
+            if fisher.exists():
+                spectrum = load_fisher(fisher)
+                eig = np.sort(np.asarray(spectrum.eigenvalues))[::-1]
+                entry["fisher"] = {"eigenvalues": eig.tolist(), "largest": float(eig[0]), "trace": float(eig.sum()),
+                                   "samples": spectrum.num_samples}
+            else:
+                missing.append(f"{name}: no Fisher spectrum")
+            models[name] = entry
+    teacher = md_summary(here / "runs" / "md" / "teacher.h5")
+    if teacher is None or not teacher["complete"]:
+        missing.append(f"teacher: MD {'not run' if teacher is None else 'unfinished'}")
+
+    rho_t = teacher["density_g_cm3"] if teacher else float("nan")
+    rho_t_err = teacher["density_error_g_cm3"] if teacher else float("nan")
+    per_variant = {}
+    for variant in variants:
+        group = [m for m in models.values() if m["variant"] == variant]
+        runs = [m for m in group if m["md"] and m["md"]["complete"]]
+        stable = [m for m in runs if all(r["status"] == "survived" for r in m["md"]["replicas"])]
+        densities = [m["md"]["density_g_cm3"] for m in stable]
+        rho, rho_sd, n_rho = mean_sd(densities)
+        rho_se = rho_sd / math.sqrt(n_rho) if n_rho > 1 else float("nan")
+        lo, hi = wilson(len(stable), len(runs))
+        largest = [m["fisher"]["largest"] for m in group if "fisher" in m]
+        trace = [m["fisher"]["trace"] for m in group if "fisher" in m]
+        per_variant[variant] = {
+            "models_trained": len(group), "md_complete": len(runs), "stable": len(stable),
+            "stable_fraction": len(stable) / len(runs) if runs else float("nan"), "stable_ci95": [lo, hi],
+            "test_force_rmse_meV_A": mean_sd([m.get("test_force_rmse_meV_A") for m in group]),
+            "test_energy_rmse_meV_atom": mean_sd([m.get("test_energy_rmse_meV_atom") for m in group]),
+            "val_force_rmse_meV_A": mean_sd([m["val_force_rmse_meV_A"] for m in group]),
+            "val_energy_rmse_meV_atom": mean_sd([m["val_energy_rmse_meV_atom"] for m in group]),
+            "density_g_cm3": [rho, rho_se, n_rho], "density_sd_between_models": rho_sd,
+            "density_minus_teacher": [rho - rho_t, math.hypot(rho_se, rho_t_err) if np.isfinite(rho_se) else float("nan")],
+            "fisher_largest": mean_sd(np.log10(largest)) if largest else [float("nan")] * 3,
+            "fisher_trace": mean_sd(np.log10(trace)) if trace else [float("nan")] * 3,
+            "train_time_s": mean_sd([m["train_time_s"] for m in group]),
+        }
+    comparisons = {}
+    ekf = per_variant.get("ekf")
+    for variant in variants:
+        if variant == "ekf" or ekf is None:
+            continue
+        a = per_variant[variant]
+        table = [[ekf["stable"], ekf["md_complete"] - ekf["stable"]], [a["stable"], a["md_complete"] - a["stable"]]]
+        p_stable = float(stats.fisher_exact(table)[1]) if ekf["md_complete"] and a["md_complete"] else float("nan")
+        f_ekf = [m["test_force_rmse_meV_A"] for m in models.values() if m["variant"] == "ekf" and "test_force_rmse_meV_A" in m]
+        f_a = [m["test_force_rmse_meV_A"] for m in models.values() if m["variant"] == variant and "test_force_rmse_meV_A" in m]
+        p_force = float(stats.mannwhitneyu(f_ekf, f_a).pvalue) if len(f_ekf) > 1 and len(f_a) > 1 else float("nan")
+        l_ekf = [m["fisher"]["largest"] for m in models.values() if m["variant"] == "ekf" and "fisher" in m]
+        l_a = [m["fisher"]["largest"] for m in models.values() if m["variant"] == variant and "fisher" in m]
+        p_fisher = float(stats.mannwhitneyu(l_ekf, l_a).pvalue) if len(l_ekf) > 1 and len(l_a) > 1 else float("nan")
+        comparisons[f"ekf vs {variant}"] = {"stable_fraction_fisher_exact_p": p_stable,
+                                             "test_force_rmse_mann_whitney_p": p_force,
+                                             "fisher_largest_mann_whitney_p": p_fisher}
+
+    summary = {
+        "complete": not missing, "missing": missing, "epochs": epochs, "seeds": list(seeds),
+        "variants": variants, "md_protocol": protocol, "teacher_replicas": teacher_replicas,
+        "teacher": {"density_g_cm3": rho_t, "density_error_g_cm3": rho_t_err,
+                    "replicas": teacher["replicas"] if teacher else []},
+        "per_variant": per_variant, "comparisons": comparisons,
+        "models": {k: {kk: vv for kk, vv in v.items() if kk not in ("md", "fisher", "val_force_curve")}
+                   | {"md": None if v["md"] is None else {kk: vv for kk, vv in v["md"].items() if kk != "traces"},
+                      "fisher_largest": v.get("fisher", {}).get("largest"),
+                      "fisher_trace": v.get("fisher", {}).get("trace")}
+                   for k, v in models.items()},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    (out / "table.md").write_text(format_table(summary))
+    plot_density(models, teacher, variants, protocol, out / "density.png")
+    plot_survival(models, teacher, variants, protocol, out / "survival.png")
+    plot_fisher(models, variants, out / "fisher.png")
+    plot_learning(models, variants, out / "learning_curves.png")
+    print((out / "table.md").read_text())
+
+
+def format_table(summary: dict) -> str:
+    t = summary["teacher"]
+    lines = []
+    if not summary["complete"]:
+        lines += ["**INCOMPLETE**: " + "; ".join(summary["missing"]), ""]
+    lines += [f"Teacher density on the same protocol: {fmt(t['density_g_cm3'], t['density_error_g_cm3'], 4)} g/cm³ "
+              f"({len(t['replicas'])} replicas, block error).", ""]
+    lines += ["| optimizer | models | test F RMSE meV/Å | test E RMSE meV/atom | stable (95 % CI) | density g/cm³ ± se | "
+              "density − teacher | log10 λ_max(Fisher) | train time s |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for variant, v in summary["per_variant"].items():
+        lo, hi = v["stable_ci95"]
+        stable = f"{v['stable']}/{v['md_complete']} ({lo:.2f}–{hi:.2f})" if v["md_complete"] else "n/a (no MD)"
+        rho, rho_se, n_rho = v["density_g_cm3"]
+        d, d_err = v["density_minus_teacher"]
+        lines.append(
+            f"| {variant} | {v['models_trained']} | {fmt(*v['test_force_rmse_meV_A'][:2])} | "
+            f"{fmt(*v['test_energy_rmse_meV_atom'][:2], 2)} | {stable} | "
+            f"{fmt(rho, rho_se, 4) if n_rho else 'n/a (no stable model)'} | {fmt(d, d_err, 4) if n_rho else 'n/a'} | "
+            f"{fmt(*v['fisher_largest'][:2], 2)} | {fmt(*v['train_time_s'][:2], 0)} |")
+    lines += ["", "RMSE and Fisher entries: mean ± sd over seeds; density: mean over stable models ± its standard "
+              "error (n = stable models); stable = the model's water-npt run survived (no density collapse, bond "
+              "rupture or box collapse).", ""]
+    for name, c in summary["comparisons"].items():
+        lines.append(f"- {name}: stable fraction p = {c['stable_fraction_fisher_exact_p']:.3g} (Fisher exact, null: "
+                     f"equal), test force RMSE p = {c['test_force_rmse_mann_whitney_p']:.3g}, largest Fisher "
+                     f"eigenvalue p = {c['fisher_largest_mann_whitney_p']:.3g} (Mann–Whitney, null: same distribution)")
+    lines += ["", "| model | val F RMSE | test F RMSE | test E RMSE | MD | density g/cm³ | log10 λ_max |", "|---|---|---|---|---|---|---|"]
+    for name, m in summary["models"].items():
+        md = m["md"]
+        if md is None:
+            md_text, rho = "not run", "n/a"
+        else:
+            r = md["replicas"][0] if md["replicas"] else None
+            md_text = "unfinished" if not md["complete"] else (
+                "survived" if r["status"] == "survived" else f"{r['failure_mode']} at {r['time_ps']:.2f} ps")
+            rho = fmt(md["density_g_cm3"], md["density_error_g_cm3"], 4)
+        lam = f"{math.log10(m['fisher_largest']):.2f}" if m.get("fisher_largest") else "n/a"
+        lines.append(f"| {name} | {m['val_force_rmse_meV_A']:.1f} | {m.get('test_force_rmse_meV_A', float('nan')):.1f} | "
+                     f"{m.get('test_energy_rmse_meV_atom', float('nan')):.2f} | {md_text} | {rho} | {lam} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_density(models, teacher, variants, protocol, path):
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for m in models.values():
+        if m["md"]:
+            for t, rho in m["md"]["traces"]:
+                ax.plot(t, rho, color=COLORS.get(m["variant"], "gray"), lw=0.7, alpha=0.7)
+    if teacher:
+        for t, rho in teacher["traces"]:
+            ax.plot(t, rho, color="black", lw=1.2)
+    for variant in list(variants) + ["teacher"]:
+        ax.plot([], [], color=COLORS.get(variant, "gray"), label=variant)
+    ax.axvspan(protocol["duration_ps"] - protocol["density_average_last_ps"], protocol["duration_ps"], color="0.9")
+    ax.set_xlabel("time (ps)")
+    ax.set_ylabel("density (g/cm³)")
+    ax.set_title("water-npt (320 K, 1 bar), one trajectory per model; shaded: averaging window")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def plot_survival(models, teacher, variants, protocol, path):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    groups = {v: [m["md"] for m in models.values() if m["variant"] == v and m["md"] and m["md"]["complete"]] for v in variants}
+    if teacher and teacher["complete"]:
+        groups["teacher"] = [teacher]
+    for name, runs in groups.items():
+        reps = [r for run in runs for r in run["replicas"] if r["status"] in ("failed", "survived")]
+        if not reps:
+            continue
+        km = kaplan_meier([r["time_ps"] for r in reps], [r["status"] == "failed" for r in reps])
+        times = np.concatenate([[0.0], km.times, [protocol["duration_ps"]]])
+        surv = np.concatenate([[1.0], km.survival, [km.survival[-1] if len(km.survival) else 1.0]])
+        ax.step(times, surv, where="post", color=COLORS.get(name, "gray"), label=f"{name} (n = {len(reps)})")
+        if len(km.times):
+            ax.fill_between(np.concatenate([[0.0], km.times, [protocol["duration_ps"]]]),
+                            np.concatenate([[1.0], km.lower, [km.lower[-1]]]),
+                            np.concatenate([[1.0], km.upper, [km.upper[-1]]]),
+                            step="post", color=COLORS.get(name, "gray"), alpha=0.12)
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_xlabel("time (ps)")
+    ax.set_ylabel("fraction without density collapse / rupture")
+    ax.set_title("Kaplan–Meier survival per optimizer (95 % band)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def plot_fisher(models, variants, path):
+    fig, axes = plt.subplots(1, len(variants), figsize=(4 * len(variants), 3.6), sharey=True)
+    for ax, variant in zip(np.atleast_1d(axes), variants):
+        spectra = [np.asarray(m["fisher"]["eigenvalues"]) for m in models.values() if m["variant"] == variant and "fisher" in m]
+        for eig in spectra:
+            positive = eig[eig > 0]
+            ax.hist(np.log10(positive), bins=40, histtype="step", color=COLORS.get(variant, "gray"), alpha=0.8)
+        ax.set_title(f"{variant} ({len(spectra)} seeds)")
+        ax.set_xlabel("log10 eigenvalue of the Fisher information")
+    np.atleast_1d(axes)[0].set_ylabel("count")
+    fig.suptitle("Fisher-information spectra (L1 loss per training structure), one line per seed")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def plot_learning(models, variants, path):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in models.values():
+        ax.plot(np.arange(1, len(m["val_force_curve"]) + 1), m["val_force_curve"], color=COLORS.get(m["variant"], "gray"),
+                lw=0.8, alpha=0.8)
+    for variant in variants:
+        ax.plot([], [], color=COLORS.get(variant, "gray"), label=variant)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch (one update per training structure)")
+    ax.set_ylabel("validation force RMSE (meV/Å)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)

@@ -1,0 +1,234 @@
+"""The Adam-versus-EKF water study (Shao, Dietrich, Nettelblad and Zhang 2021), with the n2p2
+revPBE0-D3 potential of ../shared/data/water-hdnnp standing in for DFT ("the teacher").
+
+    python study.py                      # every stage, two jobs at a time
+    python study.py --stage report       # only the tables and plots from what exists
+
+Every stage skips work that is done and resumes work that is not (training with
+``--resume``, MD through md-harness's checkpoints), so the command can be stopped and
+started again at any time. Stages, in order:
+
+teacher      import the n2p2 potential (Bohr/Hartree → Å/eV) as teacher.nnip
+sample       label water with the teacher: 6 densities 0.7–1.2 g/cm³ × 4 temperatures
+             280–400 K (Langevin NVT, 64 molecules, 12 frames per run → 288 frames), and a
+             separate test set (other seed, 0.9–1.1 g/cm³, 300/380 K, 48 frames)
+train        the student (student.yaml: 22 Box-3 functions per element, r_c = 6 Å, 2 × 25
+             tanh) with every optimizer variant × seed: same data split, same initial
+             weights and batch order per seed, same per-label batch schedule
+md           water-npt (md-harness preset) on every student, shortened (see MD_PROTOCOL)
+teacher-md   the teacher on the same shortened protocol: the density the students should hit
+fisher       Fisher-information spectrum of every student on its training set (L1 loss)
+report       results/: summary.json, table.md and the figures
+
+Outputs: data/ and runs/ (generated, not committed), results/ (committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parents[2].parent / "shared" / "data" / "water-hdnnp"
+STAGES = ("teacher", "sample", "train", "md", "teacher-md", "fisher", "report")
+
+EPOCHS = 60
+SEEDS = (0, 1, 2, 3, 4)
+SCHEDULE = {"name": "random_label", "energy_fraction": 0.5, "forces_per_update": 10}
+#: Optimizer sections of the variants (the study: Adam at its best rate, and the EKF).
+VARIANTS = {
+    "adam-lr1e-3": {"name": "adam", "lr": 1.0e-3, "schedule": SCHEDULE},
+    "adam-lr1e-2": {"name": "adam", "lr": 1.0e-2, "schedule": SCHEDULE},
+    "ekf": {"name": "ekf", "lr": 1.0, "epsilon": 1.0, "process_noise": 0.0, "forgetting_factor": 1.0,
+            "blocks": "global", "covariance_dtype": "float64", "schedule": SCHEDULE},
+}
+#: The water-npt preset (NPT Berendsen, 1 bar, 320 K, 0.5 fs, τ_T 50 fs, τ_P 500 fs) shortened
+#: from 4 × 100 ps (density over the last 50 ps) so that 20 students fit on two cores.
+MD_PROTOCOL = {
+    "preset": "water-npt",
+    "n_replicas": 1,
+    "duration_ps": 6.0,
+    "density_average_last_ps": 3.0,
+    "density_blocks": 5,
+    "checkpoint_every_steps": 2000,
+    "threads_per_rank": 1,
+    # The 12.4 Å box is under two cutoffs (6.0 / 6.35 Å) once the density exceeds ~1.1 g/cm³;
+    # ase-nnip's neighbour list includes every periodic image, so 1.5 cutoffs is still exact.
+    "box_min_cutoffs": 1.5,
+}
+TEACHER_REPLICAS = 2
+
+
+def model_path(variant: str, seed: int) -> Path:
+    return HERE / "runs" / variant / f"seed-{seed}" / "member_0" / "model.nnip"
+
+
+def md_output(name: str) -> Path:
+    return HERE / "runs" / "md" / f"{name}.h5"
+
+
+def students():
+    return [(variant, seed) for variant in VARIANTS for seed in SEEDS]
+
+
+# ---------------------------------------------------------------- job runner
+
+class Job:
+    """A command, the file that shows it finished, and where its output goes."""
+
+    def __init__(self, name: str, command: list, done: Path, cwd: Path = HERE):
+        self.name, self.command, self.done, self.cwd = name, [str(c) for c in command], done, cwd
+
+    def finished(self) -> bool:
+        return self.done.exists()
+
+
+def run_jobs(jobs: list[Job], parallel: int) -> list[str]:
+    """Run unfinished jobs, ``parallel`` at a time, logging to runs/logs/NAME.log; returns the
+    names of jobs that failed (non-zero exit). Exit 3 of md-harness (stopped early) is a failure
+    to report, not to hide: rerun the stage to resume."""
+    logs = HERE / "runs" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    pending = [j for j in jobs if not j.finished()]
+    print(f"{len(jobs) - len(pending)} of {len(jobs)} jobs done already; running {len(pending)}", flush=True)
+    running, failed = [], []
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    while pending or running:
+        while pending and len(running) < parallel:
+            job = pending.pop(0)
+            log = open(logs / f"{job.name}.log", "a")
+            log.write(f"\n$ {' '.join(job.command)}   # {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            log.flush()
+            running.append((job, subprocess.Popen(job.command, cwd=job.cwd, stdout=log, stderr=subprocess.STDOUT, env=env),
+                            log, time.time()))
+        time.sleep(1.0)
+        for entry in list(running):
+            job, process, log, started = entry
+            if process.poll() is None:
+                continue
+            running.remove(entry)
+            log.close()
+            status = "ok" if process.returncode == 0 else f"FAILED (exit {process.returncode})"
+            print(f"  {job.name}: {status} after {time.time() - started:.0f} s", flush=True)
+            if process.returncode != 0:
+                failed.append(job.name)
+    return failed
+
+
+# ---------------------------------------------------------------- stages
+
+def stage_teacher(args) -> list[str]:
+    target = HERE / "teacher.nnip"
+    job = Job("teacher", ["ase-nnip", "import-n2p2", SHARED, "-o", target, "--units", "bohr-hartree"], target)
+    return run_jobs([job], 1)
+
+
+def stage_sample(args) -> list[str]:
+    start = SHARED / "water64.extxyz"
+    common = ["ase-nnip", "sample", "--model", HERE / "teacher.nnip", "--start", start, "--equilibration-steps", 200,
+              "--interval-steps", 40, "--timestep-fs", 0.5, "--threads", 1]
+    train = HERE / "data" / "water_train.extxyz"
+    test = HERE / "data" / "water_test.extxyz"
+    (HERE / "data").mkdir(exist_ok=True)
+    jobs = [
+        # done when `ase-nnip sample` has written its summary (the frames file grows during the run)
+        Job("sample-train", common + ["-o", train, "--densities-g-cm3", "0.7,0.8,0.9,1.0,1.1,1.2",
+                                      "--temperatures-K", "280,320,360,400", "--frames-per-run", 12, "--seed", 0],
+            Path(f"{train}.json")),
+        Job("sample-test", common + ["-o", test, "--densities-g-cm3", "0.9,1.0,1.1", "--temperatures-K", "300,380",
+                                     "--frames-per-run", 8, "--seed", 1], Path(f"{test}.json")),
+    ]
+    return run_jobs(jobs, args.jobs)
+
+
+def stage_train(args) -> list[str]:
+    jobs = []
+    for variant, seed in students():
+        out = model_path(variant, seed).parents[1]
+        command = ["ase-nnip", "train", HERE / "student.yaml", "-o", out, "--seeds", seed, "-q",
+                   "--set", f"training.optimizer={json.dumps(VARIANTS[variant])}",
+                   "--set", f"training.epochs={EPOCHS}"]
+        if (out / "member_0" / "checkpoints").exists():
+            command.append("--resume")
+        jobs.append(Job(f"train-{variant}-seed-{seed}", command, model_path(variant, seed)))
+    return run_jobs(jobs, args.jobs)
+
+
+def md_job(name: str, model: Path, extra: dict) -> Job:
+    configs = HERE / "runs" / "md"
+    configs.mkdir(parents=True, exist_ok=True)
+    config = {**MD_PROTOCOL, **extra, "model": os.path.relpath(model, configs),
+              "structure": os.path.relpath(SHARED / "water64.extxyz", configs),
+              "label": name, "output": str(md_output(name))}
+    path = configs / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    # Finished when the results file says every replica ended (md-harness exits 0).
+    return Job(f"md-{name}", ["md-harness", "run", path, "--no-mpi", "-q"], configs / f"{name}.done")
+
+
+def run_md(jobs: list[Job], parallel: int) -> list[str]:
+    failed = run_jobs(jobs, parallel)
+    for job in jobs:
+        if job.name not in failed and not job.finished():
+            job.done.write_text("md-harness run exited 0\n")
+    return failed
+
+
+def stage_md(args) -> list[str]:
+    jobs = [md_job(f"{variant}-seed-{seed}", model_path(variant, seed), {}) for variant, seed in students()
+            if model_path(variant, seed).exists()]
+    return run_md(jobs, args.jobs)
+
+
+def stage_teacher_md(args) -> list[str]:
+    return run_md([md_job("teacher", HERE / "teacher.nnip", {"n_replicas": TEACHER_REPLICAS,
+                                                              "model_kwargs": {"dtype": "float64"}})], 1)
+
+
+def stage_fisher(args) -> list[str]:
+    out = HERE / "runs" / "fisher"
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for variant, seed in students():
+        if not model_path(variant, seed).exists():
+            continue
+        target = out / f"{variant}-seed-{seed}.h5"
+        jobs.append(Job(f"fisher-{variant}-seed-{seed}",
+                        ["ase-nnip", "fisher", model_path(variant, seed), HERE / "data" / "water_train.extxyz",
+                         "--subset", "training", "--loss", "l1", "--fisher-method", "exact", "-o", target], target))
+    return run_jobs(jobs, args.jobs)
+
+
+def stage_report(args) -> list[str]:
+    from report import write_report  # noqa: PLC0415 - the report pulls in matplotlib and the model code
+
+    write_report(HERE, VARIANTS, SEEDS, MD_PROTOCOL, TEACHER_REPLICAS, EPOCHS)
+    return []
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", choices=STAGES + ("all",), default="all", help="run one stage (default: all, in order)")
+    parser.add_argument("--jobs", type=int, default=2, help="jobs run at once, one thread each (default 2)")
+    args = parser.parse_args()
+    stages = STAGES if args.stage == "all" else (args.stage,)
+    failed = []
+    for stage in stages:
+        print(f"== {stage}", flush=True)
+        failed += globals()[f"stage_{stage.replace('-', '_')}"](args)
+    if failed:
+        print(f"{len(failed)} job(s) did not finish: {', '.join(failed)} (logs in runs/logs/; rerun to resume)")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
