@@ -9,8 +9,9 @@ centres. One pass over the edges and edge pairs (triplets) of a centre gives
 
 so forces follow from one contraction with ∂E/∂G per edge and a single scatter of the
 edge gradients onto atoms (done by autograd through the edge vectors). Nothing is stored
-per triplet. Each function evaluates its exponential once per (triplet, distinct η, r_s,
-r_c) and its angular power once per (triplet, λ, ζ), as n2p2's symmetry-function groups do.
+per triplet. Angular functions sharing (type, η, r_s, r_c) share one exponential and one
+cutoff product per triplet, as n2p2's symmetry-function groups do; integer ζ are powers by
+repeated multiplication.
 
 :class:`SymmetryFunctionKernel` is the autograd Function the layer uses on CPU. Its
 backward is the contraction above. Second derivatives (a force loss back-propagated to the
@@ -30,11 +31,13 @@ import numpy as np
 import torch
 
 from ase_nnip.compiled import call_parallel, numba
+from ase_nnip.descriptors.cutoff import N2P2_CUTOFF_CODES
 
 if numba is not None:
     from numba import njit, prange
 
-CUTOFF_CODES = {"hard": 0, "cos": 1, "tanhu": 2, "tanh": 3, "exp": 4, "poly1": 5, "poly2": 6, "poly3": 7, "poly4": 8}
+# The kernel's cutoff codes are n2p2's (ase_nnip.descriptors.cutoff documents the functions).
+CUTOFF_CODES = {name: code for code, name in N2P2_CUTOFF_CODES.items()}
 _TANH1_CUBED = math.tanh(1.0) ** 3
 # Reassociation and fused multiply-adds, but no assumptions about NaN/inf: a non-finite
 # position must still give a non-finite energy.

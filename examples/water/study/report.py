@@ -23,10 +23,10 @@ from scipy import stats  # noqa: E402
 from ase_nnip.calculator import NNIPCalculator  # noqa: E402
 from ase_nnip.landscape.files import load_fisher  # noqa: E402
 from md_harness.report import summarize  # noqa: E402
-from md_harness.statistics import kaplan_meier  # noqa: E402
+from md_harness.statistics import block_means, kaplan_meier  # noqa: E402
 from md_harness.store import load_results  # noqa: E402
 
-COLORS = {"adam-lr1e-3": "tab:blue", "adam-lr1e-2": "tab:cyan", "ekf": "tab:red", "teacher": "black"}
+COLORS = {"adam-lr1e-3": "tab:blue", "adam-lr3e-3": "tab:cyan", "ekf": "tab:red", "teacher": "black"}
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -63,19 +63,47 @@ def last_metrics(metrics_csv: Path) -> dict:
             "train_time_s": float(sum(float(r["epoch_time_s"]) for r in rows))}
 
 
+#: A density counts as converged when its drift over the averaging window is below this
+#: (g/cm³) or not distinguishable from zero (|slope| < 2 se).
+DRIFT_TOLERANCE_G_CM3 = 0.01
+
+
+def density_drift(time_ps, density, window_ps: float, n_blocks: int) -> tuple[float, float]:
+    """(slope, se) of a straight line through the block means of the density over the last
+    ``window_ps`` (g/cm³ per ps); block means are far less correlated than single rows."""
+    t, rho = np.asarray(time_ps), np.asarray(density)
+    inside = (t >= t[-1] - window_ps) & np.isfinite(rho)
+    if inside.sum() < n_blocks or n_blocks < 3:
+        return float("nan"), float("nan")
+    t_blocks = block_means(t[inside], n_blocks)
+    rho_blocks = block_means(rho[inside], n_blocks)
+    fit = stats.linregress(t_blocks, rho_blocks)
+    return float(fit.slope), float(fit.stderr)
+
+
+def converged(slope: float, se: float, window_ps: float) -> bool:
+    return bool(np.isfinite(slope) and (abs(slope) * window_ps < DRIFT_TOLERANCE_G_CM3 or abs(slope) < 2 * se))
+
+
 def md_summary(path: Path) -> dict | None:
     if not path.exists():
         return None
     results = load_results(path)
     summary, rows = summarize(results)
-    traces = []
+    window, n_blocks = results.config["density_average_last_ps"], results.config["density_blocks"]
+    traces, drifts = [], []
     for row in results.table:
         i = int(row["index"])
-        traces.append((results.column(i, "time_ps").tolist(), results.column(i, "density_g_cm3").tolist()))
+        t, rho = results.column(i, "time_ps"), results.column(i, "density_g_cm3")
+        traces.append((t.tolist(), rho.tolist()))
+        drifts.append(density_drift(t, rho, window, n_blocks) if len(t) else (float("nan"), float("nan")))
     return {
         "complete": summary.complete,
         "replicas": [{"status": r.status, "failure_mode": r.failure_mode, "time_ps": r.time_ps,
-                      "density_g_cm3": r.density_g_cm3, "density_error_g_cm3": r.density_error_g_cm3} for r in rows],
+                      "density_g_cm3": r.density_g_cm3, "density_error_g_cm3": r.density_error_g_cm3,
+                      "drift_g_cm3_per_ps": d[0], "drift_se": d[1],
+                      "density_converged": r.status == "survived" and converged(d[0], d[1], window)}
+                     for r, d in zip(rows, drifts)],
         "density_g_cm3": summary.density_g_cm3,
         "density_error_g_cm3": summary.density_error_g_cm3,
         "traces": traces,
@@ -134,15 +162,16 @@ def write_report(here: Path, variants: dict, seeds, protocol: dict, teacher_repl
     for variant in variants:
         group = [m for m in models.values() if m["variant"] == variant]
         runs = [m for m in group if m["md"] and m["md"]["complete"]]
-        stable = [m for m in runs if all(r["status"] == "survived" for r in m["md"]["replicas"])]
-        densities = [m["md"]["density_g_cm3"] for m in stable]
+        survived = [m for m in runs if all(r["status"] == "survived" for r in m["md"]["replicas"])]
+        stable = [m for m in survived if all(r["density_converged"] for r in m["md"]["replicas"])]
+        densities = [m["md"]["density_g_cm3"] for m in survived]
         rho, rho_sd, n_rho = mean_sd(densities)
         rho_se = rho_sd / math.sqrt(n_rho) if n_rho > 1 else float("nan")
         lo, hi = wilson(len(stable), len(runs))
         largest = [m["fisher"]["largest"] for m in group if "fisher" in m]
         trace = [m["fisher"]["trace"] for m in group if "fisher" in m]
         per_variant[variant] = {
-            "models_trained": len(group), "md_complete": len(runs), "stable": len(stable),
+            "models_trained": len(group), "md_complete": len(runs), "survived": len(survived), "stable": len(stable),
             "stable_fraction": len(stable) / len(runs) if runs else float("nan"), "stable_ci95": [lo, hi],
             "test_force_rmse_meV_A": mean_sd([m.get("test_force_rmse_meV_A") for m in group]),
             "test_energy_rmse_meV_atom": mean_sd([m.get("test_energy_rmse_meV_atom") for m in group]),
@@ -200,9 +229,9 @@ def format_table(summary: dict) -> str:
         lines += ["**INCOMPLETE**: " + "; ".join(summary["missing"]), ""]
     lines += [f"Teacher density on the same protocol: {fmt(t['density_g_cm3'], t['density_error_g_cm3'], 4)} g/cm³ "
               f"({len(t['replicas'])} replicas, block error).", ""]
-    lines += ["| optimizer | models | test F RMSE meV/Å | test E RMSE meV/atom | stable (95 % CI) | density g/cm³ ± se | "
-              "density − teacher | log10 λ_max(Fisher) | train time s |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| optimizer | models | test F RMSE meV/Å | test E RMSE meV/atom | survived | stable density (95 % CI) | "
+              "density g/cm³ ± se | density − teacher | log10 λ_max(Fisher) | train time s |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for variant, v in summary["per_variant"].items():
         lo, hi = v["stable_ci95"]
         stable = f"{v['stable']}/{v['md_complete']} ({lo:.2f}–{hi:.2f})" if v["md_complete"] else "n/a (no MD)"
@@ -210,29 +239,40 @@ def format_table(summary: dict) -> str:
         d, d_err = v["density_minus_teacher"]
         lines.append(
             f"| {variant} | {v['models_trained']} | {fmt(*v['test_force_rmse_meV_A'][:2])} | "
-            f"{fmt(*v['test_energy_rmse_meV_atom'][:2], 2)} | {stable} | "
-            f"{fmt(rho, rho_se, 4) if n_rho else 'n/a (no stable model)'} | {fmt(d, d_err, 4) if n_rho else 'n/a'} | "
+            f"{fmt(*v['test_energy_rmse_meV_atom'][:2], 2)} | {v['survived']}/{v['md_complete']} | {stable} | "
+            f"{fmt(rho, rho_se, 4) if n_rho else 'n/a (no model survived)'} | {fmt(d, d_err, 4) if n_rho else 'n/a'} | "
             f"{fmt(*v['fisher_largest'][:2], 2)} | {fmt(*v['train_time_s'][:2], 0)} |")
-    lines += ["", "RMSE and Fisher entries: mean ± sd over seeds; density: mean over stable models ± its standard "
-              "error (n = stable models); stable = the model's water-npt run survived (no density collapse, bond "
-              "rupture or box collapse).", ""]
+    lines += ["", "RMSE and Fisher entries: mean ± sd over seeds; density: mean over the models that survived ± "
+              "its standard error between models; survived = no density collapse (1 ps running mean outside "
+              "0.929 ± 25 %), bond rupture or box collapse; stable density = survived and converged: the drift of "
+              f"the density over the averaging window (slope through 5 block means) below {DRIFT_TOLERANCE_G_CM3} "
+              "g/cm³ or within 2 standard errors of zero.", ""]
+    def p_text(p: float) -> str:
+        return f"p = {p:.3g}" if np.isfinite(p) else "not assessed (too few models with results)"
+
     for name, c in summary["comparisons"].items():
-        lines.append(f"- {name}: stable fraction p = {c['stable_fraction_fisher_exact_p']:.3g} (Fisher exact, null: "
-                     f"equal), test force RMSE p = {c['test_force_rmse_mann_whitney_p']:.3g}, largest Fisher "
-                     f"eigenvalue p = {c['fisher_largest_mann_whitney_p']:.3g} (Mann–Whitney, null: same distribution)")
-    lines += ["", "| model | val F RMSE | test F RMSE | test E RMSE | MD | density g/cm³ | log10 λ_max |", "|---|---|---|---|---|---|---|"]
+        lines.append(f"- {name}: stable-density fraction {p_text(c['stable_fraction_fisher_exact_p'])} (Fisher exact "
+                     f"test, null: equal fractions); test force RMSE {p_text(c['test_force_rmse_mann_whitney_p'])}; "
+                     f"largest Fisher eigenvalue {p_text(c['fisher_largest_mann_whitney_p'])} (Mann–Whitney, null: "
+                     "same distribution)")
+    lines += ["", "| model | val F RMSE | test F RMSE | test E RMSE | MD | density g/cm³ | drift g/cm³/ps ± se | log10 λ_max |",
+              "|---|---|---|---|---|---|---|---|"]
     for name, m in summary["models"].items():
         md = m["md"]
+        drift = "n/a"
         if md is None:
             md_text, rho = "not run", "n/a"
         else:
             r = md["replicas"][0] if md["replicas"] else None
             md_text = "unfinished" if not md["complete"] else (
-                "survived" if r["status"] == "survived" else f"{r['failure_mode']} at {r['time_ps']:.2f} ps")
+                ("survived, converged" if r["density_converged"] else "survived, drifting") if r["status"] == "survived"
+                else f"{r['failure_mode']} at {r['time_ps']:.2f} ps")
             rho = fmt(md["density_g_cm3"], md["density_error_g_cm3"], 4)
+            if r is not None and np.isfinite(r["drift_g_cm3_per_ps"]):
+                drift = f"{r['drift_g_cm3_per_ps']:+.4f} ± {r['drift_se']:.4f}"
         lam = f"{math.log10(m['fisher_largest']):.2f}" if m.get("fisher_largest") else "n/a"
         lines.append(f"| {name} | {m['val_force_rmse_meV_A']:.1f} | {m.get('test_force_rmse_meV_A', float('nan')):.1f} | "
-                     f"{m.get('test_energy_rmse_meV_atom', float('nan')):.2f} | {md_text} | {rho} | {lam} |")
+                     f"{m.get('test_energy_rmse_meV_atom', float('nan')):.2f} | {md_text} | {rho} | {drift} | {lam} |")
     return "\n".join(lines) + "\n"
 
 

@@ -12,8 +12,8 @@ teacher      import the n2p2 potential (Bohr/Hartree → Å/eV) as teacher.nnip
 sample       label water with the teacher: 6 densities 0.7–1.2 g/cm³ × 4 temperatures
              280–400 K (Langevin NVT, 64 molecules, 12 frames per run → 288 frames), and a
              separate test set (other seed, 0.9–1.1 g/cm³, 300/380 K, 48 frames)
-train        the student (student.yaml: 22 Box-3 functions per element, r_c = 6 Å, 2 × 25
-             tanh) with every optimizer variant × seed: same data split, same initial
+train        the student (student.yaml: 22 H / 24 O of the teacher's functions, r_c = 6 Å,
+             2 × 25 tanh) with every optimizer variant × seed: same data split, same initial
              weights and batch order per seed, same per-label batch schedule
 md           water-npt (md-harness preset) on every student, shortened (see MD_PROTOCOL)
 teacher-md   the teacher on the same shortened protocol: the density the students should hit
@@ -41,13 +41,13 @@ HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[2].parent / "shared" / "data" / "water-hdnnp"
 STAGES = ("teacher", "sample", "train", "md", "teacher-md", "fisher", "report")
 
-EPOCHS = 60
+EPOCHS = 80
 SEEDS = (0, 1, 2, 3, 4)
 SCHEDULE = {"name": "random_label", "energy_fraction": 0.5, "forces_per_update": 10}
 #: Optimizer sections of the variants (the study: Adam at its best rate, and the EKF).
 VARIANTS = {
     "adam-lr1e-3": {"name": "adam", "lr": 1.0e-3, "schedule": SCHEDULE},
-    "adam-lr1e-2": {"name": "adam", "lr": 1.0e-2, "schedule": SCHEDULE},
+    "adam-lr3e-3": {"name": "adam", "lr": 3.0e-3, "schedule": SCHEDULE},
     "ekf": {"name": "ekf", "lr": 1.0, "epsilon": 1.0, "process_noise": 0.0, "forgetting_factor": 1.0,
             "blocks": "global", "covariance_dtype": "float64", "schedule": SCHEDULE},
 }
