@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from ase import units  # noqa: E402
 from ase.io import read  # noqa: E402
 from scipy import stats  # noqa: E402
 
@@ -40,17 +41,20 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def test_errors(model_file: Path, frames) -> dict:
-    """Energy RMSE (meV/atom) and force-component RMSE (meV/Å) on labelled frames."""
+    """Energy RMSE (meV/atom), force-component RMSE (meV/Å) and the mean error of the
+    virial pressure −tr(σ)/3 (GPa; what sets the NPT density) on labelled frames."""
     calc = NNIPCalculator(str(model_file), num_threads=1)
-    de, df = [], []
+    de, df, dp = [], [], []
     for atoms in frames:
-        ref_e, ref_f = atoms.get_potential_energy(), atoms.get_forces()
+        ref_e, ref_f, ref_s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress(voigt=False)
         copy = atoms.copy()
         copy.calc = calc
         de.append((copy.get_potential_energy() - ref_e) / len(atoms))
         df.append((copy.get_forces() - ref_f).ravel())
+        dp.append(-np.trace(copy.get_stress(voigt=False) - ref_s) / 3 / units.GPa)
     return {"energy_rmse_meV_atom": 1e3 * float(np.sqrt(np.mean(np.square(de)))),
-            "force_rmse_meV_A": 1e3 * float(np.sqrt(np.mean(np.square(np.concatenate(df)))))}
+            "force_rmse_meV_A": 1e3 * float(np.sqrt(np.mean(np.square(np.concatenate(df))))),
+            "pressure_bias_GPa": float(np.mean(dp))}
 
 
 def last_metrics(metrics_csv: Path) -> dict:
@@ -175,6 +179,7 @@ def write_report(here: Path, variants: dict, seeds, protocol: dict, teacher_repl
             "stable_fraction": len(stable) / len(runs) if runs else float("nan"), "stable_ci95": [lo, hi],
             "test_force_rmse_meV_A": mean_sd([m.get("test_force_rmse_meV_A") for m in group]),
             "test_energy_rmse_meV_atom": mean_sd([m.get("test_energy_rmse_meV_atom") for m in group]),
+            "test_pressure_bias_GPa": mean_sd([m.get("test_pressure_bias_GPa") for m in group]),
             "val_force_rmse_meV_A": mean_sd([m["val_force_rmse_meV_A"] for m in group]),
             "val_energy_rmse_meV_atom": mean_sd([m["val_energy_rmse_meV_atom"] for m in group]),
             "density_g_cm3": [rho, rho_se, n_rho], "density_sd_between_models": rho_sd,
@@ -201,6 +206,17 @@ def write_report(here: Path, variants: dict, seeds, protocol: dict, teacher_repl
                                              "test_force_rmse_mann_whitney_p": p_force,
                                              "fisher_largest_mann_whitney_p": p_fisher}
 
+    pairs = [(m["test_pressure_bias_GPa"], m["md"]["density_g_cm3"]) for m in models.values()
+             if m["md"] and m["md"]["complete"] and np.isfinite(m["md"]["density_g_cm3"]) and "test_pressure_bias_GPa" in m]
+    if len(pairs) >= 4:
+        rho_s, p_s = stats.spearmanr(*zip(*pairs))
+        # null baseline: the same correlation with the pressure biases shuffled over models
+        rng = np.random.default_rng(0)
+        x, y = np.array(pairs).T
+        null = [stats.spearmanr(rng.permutation(x), y)[0] for _ in range(2000)]
+        comparisons["density vs test pressure bias (all surviving students)"] = {
+            "spearman": float(rho_s), "p": float(p_s), "n": len(pairs),
+            "permutation_null_95": [float(np.percentile(null, 2.5)), float(np.percentile(null, 97.5))]}
     summary = {
         "complete": not missing, "missing": missing, "epochs": epochs, "seeds": list(seeds),
         "variants": variants, "md_protocol": protocol, "teacher_replicas": teacher_replicas,
@@ -229,9 +245,9 @@ def format_table(summary: dict) -> str:
         lines += ["**INCOMPLETE**: " + "; ".join(summary["missing"]), ""]
     lines += [f"Teacher density on the same protocol: {fmt(t['density_g_cm3'], t['density_error_g_cm3'], 4)} g/cm³ "
               f"({len(t['replicas'])} replicas, block error).", ""]
-    lines += ["| optimizer | models | test F RMSE meV/Å | test E RMSE meV/atom | survived | stable density (95 % CI) | "
-              "density g/cm³ ± se | density − teacher | log10 λ_max(Fisher) | train time s |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| optimizer | models | test F RMSE meV/Å | test E RMSE meV/atom | test pressure bias GPa | survived | "
+              "stable density (95 % CI) | density g/cm³ ± se | density − teacher | log10 λ_max(Fisher) | train time s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for variant, v in summary["per_variant"].items():
         lo, hi = v["stable_ci95"]
         stable = f"{v['stable']}/{v['md_complete']} ({lo:.2f}–{hi:.2f})" if v["md_complete"] else "n/a (no MD)"
@@ -239,7 +255,8 @@ def format_table(summary: dict) -> str:
         d, d_err = v["density_minus_teacher"]
         lines.append(
             f"| {variant} | {v['models_trained']} | {fmt(*v['test_force_rmse_meV_A'][:2])} | "
-            f"{fmt(*v['test_energy_rmse_meV_atom'][:2], 2)} | {v['survived']}/{v['md_complete']} | {stable} | "
+            f"{fmt(*v['test_energy_rmse_meV_atom'][:2], 2)} | {fmt(*v['test_pressure_bias_GPa'][:2], 3)} | "
+            f"{v['survived']}/{v['md_complete']} | {stable} | "
             f"{fmt(rho, rho_se, 4) if n_rho else 'n/a (no model survived)'} | {fmt(d, d_err, 4) if n_rho else 'n/a'} | "
             f"{fmt(*v['fisher_largest'][:2], 2)} | {fmt(*v['train_time_s'][:2], 0)} |")
     lines += ["", "RMSE and Fisher entries: mean ± sd over seeds; density: mean over the models that survived ± "
@@ -251,12 +268,17 @@ def format_table(summary: dict) -> str:
         return f"p = {p:.3g}" if np.isfinite(p) else "not assessed (too few models with results)"
 
     for name, c in summary["comparisons"].items():
+        if "spearman" in c:
+            lo, hi = c["permutation_null_95"]
+            lines.append(f"- {name}: Spearman ρ = {c['spearman']:.2f} (n = {c['n']}, p = {c['p']:.3g}; shuffled-bias null "
+                         f"95 % range [{lo:.2f}, {hi:.2f}])")
+            continue
         lines.append(f"- {name}: stable-density fraction {p_text(c['stable_fraction_fisher_exact_p'])} (Fisher exact "
                      f"test, null: equal fractions); test force RMSE {p_text(c['test_force_rmse_mann_whitney_p'])}; "
                      f"largest Fisher eigenvalue {p_text(c['fisher_largest_mann_whitney_p'])} (Mann–Whitney, null: "
                      "same distribution)")
-    lines += ["", "| model | val F RMSE | test F RMSE | test E RMSE | MD | density g/cm³ | drift g/cm³/ps ± se | log10 λ_max |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| model | val F RMSE | test F RMSE | test E RMSE | test ΔP GPa | MD | density g/cm³ | drift g/cm³/ps ± se | "
+              "log10 λ_max |", "|---|---|---|---|---|---|---|---|---|"]
     for name, m in summary["models"].items():
         md = m["md"]
         drift = "n/a"
@@ -268,11 +290,12 @@ def format_table(summary: dict) -> str:
                 ("survived, converged" if r["density_converged"] else "survived, drifting") if r["status"] == "survived"
                 else f"{r['failure_mode']} at {r['time_ps']:.2f} ps")
             rho = fmt(md["density_g_cm3"], md["density_error_g_cm3"], 4)
-            if r is not None and np.isfinite(r["drift_g_cm3_per_ps"]):
+            if r is not None and r["status"] == "survived" and np.isfinite(r["drift_g_cm3_per_ps"]):
                 drift = f"{r['drift_g_cm3_per_ps']:+.4f} ± {r['drift_se']:.4f}"
         lam = f"{math.log10(m['fisher_largest']):.2f}" if m.get("fisher_largest") else "n/a"
         lines.append(f"| {name} | {m['val_force_rmse_meV_A']:.1f} | {m.get('test_force_rmse_meV_A', float('nan')):.1f} | "
-                     f"{m.get('test_energy_rmse_meV_atom', float('nan')):.2f} | {md_text} | {rho} | {drift} | {lam} |")
+                     f"{m.get('test_energy_rmse_meV_atom', float('nan')):.2f} | {m.get('test_pressure_bias_GPa', float('nan')):+.3f} | "
+                     f"{md_text} | {rho} | {drift} | {lam} |")
     return "\n".join(lines) + "\n"
 
 
