@@ -332,7 +332,9 @@ def plot_survival(models, teacher, variants, protocol, path):
         km = kaplan_meier([r["time_ps"] for r in reps], [r["status"] == "failed" for r in reps])
         times = np.concatenate([[0.0], km.times, [protocol["duration_ps"]]])
         surv = np.concatenate([[1.0], km.survival, [km.survival[-1] if len(km.survival) else 1.0]])
-        ax.step(times, surv, where="post", color=COLORS.get(name, "gray"), label=f"{name} (n = {len(reps)})")
+        # the teacher dashed, so that a group surviving just as fully stays visible under it
+        ax.step(times, surv, where="post", color=COLORS.get(name, "gray"), label=f"{name} (n = {len(reps)})",
+                ls="--" if name == "teacher" else "-", lw=1.5 if name == "teacher" else 2.5)
         if len(km.times):
             ax.fill_between(np.concatenate([[0.0], km.times, [protocol["duration_ps"]]]),
                             np.concatenate([[1.0], km.lower, [km.lower[-1]]]),
