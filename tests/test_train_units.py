@@ -75,6 +75,8 @@ def test_unknown_keys_list_valid_keys():
         load_training_config({"data": {"train_file": "x"}, "training": {"optimizer": {"name": "adam", "grad_clip": 1}}})
     with pytest.raises(ConfigError, match="available.*amsgrad"):
         load_training_config({"data": {"train_file": "x"}, "training": {"optimizer": {"name": "lbfgs"}}})
+    with pytest.raises(ConfigError, match="descriptor_cache_MB must be >= 0.*-1"):
+        load_training_config({"data": {"train_file": "x"}, "training": {"descriptor_cache_MB": -1}})
     with pytest.raises(ConfigError, match="gama"):
         load_training_config({"data": {"train_file": "x"}, "training": {"scheduler": {"name": "exponential", "gama": 0.9}}})
     with pytest.raises(ConfigError, match="n_val is 0"):

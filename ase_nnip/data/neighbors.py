@@ -139,34 +139,23 @@ def neighbor_list(
 def _pairs_compiled(wrapped, translations, cutoff, home):
     """(i, j, image index) of all pairs within ``cutoff``, sorted by i, j, image; the
     ``home`` image (zero translation) has no self-pairs."""
-    counts = np.zeros(len(wrapped), dtype=np.int64)
-    call_parallel(_count_pairs, wrapped, translations, cutoff * cutoff, home, counts)
-    start = np.zeros(len(wrapped) + 1, dtype=np.int64)
+    n_atoms = len(wrapped)
+    counts = np.zeros(n_atoms, dtype=np.int64)
+    start = np.zeros(n_atoms + 1, dtype=np.int64)
+    none = np.zeros(0, dtype=np.int64)
+    call_parallel(_scan_pairs, wrapped, translations, cutoff * cutoff, home, False, start, counts, none, none, none)
     np.cumsum(counts, out=start[1:])
-    i = np.empty(start[-1], dtype=np.int64)
-    j = np.empty(start[-1], dtype=np.int64)
-    s = np.empty(start[-1], dtype=np.int64)
-    call_parallel(_fill_pairs, wrapped, translations, cutoff * cutoff, home, start, i, j, s)
+    i, j, s = (np.empty(start[-1], dtype=np.int64) for _ in range(3))
+    call_parallel(_scan_pairs, wrapped, translations, cutoff * cutoff, home, True, start, counts, i, j, s)
     return i, j, s
 
 
 if numba is not None:
 
     @numba.njit(cache=True, parallel=True)
-    def _count_pairs(x, t, cutoff2, home, counts):
-        for a in numba.prange(x.shape[0]):
-            n = 0
-            for b in range(x.shape[0]):
-                for m in range(t.shape[0]):
-                    d0 = x[b, 0] + t[m, 0] - x[a, 0]
-                    d1 = x[b, 1] + t[m, 1] - x[a, 1]
-                    d2 = x[b, 2] + t[m, 2] - x[a, 2]
-                    if d0 * d0 + d1 * d1 + d2 * d2 < cutoff2 and not (a == b and m == home):
-                        n += 1
-            counts[a] = n
-
-    @numba.njit(cache=True, parallel=True)
-    def _fill_pairs(x, t, cutoff2, home, start, i, j, s):
+    def _scan_pairs(x, t, cutoff2, home, fill, start, counts, i, j, s):
+        """One pass over (a, b, image m): counts per a when ``fill`` is False, else writes
+        the pairs from ``start[a]`` on (two passes allocate the output exactly)."""
         for a in numba.prange(x.shape[0]):
             n = start[a]
             for b in range(x.shape[0]):
@@ -175,10 +164,12 @@ if numba is not None:
                     d1 = x[b, 1] + t[m, 1] - x[a, 1]
                     d2 = x[b, 2] + t[m, 2] - x[a, 2]
                     if d0 * d0 + d1 * d1 + d2 * d2 < cutoff2 and not (a == b and m == home):
-                        i[n] = a
-                        j[n] = b
-                        s[n] = m
+                        if fill:
+                            i[n] = a
+                            j[n] = b
+                            s[n] = m
                         n += 1
+            counts[a] = n - start[a]
 
 
 def _pairs_dense(wrapped, cell, images, cutoff):

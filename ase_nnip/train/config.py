@@ -258,6 +258,7 @@ def validate(config: TrainConfig) -> None:
     _check(t.checkpoint_every_epochs >= 1, "training.checkpoint_every_epochs must be >= 1")
     _check(t.swa_start_epoch is None or t.swa_start_epoch >= 1, "training.swa_start_epoch must be >= 1")
     _check(t.swa_lr is None or t.swa_lr > 0, "training.swa_lr must be positive")
+    _check(t.descriptor_cache_MB >= 0, f"training.descriptor_cache_MB must be >= 0 (0 = off), got {t.descriptor_cache_MB}")
     _check(
         t.early_stopping_patience is None or t.early_stopping_patience >= 1,
         "training.early_stopping_patience must be >= 1 or null",

@@ -299,6 +299,15 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def finish(fig, path, ax=None) -> None:
+    """Legend (if ``ax``), tight layout, write ``path`` at 130 dpi and close."""
+    if ax is not None:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
 def plot_density(models, teacher, variants, protocol, path):
     fig, ax = plt.subplots(figsize=(7, 4))
     for m in models.values():
@@ -314,10 +323,7 @@ def plot_density(models, teacher, variants, protocol, path):
     ax.set_xlabel("time (ps)")
     ax.set_ylabel("density (g/cm³)")
     ax.set_title("water-npt (320 K, 1 bar), one trajectory per model; shaded: averaging window")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    finish(fig, path, ax)
 
 
 def plot_survival(models, teacher, variants, protocol, path):
@@ -336,18 +342,13 @@ def plot_survival(models, teacher, variants, protocol, path):
         ax.step(times, surv, where="post", color=COLORS.get(name, "gray"), label=f"{name} (n = {len(reps)})",
                 ls="--" if name == "teacher" else "-", lw=1.5 if name == "teacher" else 2.5)
         if len(km.times):
-            ax.fill_between(np.concatenate([[0.0], km.times, [protocol["duration_ps"]]]),
-                            np.concatenate([[1.0], km.lower, [km.lower[-1]]]),
-                            np.concatenate([[1.0], km.upper, [km.upper[-1]]]),
-                            step="post", color=COLORS.get(name, "gray"), alpha=0.12)
+            ax.fill_between(times, np.concatenate([[1.0], km.lower, [km.lower[-1]]]),
+                            np.concatenate([[1.0], km.upper, [km.upper[-1]]]), step="post", color=COLORS.get(name, "gray"), alpha=0.12)
     ax.set_ylim(-0.02, 1.05)
     ax.set_xlabel("time (ps)")
     ax.set_ylabel("fraction without density collapse / rupture")
     ax.set_title("Kaplan–Meier survival per optimizer (95 % band)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    finish(fig, path, ax)
 
 
 def plot_fisher(models, variants, path):
@@ -361,9 +362,7 @@ def plot_fisher(models, variants, path):
         ax.set_xlabel("log10 eigenvalue of the Fisher information")
     np.atleast_1d(axes)[0].set_ylabel("count")
     fig.suptitle("Fisher-information spectra (L1 loss per training structure), one line per seed")
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    finish(fig, path)
 
 
 def plot_learning(models, variants, path):
@@ -376,7 +375,4 @@ def plot_learning(models, variants, path):
     ax.set_yscale("log")
     ax.set_xlabel("epoch (one update per training structure)")
     ax.set_ylabel("validation force RMSE (meV/Å)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    finish(fig, path, ax)
