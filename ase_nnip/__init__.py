@@ -2,14 +2,18 @@
 
 Public entry points::
 
-    from ase_nnip import NNIPCalculator, load_model, save_model, build_model
+    from ase_nnip import NNIPCalculator, LTAUEstimator, load_model, save_model, build_model
+    from ase_nnip import copy_results_to_atoms, ExtxyzWriter   # keep per-atom uncertainty in files
 
 Units follow ASE throughout: Å, eV, eV/Å, eV/Å³ (stress), fs via ``ase.units``.
 """
 
 from ase_nnip.version import __version__
 
-__all__ = ["__version__", "NNIPCalculator", "load_model", "save_model", "build_model"]
+__all__ = [
+    "__version__", "NNIPCalculator", "LTAUEstimator", "load_model", "save_model", "build_model",
+    "copy_results_to_atoms", "ExtxyzWriter",
+]
 
 
 def __getattr__(name):
@@ -23,6 +27,14 @@ def __getattr__(name):
         from ase_nnip.io import model_file
 
         return getattr(model_file, name)
+    if name == "LTAUEstimator":
+        from ase_nnip.ltau import LTAUEstimator
+
+        return LTAUEstimator
+    if name in ("copy_results_to_atoms", "ExtxyzWriter"):
+        from ase_nnip.io import per_atom
+
+        return getattr(per_atom, name)
     if name == "build_model":
         from ase_nnip.models import build_model
 

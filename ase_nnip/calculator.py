@@ -35,6 +35,7 @@ from ase_nnip.io.model_file import load_model, model_fingerprint
 from ase_nnip.models import AtomisticModel
 from ase_nnip.models.base import DTYPES, model_dtype
 from ase_nnip.properties import predict
+from ase_nnip.threads import SMALL_SYSTEM_ATOMS, torch_threads, validate_thread_setting
 
 
 
@@ -151,7 +152,12 @@ class NNIPCalculator(Calculator):
             (and an attached uncertainty index) are those of the first member.
         device: torch device, e.g. "cpu" or "cuda".
         dtype: "float32" / "float64" / torch dtype to run in (default: the model's).
-        num_threads: if given, ``torch.set_num_threads`` (affects the whole process).
+        num_threads: torch threads for this calculator's own calls (the process's setting is
+            restored after each call). ``"auto"`` (default): one thread below
+            :data:`ase_nnip.threads.SMALL_SYSTEM_ATOMS` atoms, where more threads buy nothing
+            and, on a shared machine, make a call many times slower; larger systems run on
+            the process's setting (md-harness sets it to the node's cores shared among its
+            ranks). An int: that many threads. ``None``: torch's setting, untouched.
         skin: Verlet skin (Å) of the cached neighbour list; 0 rebuilds on every move.
         uncertainty: optional estimator (or path to a ``.ltau`` file) that adds per-atom
             uncertainty keys to ``results`` from the descriptors, computed when first read;
@@ -166,15 +172,14 @@ class NNIPCalculator(Calculator):
         model: Union[str, Path, AtomisticModel, Sequence[Union[str, Path, AtomisticModel]]],
         device: str = "cpu",
         dtype: Union[str, torch.dtype, None] = None,
-        num_threads: Optional[int] = None,
+        num_threads: Union[int, str, None] = "auto",
         skin: float = 0.5,
         uncertainty=None,
         ltau=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if num_threads is not None:
-            torch.set_num_threads(int(num_threads))
+        self.num_threads = validate_thread_setting(num_threads, "num_threads")
         if isinstance(dtype, str):
             if dtype not in DTYPES:
                 raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
@@ -233,7 +238,8 @@ class NNIPCalculator(Calculator):
         graph = graph_from_arrays(
             atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc, edge_index, shifts, dtype=self.dtype
         ).to(device=self.device)
-        outputs = [member_results(m, graph, want_stress or atoms.pbc.all()) for m in self.members]
+        with torch_threads(self.threads_for(len(atoms))):
+            outputs = [member_results(m, graph, want_stress or atoms.pbc.all()) for m in self.members]
         results = outputs[0] if len(outputs) == 1 else committee_results(outputs)
         descriptors = results["descriptors"]
         estimator = self.uncertainty
@@ -244,6 +250,12 @@ class NNIPCalculator(Calculator):
             self.results = LazyResults(results, pending=keys, compute=lambda: estimator.predict(descriptors))
             if any(key in properties for key in keys):
                 self.results.get(keys[0])
+
+    def threads_for(self, n_atoms: int) -> Optional[int]:
+        """Torch threads a call on ``n_atoms`` atoms runs on (None: the process's setting)."""
+        if self.num_threads == "auto":
+            return 1 if n_atoms < SMALL_SYSTEM_ATOMS else None
+        return self.num_threads
 
     def _within_cutoff(self, atoms, edge_index, shifts):
         if self.neighbors.skin == 0 or edge_index.shape[1] == 0:

@@ -269,4 +269,4 @@ def compare(models, data, tests, harness, landscapes, fishers, compute_landscape
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="md-harness")

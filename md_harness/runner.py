@@ -11,7 +11,6 @@ results file stops every rank before any replica starts.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import time
@@ -24,6 +23,7 @@ import numpy as np
 from ase import Atoms
 from ase.io import read
 
+from ase_nnip.threads import available_cores, choose_threads
 from md_harness.checks import launch_checks
 from md_harness.config import ConfigError, HarnessConfig
 from md_harness.detectors import find_bonds
@@ -122,38 +122,6 @@ def prepare(config: HarnessConfig, hosts: list[str], command: str) -> tuple[Prot
 
 #: Below this many atoms a model call gains little from a second thread (27-atom 3BPA: 13 vs
 #: 14 ms on an idle machine) and loses ten-fold on a loaded one.
-SMALL_SYSTEM_ATOMS = 100
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, else the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def choose_threads(setting, n_atoms: int, ranks_on_node: int, cores: int) -> tuple[Optional[int], Optional[str]]:
-    """(torch threads per rank or None to leave torch alone, a warning or None).
-
-    'auto': 1 below SMALL_SYSTEM_ATOMS atoms, else the node's cores shared among its ranks;
-    ranks × threads never exceeds the cores. A number is used as given, with a warning when
-    ranks × threads exceeds the cores (threads would then compete and run far slower).
-    """
-    share = max(1, cores // max(1, ranks_on_node))
-    if setting is None:
-        return None, None
-    if setting == "auto":
-        return (1 if n_atoms < SMALL_SYSTEM_ATOMS else share), None
-    threads = int(setting)
-    if threads * ranks_on_node > cores:
-        return threads, (
-            f"threads_per_rank={threads} × {ranks_on_node} rank(s) on this node = {threads * ranks_on_node} threads "
-            f"for {cores} cores: the threads will compete; use threads_per_rank: auto (here {share})"
-        )
-    return threads, None
-
-
 def set_threads(config: HarnessConfig, n_atoms: int, ranks_on_node: int) -> None:
     threads, warning = choose_threads(config.threads_per_rank, n_atoms, ranks_on_node, available_cores())
     if warning:

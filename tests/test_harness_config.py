@@ -129,7 +129,7 @@ def test_cli_reports_config_errors_without_traceback(tmp_path, structure):
 
 
 def test_threads_per_rank_auto_never_oversubscribes():
-    from md_harness.runner import choose_threads
+    from ase_nnip.threads import choose_threads
 
     assert choose_threads("auto", 27, 1, 2) == (1, None)  # small molecule: one thread
     assert choose_threads("auto", 192, 1, 2) == (2, None)

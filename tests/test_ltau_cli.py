@@ -150,7 +150,7 @@ def test_info_states_the_threshold_of_an_ltau_file(run, tmp_path):
     r = invoke("info", tmp_path / "i.ltau")
     assert r.exit_code == 0, r.output
     mae = read_ltau(tmp_path / "i.ltau").train_force_mae
-    assert f"threshold_eV_per_A         {2 * mae}" in r.output and "default: 2 x training MAE" in r.output
+    assert f"threshold_eV_per_A         {2 * mae:.4g}" in r.output and "default: 2 x training MAE" in r.output
     data = json.loads(invoke("info", tmp_path / "i.ltau", "--json").output)
     assert data["k"] == 2 and data["distance_scale"] == "s = 1 (constant)"
     broken = tmp_path / "broken.ltau"

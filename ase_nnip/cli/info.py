@@ -41,6 +41,15 @@ def command(model, as_json):
     click.echo("(--json adds the config and metadata)")
 
 
+def _readable(value) -> str:
+    """Floats to 4 significant digits (0.08489790996758982 → 0.0849); everything else as is."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, float) for v in value):
+        return "[" + ", ".join(f"{v:.4g}" for v in value) + "]"
+    return str(value)
+
+
 def _ltau_info(path, as_json: bool) -> None:
     from ase_nnip.ltau import LTAUFileError, read_ltau
 
@@ -57,4 +66,4 @@ def _ltau_info(path, as_json: bool) -> None:
                 text = ", ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.3g}" for k, v in metrics.items())
                 click.echo(f"{'test ' + group:26s} {text}")
         else:
-            click.echo(f"{key:26s} {value}")
+            click.echo(f"{key:26s} {_readable(value)}")

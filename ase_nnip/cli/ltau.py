@@ -127,7 +127,7 @@ def build(model, more_trajectories, trajectories, data_file, output, atol, rtol,
               help="Report per bin of energy above the lowest frame energy (eV): edges such as 0.75,2.1, or a "
                    "number of equal-count bins. Instead of --group-by.")
 @click.option("--fit-fraction", type=float, default=0.5, show_default=True,
-              help="Fraction of the frames (drawn at random within each group) that s(d) is fitted on; the "
+              help="Fraction of the frames (drawn at random within each group) that s(d, D) is fitted on; the "
                    "report is on the rest. 0: fit nothing, report the file's stored calibration on every frame.")
 @click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the fit/test split.")
 @click.option("--threshold", type=float, default=None,
@@ -138,7 +138,7 @@ def build(model, more_trajectories, trajectories, data_file, output, atol, rtol,
 @click.option("--reliability-bins", "n_bins", type=int, default=DEFAULT_BINS, show_default=True,
               help="Equal-width bins of predicted probability for the reliability curve and ECE.")
 @click.option("--scale", type=float, default=None,
-              help="Use this constant scale s instead of fitting s(d) (every frame is then a test frame).")
+              help="Use this constant scale s instead of fitting s(d, D) (every frame is then a test frame).")
 @click.option("-o", "--output-prefix", type=click.Path(), default=None,
               help="Prefix of the report files PREFIX.png, PREFIX.json, PREFIX.csv (default: LTAU's path "
                    "without suffix + '_calibration').")

@@ -23,7 +23,9 @@ import click
               help="Deprecated: a per-group constant scale of a .ltau file calibrated by version 0.1.")
 @click.option("--index", "frames", default=":", show_default=True,
               help="Which frames of STRUCTURES to relax (ASE index syntax, e.g. ':10' or '::2').")
-@click.option("--num-threads", type=int, default=None, help="torch threads (default: torch's choice).")
+@click.option("--num-threads", default="auto", show_default=True,
+              help="torch threads per model call: 'auto' (one thread below 100 atoms, else torch's setting) "
+                   "or a positive integer.")
 def command(model, structures, ltau_file, output, summary_path, optimizer, fmax, steps, max_uncertainty, group,
             frames, num_threads):
     """Relax every structure of STRUCTURES with MODEL (.nnip) and write them with a summary.

@@ -47,7 +47,9 @@ def _floats(text: str, name: str) -> list[float]:
 @click.option("--compressibility-per-bar", default=_DEFAULT.compressibility_per_bar, show_default=True,
               help="Compressibility used by the Berendsen barostat (water: 4.57e-5 / bar).")
 @click.option("--seed", default=_DEFAULT.seed, show_default=True, help="Seed of the initial velocities and the Langevin noise.")
-@click.option("--threads", default=2, show_default=True, help="torch threads.")
+@click.option("--threads", default="auto", show_default=True,
+              help="torch threads per model call: 'auto' (one thread below 100 atoms, else torch's setting) "
+                   "or a positive integer.")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
               help="Precision the model is evaluated in.")
 def command(model, start, output, densities_g_cm3, temperatures, timestep_fs, equilibration_steps, frames_per_run,

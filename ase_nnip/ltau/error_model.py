@@ -1,4 +1,4 @@
-"""The predicted force-error distribution of a new atom, and the distance-aware scale s(d).
+"""The predicted force-error distribution of a new atom, and the distance-aware scale s(d, D).
 
 LTAU stores, for every training atom i, the CDF of its force-error norm over training,
 F_i(c) = P(ε_i ≤ c·τ_i), on a grid of multipliers c of the atom's threshold τ_i (eV/Å;
@@ -184,16 +184,16 @@ def fit_distance_scale(
     d = np.asarray(neighbors.distance, dtype=np.float64)
     D = np.asarray(neighbors.structure_distance, dtype=np.float64)
     if len(errors) < 10 or not np.all(np.isfinite(errors)) or not np.all(np.isfinite(d)):
-        raise ValueError("need at least 10 atoms with finite force errors and distances to fit s(d)")
+        raise ValueError("need at least 10 atoms with finite force errors and distances to fit s(d, D)")
     positive = d[d > 0]
     if len(positive) == 0:
-        raise ValueError("every latent distance is zero: s(d) cannot be fitted")
+        raise ValueError("every latent distance is zero: s(d, D) cannot be fitted")
     d_ref = float(np.median(positive))
     d_min = float(np.quantile(positive, 0.02))
     x = np.quantile(errors, FIT_QUANTILES) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
     x = x[x > 0]
     if len(x) == 0:
-        raise ValueError("all force errors are zero: s(d) cannot be fitted")
+        raise ValueError("all force errors are zero: s(d, D) cannot be fitted")
     observed = errors[None, :] <= x[:, None]  # (T, n)
     log_d = np.log(np.maximum(d, d_min) / d_ref)
     log_D = np.log(np.maximum(D, d_min) / d_ref)

@@ -30,7 +30,7 @@ def mace_calculator(model_path: str, device: str = "cpu", default_dtype: str = "
 
 def random_mace_model(r_max_A: float = 5.0, channels: int = 32, max_ell: int = 2, interactions: int = 2,
                       correlation: int = 3, elements=(1, 6, 7, 8), seed: int = 0):
-    """A ScaleShiftMACE for H, C, N, O with random weights (about 10⁵ parameters by default)."""
+    """A ScaleShiftMACE for H, C, N, O with random weights (70,320 parameters at the defaults)."""
     import numpy as np
     import torch
     from mace import modules

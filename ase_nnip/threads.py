@@ -1,0 +1,86 @@
+"""How many torch threads a model call should use, and setting them for one call only.
+
+One rule for the calculator, the CLIs and md-harness (``threads_per_rank: auto``):
+a system under :data:`SMALL_SYSTEM_ATOMS` atoms runs on one thread, a larger one on the
+cores of the node shared among the processes that run models on it. A small molecule's
+call is a chain of small kernels; splitting each over threads buys nothing on an idle
+machine, and next to one busy process the threads wait on each other (measured: 855 ms vs
+16 ms per 27-atom call, ``benchmarks/calculator_threads_load.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator, Optional, Union
+
+SMALL_SYSTEM_ATOMS = 100
+
+ThreadSetting = Union[int, str, None]
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def validate_thread_setting(setting: ThreadSetting, name: str = "num_threads") -> ThreadSetting:
+    """``'auto'``, ``None`` or a positive int; anything else is a ValueError naming ``name``."""
+    if setting is None or setting == "auto":
+        return setting
+    if isinstance(setting, bool) or not isinstance(setting, (int, str)):
+        raise ValueError(f"{name} must be 'auto', null or a positive integer, got {setting!r}")
+    try:
+        threads = int(setting)
+    except ValueError:
+        raise ValueError(f"{name} must be 'auto', null or a positive integer, got {setting!r}") from None
+    if threads < 1:
+        raise ValueError(f"{name} must be 'auto', null or a positive integer, got {setting!r}")
+    return threads
+
+
+def choose_threads(setting: ThreadSetting, n_atoms: int, ranks_on_node: int, cores: int) -> tuple[Optional[int], Optional[str]]:
+    """(torch threads per process or None to leave torch alone, a warning or None).
+
+    'auto': 1 below SMALL_SYSTEM_ATOMS atoms, else the node's cores shared among its
+    ``ranks_on_node`` processes; processes × threads never exceeds the cores. A number is
+    used as given, with a warning when processes × threads exceeds the cores (threads
+    would then compete and run far slower).
+    """
+    share = max(1, cores // max(1, ranks_on_node))
+    if setting is None:
+        return None, None
+    if setting == "auto":
+        return (1 if n_atoms < SMALL_SYSTEM_ATOMS else share), None
+    threads = int(setting)
+    if threads * ranks_on_node > cores:
+        return threads, (
+            f"threads_per_rank={threads} × {ranks_on_node} rank(s) on this node = {threads * ranks_on_node} threads "
+            f"for {cores} cores: the threads will compete; use threads_per_rank: auto (here {share})"
+        )
+    return threads, None
+
+
+@contextmanager
+def torch_threads(threads: Optional[int]) -> Iterator[None]:
+    """Run the block on ``threads`` torch threads and restore the process's setting after.
+
+    ``None`` leaves torch as it is. Setting the count only when it differs keeps the
+    common case (already right) free.
+    """
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    if before != threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
