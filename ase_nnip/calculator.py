@@ -228,6 +228,8 @@ class NNIPCalculator(Calculator):
         if not np.all(np.isfinite(atoms.positions)):
             bad = np.nonzero(~np.all(np.isfinite(atoms.positions), axis=1))[0]
             raise ValueError(f"non-finite positions for atom(s) {bad[:10].tolist()}: cannot evaluate the model")
+        if len(atoms) == 0:
+            raise ValueError("the Atoms object has no atoms: there is nothing to evaluate")
         self.model.check_atomic_numbers(atoms.numbers)
         want_stress = "stress" in properties
         if want_stress and not atoms.pbc.all():
@@ -258,13 +260,26 @@ class NNIPCalculator(Calculator):
         return self.num_threads
 
     def _within_cutoff(self, atoms, edge_index, shifts):
-        if self.neighbors.skin == 0 or edge_index.shape[1] == 0:
+        """The pairs within the model's cutoff; coincident atoms are an error, not a NaN."""
+        if edge_index.shape[1] == 0:
             return edge_index, shifts
         i, j = edge_index
         vectors = atoms.positions[j] - atoms.positions[i] + shifts @ atoms.cell.array
-        keep = np.einsum("ij,ij->i", vectors, vectors) < self.model.cutoff**2
+        squared = np.einsum("ij,ij->i", vectors, vectors)
+        closest = int(np.argmin(squared))
+        if squared[closest] < COINCIDENT_A**2:
+            raise ValueError(
+                f"atoms {int(i[closest])} and {int(j[closest])} are {np.sqrt(squared[closest]):.2g} Å apart "
+                f"(an image of one another or the same position): the model is undefined there"
+            )
+        if self.neighbors.skin == 0:
+            return edge_index, shifts
+        keep = squared < self.model.cutoff**2
         return edge_index[:, keep], shifts[keep]
 
+
+#: Pairs closer than this (Å) are coincident atoms: the edge direction is undefined (NaN).
+COINCIDENT_A = 1e-6
 
 #: Keys a committee of several models adds to ``results``.
 COMMITTEE_KEYS = ("energy_std", "force_std", "energies_members", "energy_members")

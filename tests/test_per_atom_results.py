@@ -85,3 +85,17 @@ def test_calculator_threads_are_scoped_to_its_calls(calc):
 def test_bad_num_threads_is_named(bad):
     with pytest.raises(ValueError, match="num_threads must be 'auto', null or a positive integer"):
         NNIPCalculator(EXAMPLE / "model.nnip", num_threads=bad)
+
+
+def test_empty_and_coincident_atoms_are_named_errors(calc):
+    from ase import Atoms
+
+    empty = Atoms()
+    empty.calc = calc
+    with pytest.raises(ValueError, match="no atoms"):
+        empty.get_potential_energy()
+    atoms = read(EXAMPLE / "ground_state.xyz")
+    atoms.positions[5] = atoms.positions[2]
+    atoms.calc = calc
+    with pytest.raises(ValueError, match="atoms 2 and 5 are 0 Å apart|atoms 5 and 2 are 0 Å apart"):
+        atoms.get_potential_energy()
