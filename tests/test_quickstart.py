@@ -31,6 +31,9 @@ def test_readme_first_command_runs_the_quick_job(example, tmp_path):
 
     first_block = (REPO / "README.md").read_text().split("```bash", 1)[1].split("```", 1)[0]
     commands = [shlex.split(c) for c in first_block.replace("\\\n", " ").split("&&")]
+    launched = [c for c in commands if c[:1] == ["mpiexec"]]
+    assert [c[:3] for c in launched] == [["mpiexec", "-n", "2"]], first_block  # both cores of the 2-core machine
+    commands = [c[3:] if c[:1] == ["mpiexec"] else c for c in commands]
     harness = [c for c in commands if c and c[0] == "md-harness"]
     assert [c[1] for c in harness] == ["run", "report"], first_block
     run, report = harness
