@@ -35,7 +35,7 @@ from ase_nnip.io.model_file import load_model, model_fingerprint
 from ase_nnip.models import AtomisticModel
 from ase_nnip.models.base import DTYPES, model_dtype
 from ase_nnip.properties import predict
-from ase_nnip.threads import SMALL_SYSTEM_ATOMS, torch_threads, validate_thread_setting
+from ase_nnip.threads import call_threads, torch_threads, validate_thread_setting
 
 
 
@@ -154,8 +154,8 @@ class NNIPCalculator(Calculator):
         dtype: "float32" / "float64" / torch dtype to run in (default: the model's).
         num_threads: torch threads for this calculator's own calls (the process's setting is
             restored after each call). ``"auto"`` (default): one thread below
-            :data:`ase_nnip.threads.SMALL_SYSTEM_ATOMS` atoms, where more threads buy nothing
-            and, on a shared machine, make a call many times slower; larger systems run on
+            :data:`ase_nnip.threads.SMALL_SYSTEM_ATOMS` atoms, where a second thread buys
+            little and, on a shared machine, makes a call slower; larger systems run on
             the process's setting (md-harness sets it to the node's cores shared among its
             ranks). An int: that many threads. ``None``: torch's setting, untouched.
         skin: Verlet skin (Å) of the cached neighbour list; 0 rebuilds on every move.
@@ -255,9 +255,7 @@ class NNIPCalculator(Calculator):
 
     def threads_for(self, n_atoms: int) -> Optional[int]:
         """Torch threads a call on ``n_atoms`` atoms runs on (None: the process's setting)."""
-        if self.num_threads == "auto":
-            return 1 if n_atoms < SMALL_SYSTEM_ATOMS else None
-        return self.num_threads
+        return call_threads(self.num_threads, n_atoms)
 
     def _within_cutoff(self, atoms, edge_index, shifts):
         """The pairs within the model's cutoff; coincident atoms are an error, not a NaN."""

@@ -3,9 +3,9 @@
 One rule for the calculator, the CLIs and md-harness (``threads_per_rank: auto``):
 a system under :data:`SMALL_SYSTEM_ATOMS` atoms runs on one thread, a larger one on the
 cores of the node shared among the processes that run models on it. A small molecule's
-call is a chain of small kernels; splitting each over threads buys nothing on an idle
-machine, and next to one busy process the threads wait on each other (measured: 855 ms vs
-16 ms per 27-atom call, ``benchmarks/calculator_threads_load.py``).
+call is a chain of small kernels: on an idle machine a second thread buys little (27-atom
+3BPA: 18.1 ms on 2 threads vs 20.4 ms on 1), and next to a busy process the threads wait on
+each other (43.6 ms, p90 162 ms, vs 26.8 ms on 1 thread; ``benchmarks/calculator_threads_load.py``).
 """
 
 from __future__ import annotations
@@ -62,6 +62,17 @@ def choose_threads(setting: ThreadSetting, n_atoms: int, ranks_on_node: int, cor
             f"for {cores} cores: the threads will compete; use threads_per_rank: auto (here {share})"
         )
     return threads, None
+
+
+def call_threads(setting: ThreadSetting, n_atoms: int) -> Optional[int]:
+    """Threads for one model call on ``n_atoms`` atoms (None: leave the process's setting).
+
+    'auto': 1 below SMALL_SYSTEM_ATOMS atoms, else the process's setting (which md-harness
+    has set to its share of the node through :func:`choose_threads`).
+    """
+    if setting == "auto":
+        return 1 if n_atoms < SMALL_SYSTEM_ATOMS else None
+    return setting
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from typing import Any, Optional
 import yaml
 
 from ase_nnip.configuration import ConfigError, parse_overrides  # noqa: F401  (md_harness.config API)
+from ase_nnip.threads import validate_thread_setting
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 ENSEMBLES = ("nvt_berendsen", "npt_berendsen")
@@ -263,9 +264,10 @@ def _check_consistency(config: HarnessConfig, source: str) -> None:
     _positive(config, source, "thermo_stride_steps", "checkpoint_every_steps", "bond_rupture_A", "density_window_ps")
     _positive(config, source, "temperature_blowup_factor", "max_initial_force_eV_A", "density_blocks")
     _positive(config, source, "warning_horizon_ps", "progress_interval_s")
-    threads = config.threads_per_rank
-    if isinstance(threads, str) and threads != "auto" or isinstance(threads, int) and threads < 1:
-        raise ConfigError(f"{source}: key 'threads_per_rank' must be 'auto', a number >= 1 or null, got {threads!r}")
+    try:
+        validate_thread_setting(config.threads_per_rank, "threads_per_rank")
+    except ValueError as exc:
+        raise ConfigError(f"{source}: key {exc}") from None
     if not 0.0 < config.warning_false_alarm_rate < 1.0:
         raise ConfigError(
             f"{source}: key 'warning_false_alarm_rate' must be between 0 and 1, got {config.warning_false_alarm_rate!r}"
