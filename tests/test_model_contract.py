@@ -1,6 +1,10 @@
 """The physics every model type must obey, run for every type in the registry (as NequIP's
 shared model tests): invariances and equivariance, forces and stress against finite
-differences, batch = single structures, locality (isolated atoms), a smooth cutoff."""
+differences, batch = single structures, locality (isolated atoms), a smooth cutoff.
+
+Each test runs twice per type: through autograd of the model as trained, and with frozen
+weights (the calculator's path; the equivariant model then uses its radial table and a
+hand-written backward, here in float64 too so that the float64 tolerances apply)."""
 
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ from ase_nnip.calculator import NNIPCalculator
 from ase_nnip.data import atoms_to_graph, collate
 from ase_nnip.models import model_types
 from ase_nnip.models.base import model_dtype
+from ase_nnip.models.inference import frozen_weights
 from ase_nnip.properties import predict
 
 MODEL_TYPE_NAMES = sorted(model_types())
@@ -23,9 +28,17 @@ def test_every_registered_model_type_is_covered():
     assert set(TINY_MODEL_CONFIGS) == set(model_types())
 
 
-@pytest.fixture(params=MODEL_TYPE_NAMES)
+@pytest.fixture(params=[(t, mode) for t in MODEL_TYPE_NAMES for mode in ("autograd", "frozen")],
+                ids=lambda p: "-".join(p))
 def model(request):
-    return tiny_model(request.param)
+    model_type, mode = request.param
+    model = tiny_model(model_type)
+    if mode == "autograd":
+        yield model
+        return
+    model.table_dtypes = (torch.float32, torch.float64)
+    with frozen_weights():
+        yield model
 
 
 def evaluate(model, atoms, stress=False):

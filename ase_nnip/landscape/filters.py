@@ -15,7 +15,7 @@ excluded (see :class:`FilterOptions`)   any                         — (kept fi
 ``SpeciesBlockLinear.weights[l]``       (S, C_in, C_out)            (species, output channel)
 radial-MLP last layer feeding an        (h, C · P)                  tensor-product path p: the columns
 ``EdgeTensorProduct`` (P paths)                                     u·P + p of all channels u
-other e3nn ``FullyConnectedNet`` layer  (h_in, h_out)               output neuron (column)
+other ``RadialMLP`` layer               (h_in, h_out)               output neuron (column)
 ``nn.Linear.weight``                    (out, in)                   output neuron (row)
 0-D and 1-D parameters (biases,         (n,) or ()                  the whole vector (ONE filter), so a
 Bessel frequencies, …)                                              vector never collapses to ±θ
@@ -40,8 +40,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ase_nnip.models.e3nn_compat import FullyConnectedNet
-from ase_nnip.models.equivariant_ops import BlockLinear, EdgeTensorProduct, SpeciesBlockLinear
+from ase_nnip.models.equivariant_ops import BlockLinear, EdgeTensorProduct, RadialMLP, SpeciesBlockLinear
 from ase_nnip.models.rescale import PerSpeciesScaleShift
 
 EXCLUDED = "excluded"
@@ -95,14 +94,14 @@ def tensor_product_weight_layers(model: nn.Module) -> dict[str, int]:
     the per-(channel, path) weights of an EdgeTensorProduct (a module holding both as
     ``radial`` and ``tp``, as :class:`~ase_nnip.models.equivariant.InteractionBlock` does).
 
-    The columns are ordered channel-major, path-minor (column = u · num_paths + p), as
-    ``EdgeTensorProduct.forward`` reads them.
+    The columns are ordered channel-major, path-minor (column = u · num_paths + p), e3nn's
+    order, in which ``RadialMLP`` stores them.
     """
     out = {}
     for prefix, module in model.named_modules():
         radial, tp = getattr(module, "radial", None), getattr(module, "tp", None)
-        if isinstance(radial, FullyConnectedNet) and isinstance(tp, EdgeTensorProduct):
-            last = len(radial.hs) - 2
+        if isinstance(radial, RadialMLP) and isinstance(tp, EdgeTensorProduct):
+            last = len(radial.sizes) - 2
             name = f"{prefix}.radial.layer{last}.weight" if prefix else f"radial.layer{last}.weight"
             out[name] = tp.num_paths
     return out
@@ -141,7 +140,7 @@ def filter_rule(
     if isinstance(owner, SpeciesBlockLinear) and len(shape) == 3:
         species = torch.arange(shape[0]).view(-1, 1, 1)
         return ParameterFilter("species_block_linear:species_output_channel", (species * shape[2] + _columns(shape)))
-    if isinstance(parent, FullyConnectedNet) and len(shape) == 2:
+    if isinstance(parent, RadialMLP) and len(shape) == 2:
         if tp_paths is not None:
             if shape[1] % tp_paths:
                 raise ValueError(f"{name}: {shape[1]} output columns are not a multiple of {tp_paths} tensor-product paths")

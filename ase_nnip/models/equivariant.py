@@ -17,25 +17,33 @@ descriptors used by LTAU are rotation-invariant by construction.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+from dataclasses import replace
 from typing import Optional
 
 import torch
 from torch import nn
 
 from ase_nnip.data.graph import AtomicGraph
-from ase_nnip.models.e3nn_compat import FullyConnectedNet, o3
+from ase_nnip.models.e3nn_compat import o3
 from ase_nnip.models.base import AtomisticModel, CommonConfig
 from ase_nnip.configuration import ConfigError
 from ase_nnip.models.equivariant_ops import (
     BlockLinear,
     EdgeTensorProduct,
     GatedActivation,
+    RadialMLP,
     SpeciesBlockLinear,
+    edge_layout,
     split_orders,
 )
+from ase_nnip.models.edge_basis_kernel import EdgeBasis, kernel_supports
+from ase_nnip.models.inference import tabulation_allowed, tensors_key
 from ase_nnip.models.radial import BesselBasis, PolynomialCutoff
+from ase_nnip.models.equivariant_frozen import FrozenEquivariant, frozen_weights_of
+from ase_nnip.models.radial_table import RadialTable, table_supports
 from ase_nnip.models.rescale import PerSpeciesScaleShift, auto_scale_and_shift, per_species_values
 from ase_nnip.models.zbl import ZBLRepulsion
 
@@ -83,7 +91,7 @@ class InteractionBlock(nn.Module):
     """One message-passing block: convolution of neighbour features with the edge
     spherical harmonics, species-dependent self-connection, gated nonlinearity.
 
-    Input features (N, C, (l_in+1)²) → output (N, C, (l_out+1)²).
+    Input features (N, (l_in+1)², C) → output (N, (l_out+1)², C) (channels last).
     """
 
     def __init__(
@@ -101,12 +109,13 @@ class InteractionBlock(nn.Module):
     ):
         super().__init__()
         self.l_in, self.l_out = l_in, l_out
+        self.channels = channels
         uniform_in = {l: channels for l in range(l_in + 1)}
         self.linear_in = BlockLinear(uniform_in, uniform_in)
         self.tp = EdgeTensorProduct(l_in, l_sh, l_out)
-        self.radial = FullyConnectedNet(
+        self.radial = RadialMLP(
             [num_radial_basis] + radial_layers * [radial_neurons] + [channels * self.tp.num_paths],
-            nn.functional.silu,
+            output_groups=(channels, self.tp.num_paths),
         )
         self.activation = GatedActivation(l_out, channels)
         pre_channels = self.activation.input_channels()
@@ -120,18 +129,29 @@ class InteractionBlock(nn.Module):
         self.norm = 1.0 / math.sqrt(avg_num_neighbors)
         self.resnet = resnet and l_in == l_out
 
-    def forward(self, h, species, edge_index, edge_sh, edge_radial):
-        i, j = edge_index
-        x = torch.cat(self.linear_in(split_orders(h, self.l_in)), dim=-1)
-        messages = self.tp(x.index_select(0, j), edge_sh, self.radial(edge_radial))
-        aggregated = torch.zeros((h.shape[0],) + messages.shape[1:], dtype=h.dtype, device=h.device)
-        aggregated = aggregated.index_add(0, i, messages) * self.norm
-        by_order = self.tp.split_by_order(aggregated)
-        pre = self.linear_out([by_order[l] for l in range(self.l_out + 1)])
+    def forward(self, h, species, edges, edge_sh, radial):
+        """h (N, K_in, C); edges: an :class:`~ase_nnip.models.equivariant_ops.EdgeLayout`;
+        edge_sh (E, K_sh); radial (E, P, C): this block's radial weights,
+        ``self.radial(edge radial basis)`` (or their table)."""
+        x = torch.cat(self.linear_in(split_orders(h, self.l_in)), dim=1)
+        summed = self.tp(x, edge_sh, radial, edges)
+        pre = self.mix_paths(self.tp.by_order(summed))
         for l, sc in zip(self.self_connection.orders, self.self_connection(split_orders(h, self.l_in), species)):
             pre[l] = pre[l] + sc
         out = self.activation(pre)
         return out + h if self.resnet else out
+
+    def mix_paths(self, by_order: dict[int, torch.Tensor]) -> list[torch.Tensor]:
+        """linear_out on the neighbour sums {l: (N, 2l+1, P_l · C)}, scaled by 1/√avg_num_neighbors.
+
+        ``linear_out.weights[l]`` has rows in (channel, path) order (u · P_l + p); the sums'
+        columns are (path, channel), so the rows are permuted to match."""
+        out = []
+        for l, w in zip(self.linear_out.orders, self.linear_out.weights):
+            paths = self.tp.paths_per_order[l]
+            w = w.view(self.channels, paths, -1).transpose(0, 1).reshape(paths * self.channels, -1)
+            out.append(torch.matmul(by_order[l], w * self.norm))
+        return out
 
 
 class EquivariantModel(AtomisticModel):
@@ -139,6 +159,9 @@ class EquivariantModel(AtomisticModel):
 
     model_type = "equivariant"
     config_class = EquivariantConfig
+    #: Precisions in which calls with frozen weights use the radial table (its ~1e-9
+    #: relative error is below float32 rounding; float64 results stay exact).
+    table_dtypes: tuple = (torch.float32,)
 
     def __init__(self, config: dict):
         super().__init__(config)
@@ -191,6 +214,7 @@ class EquivariantModel(AtomisticModel):
                 trainable=opt.rescaling_trainable,
             )
         self.zbl = ZBLRepulsion(self.atomic_numbers, opt.zbl_radius_factor) if opt.zbl else None
+        self._radial_table: Optional[tuple] = None  # (key, RadialTable), see radial_table()
 
     @property
     def descriptor_dim(self) -> int:
@@ -204,19 +228,65 @@ class EquivariantModel(AtomisticModel):
         return auto_scale_and_shift(config, dataset, "scale_eV", "shift_eV")
 
     def atomic_outputs(self, graph: AtomicGraph, species: torch.Tensor):
+        order, edges = edge_layout(graph.edge_index, graph.num_atoms)
+        if order is not None:  # the tensor-product kernel reads each centre's edges as one run
+            graph = replace(graph, edge_index=graph.edge_index[:, order], shifts=graph.shifts[order])
         vectors = graph.edge_vectors()
-        lengths = torch.linalg.norm(vectors, dim=-1)
-        edge_sh = o3.spherical_harmonics(self.sh_orders, vectors, normalize=True, normalization="component")
-        edge_radial = self.radial_basis(lengths) * self.envelope(lengths).unsqueeze(-1)
+        if tabulation_allowed() and table_supports(self.options.l_max, vectors, self.table_dtypes):
+            # Frozen weights (the calculator): tabulated radial weights, hand-written backward.
+            energies, descriptors = FrozenEquivariant.apply(
+                vectors, species, edges, frozen_weights_of(self), self.radial_table(vectors.dtype),
+                lambda v: self.exact_atomic_outputs(v, species, edges),
+            )
+        else:
+            energies, descriptors = self.exact_atomic_outputs(vectors, species, edges)
+        if self.zbl is not None:
+            energies = energies + self.zbl(species, graph.edge_index, torch.linalg.norm(vectors, dim=-1))
+        return energies, descriptors
 
-        onehot = nn.functional.one_hot(species, self.num_species).to(vectors.dtype)
-        h = self.embedding(onehot).unsqueeze(-1)  # (N, C, 1): scalars only
+    def exact_atomic_outputs(self, vectors: torch.Tensor, species: torch.Tensor, edges) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-atom energies (N,) without reference energies and ZBL, and descriptors (N, C),
+        from the edge vectors (E, 3) of the sorted edges in ``edges`` (an EdgeLayout)."""
+        edge_sh, basis = self.edge_basis(vectors)
+        # The embedding of a one-hot species vector is a column of its weight matrix.
+        h = self.embedding.weight.t().index_select(0, species).unsqueeze(1)  # (N, 1, C): scalars only
         for block in self.blocks:
-            h = block(h, species, graph.edge_index, edge_sh, edge_radial)
-        descriptors = h.squeeze(-1)
+            h = block(h, species, edges, edge_sh, block.radial(basis))
+        descriptors = h[:, 0, :]
         energies = self.readout(descriptors).squeeze(-1)
         if self.rescale is not None:
             energies = self.rescale(energies, species)
-        if self.zbl is not None:
-            energies = energies + self.zbl(species, graph.edge_index, lengths)
         return energies, descriptors
+
+    def radial_table(self, dtype: torch.dtype) -> RadialTable:
+        """The blocks' radial weights tabulated against r (rebuilt when a weight changes)."""
+        tensors = [self.radial_basis.bessel_weights] + [layer.weight for b in self.blocks for layer in b.radial.layers]
+        key = (tensors_key(tensors), dtype)
+        if self._radial_table is None or self._radial_table[0] != key:
+            modules = copy.deepcopy(nn.ModuleList([self.radial_basis, self.envelope] + [b.radial for b in self.blocks]))
+            modules = modules.to(torch.float64)
+            basis, envelope, radials = modules[0], modules[1], modules[2:]
+
+            def radial_function(r):
+                x = basis(r) * envelope(r).unsqueeze(-1)
+                return torch.cat([mlp(x).reshape(r.shape[0], -1) for mlp in radials], dim=1)
+
+            shapes = [(b.tp.num_paths, b.channels) for b in self.blocks]
+            self._radial_table = (key, RadialTable.build(radial_function, self.cutoff, shapes, dtype))
+        return self._radial_table[1]
+
+    def edge_basis(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spherical harmonics (E, (l_max+1)²) and Bessel × envelope (E, num_radial_basis) of
+        the edge vectors (E, 3) Å; compiled on CPU (:mod:`~ase_nnip.models.edge_basis_kernel`)."""
+        frequencies = self.radial_basis.bessel_weights
+        if kernel_supports(self.options.l_max, vectors):
+            spec = (self.options.l_max, self.cutoff, self.envelope.p)
+            return EdgeBasis.apply(vectors, frequencies, spec, self.torch_edge_basis)
+        return self.torch_edge_basis(vectors, frequencies)
+
+    def torch_edge_basis(self, vectors: torch.Tensor, frequencies: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`edge_basis` in torch (any device; differentiable to any order). ``frequencies``
+        must be ``self.radial_basis.bessel_weights`` (passed so autograd can differentiate it)."""
+        lengths = torch.linalg.norm(vectors, dim=-1)
+        sh = o3.spherical_harmonics(self.sh_orders, vectors, normalize=True, normalization="component")
+        return sh, self.radial_basis(lengths) * self.envelope(lengths).unsqueeze(-1)

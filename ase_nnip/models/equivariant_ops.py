@@ -1,24 +1,27 @@
-"""Compact O(3)-equivariant operations on "channel × m" feature blocks.
+"""Compact O(3)-equivariant operations on channels-last feature blocks.
 
-Features of order up to ``l_max`` are stored in one tensor of shape (N, C, (l_max+1)²):
-the last axis is the concatenation of the m-components of l = 0, 1, 2, … (e3nn's real
-basis, natural parity 0e, 1o, 2e, …), and every l has the same C channels. Keeping all
-orders in one tensor turns the tensor product into a single batched matrix product,
-which matters on CPUs where small-molecule evaluation is dominated by per-operation
-overhead (e3nn's general modules issue one small kernel per path).
+Features of order up to ``l_max`` are stored in one tensor of shape (N, (l_max+1)², C):
+the middle axis is the concatenation of the m-components of l = 0, 1, 2, … (e3nn's real
+basis, natural parity 0e, 1o, 2e, …), the last axis the C channels every order shares.
+With channels innermost, each per-order linear map is one matrix product over
+(atoms × components) rows, and the compiled tensor-product kernel
+(:mod:`ase_nnip.models.tp_kernel`) vectorises over channels.
 
-Clebsch–Gordan coefficients and spherical harmonics come from e3nn, so conventions
-match e3nn's (``o3.wigner_3j``, ``o3.spherical_harmonics``).
+Clebsch–Gordan coefficients and spherical harmonics come from e3nn, so conventions match
+e3nn's (``o3.wigner_3j``, ``o3.spherical_harmonics``); the radial MLP reproduces e3nn's
+``FullyConnectedNet`` (same parameters, same numbers).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from ase_nnip.models.e3nn_compat import normalize2mom, o3
+from ase_nnip.models.tp_kernel import CouplingPlan, TensorProductSum, kernel_available
 
 
 def num_components(l_max: int) -> int:
@@ -36,8 +39,15 @@ def _block(l: int) -> slice:
 
 
 def split_orders(x: torch.Tensor, l_max: int) -> list[torch.Tensor]:
-    """(N, C, (l_max+1)²) → [(N, C, 2l+1) for l = 0..l_max] (views)."""
-    return [x[:, :, _block(l)] for l in range(l_max + 1)]
+    """(N, (l_max+1)², C) → [(N, 2l+1, C) for l = 0..l_max] (views)."""
+    return [x[:, _block(l), :] for l in range(l_max + 1)]
+
+
+def _normalization_constant(function) -> float:
+    """The factor e3nn's ``normalize2mom`` multiplies ``function`` by (1 if it leaves it alone)."""
+    normalized = normalize2mom(function)
+    one = torch.ones((), dtype=torch.float64)
+    return float(normalized(one) / function(one))
 
 
 class BlockLinear(nn.Module):
@@ -46,7 +56,7 @@ class BlockLinear(nn.Module):
     Mixing only channels (never m-components) of the same order is the most general
     equivariant linear map between these features. Channel counts may differ per order:
     ``in_channels`` and ``out_channels`` map l → count. Input and output are lists of
-    per-order tensors (N, C_l, 2l+1).
+    per-order tensors (N, 2l+1, C_l).
     """
 
     def __init__(self, in_channels: dict, out_channels: dict):
@@ -60,7 +70,7 @@ class BlockLinear(nn.Module):
         )
 
     def forward(self, blocks: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [torch.einsum("nci,co->noi", blocks[l], w) for l, w in zip(self.orders, self.weights)]
+        return [torch.matmul(blocks[l], w) for l, w in zip(self.orders, self.weights)]
 
 
 class SpeciesBlockLinear(nn.Module):
@@ -78,24 +88,71 @@ class SpeciesBlockLinear(nn.Module):
         )
 
     def forward(self, blocks: list[torch.Tensor], species: torch.Tensor) -> list[torch.Tensor]:
-        return [
-            torch.einsum("nci,nco->noi", blocks[l], w.index_select(0, species))
-            for l, w in zip(self.orders, self.weights)
-        ]
+        return [torch.bmm(blocks[l], w.index_select(0, species)) for l, w in zip(self.orders, self.weights)]
+
+
+class _LayerWeight(nn.Module):
+    def __init__(self, fan_in: int, fan_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(fan_in, fan_out))
+
+
+class RadialMLP(nn.Module):
+    """e3nn's ``FullyConnectedNet(sizes, silu)`` with the same parameters (``layer{k}.weight``,
+    (fan_in, fan_out), unit-variance initialisation) and the same function:
+
+        h_{k+1} = c · silu(h_k W_k / √fan_in)   (hidden layers; c normalises silu's 2nd moment)
+        out     = h_K W_K / √fan_in
+
+    The constants are folded into the weights (one matrix product and one activation per
+    layer). ``output_groups=(C, P)`` reorders the output columns from e3nn's (channel, path)
+    order to (path, channel), the layout the tensor product reads: out (E, P, C).
+    """
+
+    def __init__(self, sizes: list[int], output_groups: tuple[int, int] | None = None):
+        super().__init__()
+        self.sizes = list(sizes)
+        self.activation_constant = _normalization_constant(nn.functional.silu)
+        for k, (fan_in, fan_out) in enumerate(zip(self.sizes, self.sizes[1:])):
+            setattr(self, f"layer{k}", _LayerWeight(fan_in, fan_out))
+        self.output_groups = output_groups
+
+    @property
+    def layers(self) -> list[_LayerWeight]:
+        return [getattr(self, f"layer{k}") for k in range(len(self.sizes) - 1)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layers = self.layers
+        for k, layer in enumerate(layers):
+            scale = (self.activation_constant if k > 0 else 1.0) / math.sqrt(self.sizes[k])
+            w = layer.weight * scale
+            if k == len(layers) - 1 and self.output_groups is not None:
+                channels, paths = self.output_groups
+                w = w.view(-1, channels, paths).transpose(1, 2).reshape(w.shape[0], -1)
+            x = x @ w
+            if k < len(layers) - 1:
+                x = nn.functional.silu(x)
+        if self.output_groups is not None:
+            channels, paths = self.output_groups
+            x = x.view(x.shape[0], paths, channels)
+        return x
 
 
 class EdgeTensorProduct(nn.Module):
-    """Channel-wise ("uvu") tensor product of neighbour features with edge harmonics.
+    """Channel-wise ("uvu") tensor product of neighbour features with edge harmonics,
+    summed over each atom's neighbours.
 
-    For every path (l1 ⊗ l2 → l3, l1 + l2 + l3 even, l3 ≤ l_out):
+    For every path p = (l1 ⊗ l2 → l3), l1 + l2 + l3 even, l3 ≤ l_out, and m-component k of l3:
 
-        m^p_{e,u,k} = w_{e,u,p} · √(2l3+1) Σ_ij C^{l1 l2 l3}_{ijk} x_{e,u,i} Y_{e,j}
+        out[i, (l3, k, p), u] = Σ_{j ∈ N(i)} R[ij, p, u] · √(2l3+1) Σ_ab C^{l1 l2 l3}_{abk} x[j, a, u] Y[ij, b]
 
-    All paths are evaluated at once: A_e = Y_e · C (E, K_in, D) and m = x_e · A_e (one bmm).
-    The D output columns are ordered by l3, then path, so the columns of each output order
-    form one contiguous slice.
+    Output rows are ordered by l3, then m-component, then path (the paths of one l3 in
+    the order of :attr:`paths`), so each output order is one contiguous slice
+    (:attr:`output_slices`) that reshapes to (N, 2l3+1, P_l3 · C) without moving data.
 
-    Shapes: x (E, C, K_in), Y (E, K_sh), weights (E, C · num_paths) → (E, C, D).
+    Shapes: x (N, K_in, C), Y (E, K_sh), R (E, P, C), edges in an :class:`EdgeLayout`
+    → (N, W, C). On CPU the compiled kernel evaluates it (only the
+    non-zero coupling coefficients); :meth:`torch_sum` is the same in torch.
     """
 
     def __init__(self, l_in: int, l_sh: int, l_out: int):
@@ -110,45 +167,78 @@ class EdgeTensorProduct(nn.Module):
             raise ValueError(f"no tensor-product paths for l_in={l_in}, l_sh={l_sh}, l_out={l_out}")
         self.paths = paths
         self.num_paths = len(paths)
+        self.paths_per_order = {l: sum(1 for *_, l3 in paths if l3 == l) for l in range(l_out + 1)}
         k_in, k_sh = num_components(l_in), num_components(l_sh)
         width = sum(2 * l3 + 1 for _, _, l3 in paths)
+        self.width, self.k_in, self.k_sh = width, k_in, k_sh
+
+        coupling = torch.zeros(k_sh, width, k_in, dtype=torch.float64)
+        path_of_row = torch.zeros(width, dtype=torch.long)
+        self.output_slices = {}  # l3 -> (first row, end row)
+        row = 0
+        for l3 in range(l_out + 1):
+            in_order = [p for p, path in enumerate(paths) if path[2] == l3]
+            d3, n3 = 2 * l3 + 1, len(in_order)
+            for local, p in enumerate(in_order):
+                l1, l2, _ = paths[p]
+                # (d1, d2, d3); the factor √(2l3+1) gives unit-variance outputs.
+                c = o3.wigner_3j(l1, l2, l3, dtype=torch.float64) * math.sqrt(d3)
+                rows = row + torch.arange(d3) * n3 + local
+                coupling[_block(l2), rows, _block(l1)] = c.permute(1, 2, 0)
+                path_of_row[rows] = p
+            if n3:
+                self.output_slices[l3] = (row, row + d3 * n3)
+            row += d3 * n3
+        self.plan = CouplingPlan(coupling.numpy(), path_of_row.numpy())
+        # Kept in float64 outside the module's buffers, so that a model converted from
+        # float32 to float64 still has exact coefficients; cast per (dtype, device) on use.
+        self._coupling_rows = coupling.reshape(k_sh, width * k_in)
+        self._coupling_cast: dict = {}
+        self.register_buffer("path_of_row", path_of_row, persistent=False)
+        self._register_file_format_buffers(paths, k_sh, k_in, width)
+
+    def _register_file_format_buffers(self, paths, k_sh, k_in, width) -> None:
+        # Model files (format 1) store these two buffers of the first implementation, and
+        # their fingerprints cover them; they are kept, unused, so that every saved model
+        # loads and keeps its fingerprint.
         coupling = torch.zeros(k_sh, k_in, width)
-        self.output_slices = {}  # l3 -> (first column, end column)
-        path_of_column = []
+        expand = torch.zeros(len(paths), width)
         column = 0
         for p, (l1, l2, l3) in enumerate(paths):
             d3 = 2 * l3 + 1
-            c = o3.wigner_3j(l1, l2, l3) * math.sqrt(d3)  # (d1, d2, d3); the factor gives unit-variance outputs
-            coupling[_block(l2), _block(l1), column : column + d3] = c.permute(1, 0, 2)
-            start = self.output_slices.get(l3, (column, column))[0]
-            self.output_slices[l3] = (start, column + d3)
-            path_of_column += [p] * d3
+            coupling[_block(l2), _block(l1), column : column + d3] = (o3.wigner_3j(l1, l2, l3) * math.sqrt(d3)).permute(1, 0, 2)
+            expand[p, column : column + d3] = 1.0
             column += d3
-        self.width = width
-        # Radial weights are per (channel, path); they are expanded to the D columns by a
-        # matrix product with this 0/1 matrix (a GEMM: much faster on CPU than gathering
-        # along the last axis).
-        expand = torch.zeros(len(paths), width)
-        expand[torch.tensor(path_of_column), torch.arange(width)] = 1.0
         self.register_buffer("path_to_columns", expand)
-        self.paths_per_order = {l: sum(1 for *_, l3 in paths if l3 == l) for l in range(l_out + 1)}
         self.register_buffer("coupling", coupling.reshape(k_sh, k_in * width))
 
-    def forward(self, x: torch.Tensor, sh: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        n_edges, channels, k_in = x.shape
-        a = (sh @ self.coupling.to(sh.dtype)).view(n_edges, k_in, self.width)
-        messages = torch.bmm(x, a)
-        w = (weights.view(n_edges * channels, self.num_paths) @ self.path_to_columns.to(weights.dtype))
-        return messages * w.view(n_edges, channels, self.width)
+    def forward(self, x, sh, radial, edges: "EdgeLayout") -> torch.Tensor:
+        if kernel_available(x, sh, radial):
+            return TensorProductSum.apply(x, sh, radial, edges, self.plan, self.torch_sum)
+        return self.torch_sum(x, sh, radial, edges.edge_index)
 
-    def split_by_order(self, m: torch.Tensor) -> dict[int, torch.Tensor]:
-        """(N, C, D) → {l3: (N, C · paths_l3, 2l3+1)}, channels ordered (channel, path)."""
-        out = {}
-        for l3, (start, stop) in self.output_slices.items():
-            block = m[:, :, start:stop]
-            n, c, _ = block.shape
-            out[l3] = block.reshape(n, c, self.paths_per_order[l3], 2 * l3 + 1).reshape(n, -1, 2 * l3 + 1)
-        return out
+    def torch_sum(self, x, sh, radial, edge_index) -> torch.Tensor:
+        """The forward in torch (dense coupling): any device, differentiable to any order."""
+        i, j = edge_index
+        n_edges = sh.shape[0]
+        a = (sh @ self._coupling_as(sh)).view(n_edges, self.width, self.k_in)
+        messages = torch.bmm(a, x.index_select(0, j)) * radial.index_select(1, self.path_of_row)
+        out = messages.new_zeros((x.shape[0], self.width, x.shape[2]))
+        return out.index_add(0, i, messages)
+
+    def _coupling_as(self, like: torch.Tensor) -> torch.Tensor:
+        key = (like.dtype, like.device)
+        if key not in self._coupling_cast:
+            self._coupling_cast[key] = self._coupling_rows.to(dtype=like.dtype, device=like.device)
+        return self._coupling_cast[key]
+
+    def by_order(self, out: torch.Tensor) -> dict[int, torch.Tensor]:
+        """(N, W, C) → {l3: (N, 2l3+1, P_l3 · C)}, columns ordered (path, channel)."""
+        n, _, channels = out.shape
+        return {
+            l3: out[:, start:stop, :].reshape(n, 2 * l3 + 1, self.paths_per_order[l3] * channels)
+            for l3, (start, stop) in self.output_slices.items()
+        }
 
 
 class GatedActivation(nn.Module):
@@ -156,9 +246,9 @@ class GatedActivation(nn.Module):
     multiplied by the sigmoid of its own gate scalar. Both are normalised to preserve the
     second moment of unit-variance inputs (as e3nn does).
 
-    Input: a list of per-order tensors from a linear layer, with ``channels + l_max·channels``
-    scalar channels (features then gates) and ``channels`` for each l > 0.
-    Output: (N, C, (l_max+1)²).
+    Input: a list of per-order tensors (N, 2l+1, C_l) from a linear layer, with
+    ``channels + l_max·channels`` scalar channels (features then gates) and ``channels``
+    for each l > 0. Output: (N, (l_max+1)², C).
     """
 
     def __init__(self, l_max: int, channels: int):
@@ -167,19 +257,70 @@ class GatedActivation(nn.Module):
         self.channels = channels
         self.silu = normalize2mom(nn.functional.silu)
         self.sigmoid = normalize2mom(torch.sigmoid)
-        # Column → which gate block (order − 1) it belongs to.
-        self.register_buffer("gate_of_column", order_of_component(l_max)[1:] - 1, persistent=False)
+        # Row (component − 1) → which gate block (order − 1) it belongs to.
+        self.register_buffer("gate_of_row", order_of_component(l_max)[1:] - 1, persistent=False)
 
     def input_channels(self) -> dict[int, int]:
         return {l: (self.channels * (1 + self.l_max) if l == 0 else self.channels) for l in range(self.l_max + 1)}
 
     def forward(self, blocks: list[torch.Tensor]) -> torch.Tensor:
-        scalars = blocks[0].squeeze(-1)
+        scalars = blocks[0]  # (N, 1, C·(1 + l_max))
         c = self.channels
-        out0 = self.silu(scalars[:, :c]).unsqueeze(-1)
+        out0 = self.silu(scalars[:, :, :c])
         if self.l_max == 0:
             return out0
         n = scalars.shape[0]
-        gates = self.sigmoid(scalars[:, c:]).view(n, self.l_max, c).transpose(1, 2)  # (N, C, l_max)
-        higher = torch.cat(blocks[1:], dim=-1)  # (N, C, K-1)
-        return torch.cat([out0, higher * gates.index_select(2, self.gate_of_column)], dim=-1)
+        gates = self.sigmoid(scalars[:, 0, c:]).view(n, self.l_max, c)
+        higher = torch.cat(blocks[1:], dim=1)  # (N, K-1, C)
+        return torch.cat([out0, higher * gates.index_select(1, self.gate_of_row)], dim=1)
+
+
+class EdgeLayout(NamedTuple):
+    """Edges sorted by centre atom, as the tensor product reads them.
+
+    edge_index (2, E); start (N+1,): the edges of centre i are ``start[i]:start[i+1]``;
+    by_neighbor (E,): edge numbers grouped by neighbour atom j, with CSR offsets
+    neighbor_start (N+1,) (the backward kernel loops over neighbours).
+    """
+
+    edge_index: torch.Tensor
+    start: torch.Tensor
+    by_neighbor: torch.Tensor
+    neighbor_start: torch.Tensor
+
+
+def _offsets(sorted_index: torch.Tensor, num_atoms: int) -> torch.Tensor:
+    counts = torch.bincount(sorted_index, minlength=num_atoms)
+    start = torch.zeros(num_atoms + 1, dtype=torch.long, device=sorted_index.device)
+    start[1:] = torch.cumsum(counts, 0)
+    return start
+
+
+def edge_layout(edge_index: torch.Tensor, num_atoms: int) -> tuple[torch.Tensor | None, EdgeLayout]:
+    """The permutation that sorts edges by centre atom (None if they already are) and the
+    :class:`EdgeLayout` of the sorted edges."""
+    centres = edge_index[0]
+    order = None
+    if centres.numel() > 1 and not bool((centres[1:] >= centres[:-1]).all()):
+        order = torch.argsort(centres, stable=True)
+        edge_index = edge_index[:, order]
+        centres = edge_index[0]
+    neighbors = edge_index[1]
+    by_neighbor = torch.argsort(neighbors, stable=True)
+    return order, EdgeLayout(
+        edge_index, _offsets(centres, num_atoms), by_neighbor, _offsets(neighbors[by_neighbor], num_atoms)
+    )
+
+
+__all__ = [
+    "BlockLinear",
+    "EdgeTensorProduct",
+    "GatedActivation",
+    "RadialMLP",
+    "SpeciesBlockLinear",
+    "num_components",
+    "order_of_component",
+    "EdgeLayout",
+    "edge_layout",
+    "split_orders",
+]

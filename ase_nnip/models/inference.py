@@ -1,0 +1,52 @@
+"""Weights held constant: what a model may precompute when no derivative with respect to
+its weights will be taken in a call (the calculator's calls: MD, relaxations, sampling).
+
+    with frozen_weights():
+        predict(model, graph)        # models may use tables and caches derived from weights
+
+``frozen_weights(tabulate=False)`` still allows caches but not tabulated functions (the
+equivariant model's radial table, :mod:`ase_nnip.models.radial_table`).
+
+It is a context variable, not a module flag: it holds for the calls made inside the
+``with`` block (in this thread or task) and nowhere else. Training, Fisher information and
+landscapes never set it, so their gradients always see the exact model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+
+# None outside frozen_weights(); inside, whether tabulation is allowed.
+_FROZEN = contextvars.ContextVar("ase_nnip_frozen_weights", default=None)
+
+
+@contextlib.contextmanager
+def frozen_weights(tabulate: bool = True):
+    """Within this context, models may treat their weights as constants (and tabulate
+    functions of them when ``tabulate``)."""
+    token = _FROZEN.set(bool(tabulate))
+    try:
+        yield
+    finally:
+        _FROZEN.reset(token)
+
+
+def weights_frozen() -> bool:
+    """True inside :func:`frozen_weights`."""
+    return _FROZEN.get() is not None
+
+
+def tabulation_allowed() -> bool:
+    """True inside :func:`frozen_weights` with ``tabulate=True``."""
+    return bool(_FROZEN.get())
+
+
+def tensors_key(tensors) -> tuple:
+    """Identifies the current values of ``tensors``: storage, in-place version, dtype and
+    device of each. A cache keyed on it is rebuilt after an optimiser step, a
+    ``load_state_dict`` or a dtype/device change."""
+    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+
+
+__all__ = ["frozen_weights", "tabulation_allowed", "tensors_key", "weights_frozen"]
