@@ -14,6 +14,7 @@ import torch
 
 from ase_nnip.data.graph import AtomicGraph
 from ase_nnip.descriptors.sf_kernel import weight_derivatives_only
+from ase_nnip.models.inference import differentiable_derivatives
 
 
 class Predictions(NamedTuple):
@@ -60,7 +61,8 @@ def predict(
     else:
         graph = replace(graph, positions=positions)
 
-    out = model(graph)
+    with differentiable_derivatives() if create_graph else contextlib.nullcontext():
+        out = model(graph)
     energy = torch.zeros(graph.num_graphs, dtype=out.energies.dtype, device=out.energies.device)
     energy = energy.index_add(0, graph.batch, out.energies)
 

@@ -130,15 +130,16 @@ def mace_flops(calc, atoms) -> float:
 
 def training_step_ms(package, frames, repeats: int) -> float:
     """ms per structure of forward + (energy + force) loss + weight gradients, float32."""
+    data = importlib.import_module(package.__name__ + ".data")
+    predict = importlib.import_module(package.__name__ + ".properties").predict
     model = package.load_model(str(MODEL)).float().train()
-    graphs = [package.data.atoms_to_graph(a, model.cutoff) for a in frames]
-    batch = package.data.collate(graphs).to(dtype=torch.float32)
+    batch = data.collate([data.atoms_to_graph(a, model.cutoff) for a in frames]).to(dtype=torch.float32)
     energy_ref = torch.tensor([a.get_potential_energy() for a in frames], dtype=torch.float64)
     forces_ref = torch.from_numpy(np.concatenate([a.get_forces() for a in frames])).float()
     times = []
     for _ in range(repeats + 2):
         t0 = time.perf_counter()
-        out = package.properties.predict(model, batch, create_graph=True)
+        out = predict(model, batch, create_graph=True)
         loss = ((out.energy - energy_ref) ** 2).mean() + ((out.forces - forces_ref) ** 2).mean()
         grads = torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
         assert all(torch.isfinite(g).all() for g in grads)

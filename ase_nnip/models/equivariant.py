@@ -40,7 +40,7 @@ from ase_nnip.models.equivariant_ops import (
     split_orders,
 )
 from ase_nnip.models.edge_basis_kernel import EdgeBasis, kernel_supports
-from ase_nnip.models.inference import tabulation_allowed, tensors_key
+from ase_nnip.models.inference import derivatives_differentiable, tabulation_allowed, tensors_key
 from ase_nnip.models.radial import BesselBasis, PolynomialCutoff
 from ase_nnip.models.equivariant_frozen import FrozenEquivariant, frozen_weights_of
 from ase_nnip.models.radial_table import RadialTable, table_supports
@@ -279,7 +279,7 @@ class EquivariantModel(AtomisticModel):
         """Spherical harmonics (E, (l_max+1)²) and Bessel × envelope (E, num_radial_basis) of
         the edge vectors (E, 3) Å; compiled on CPU (:mod:`~ase_nnip.models.edge_basis_kernel`)."""
         frequencies = self.radial_basis.bessel_weights
-        if kernel_supports(self.options.l_max, vectors):
+        if kernel_supports(self.options.l_max, vectors) and not derivatives_differentiable():
             spec = (self.options.l_max, self.cutoff, self.envelope.p)
             return EdgeBasis.apply(vectors, frequencies, spec, self.torch_edge_basis)
         return self.torch_edge_basis(vectors, frequencies)

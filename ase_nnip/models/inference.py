@@ -1,5 +1,11 @@
-"""Weights held constant: what a model may precompute when no derivative with respect to
-its weights will be taken in a call (the calculator's calls: MD, relaxations, sampling).
+"""What derivatives a call will take, so that a model can choose how to compute.
+
+* Weights held constant: what a model may precompute when no derivative with respect to
+  its weights will be taken in a call (the calculator's calls: MD, relaxations, sampling).
+* Differentiable derivatives: the forces and stress of a call will themselves be
+  differentiated (``predict(..., create_graph=True)``: a force loss, a Hessian); models then
+  use their torch definitions rather than compiled kernels, whose differentiable backward
+  would re-run the torch definition anyway.
 
     with frozen_weights():
         predict(model, graph)        # models may use tables and caches derived from weights
@@ -42,6 +48,24 @@ def tabulation_allowed() -> bool:
     return bool(_FROZEN.get())
 
 
+_DIFFERENTIABLE = contextvars.ContextVar("ase_nnip_differentiable_derivatives", default=False)
+
+
+@contextlib.contextmanager
+def differentiable_derivatives():
+    """Within this context, derivatives of the energy will be differentiated again."""
+    token = _DIFFERENTIABLE.set(True)
+    try:
+        yield
+    finally:
+        _DIFFERENTIABLE.reset(token)
+
+
+def derivatives_differentiable() -> bool:
+    """True inside :func:`differentiable_derivatives`."""
+    return _DIFFERENTIABLE.get()
+
+
 def tensors_key(tensors) -> tuple:
     """Identifies the current values of ``tensors``: storage, in-place version, dtype and
     device of each. A cache keyed on it is rebuilt after an optimiser step, a
@@ -49,4 +73,11 @@ def tensors_key(tensors) -> tuple:
     return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
 
 
-__all__ = ["frozen_weights", "tabulation_allowed", "tensors_key", "weights_frozen"]
+__all__ = [
+    "derivatives_differentiable",
+    "differentiable_derivatives",
+    "frozen_weights",
+    "tabulation_allowed",
+    "tensors_key",
+    "weights_frozen",
+]

@@ -29,13 +29,13 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import yaml
+
+import studies.jobs
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[2].parent / "shared" / "data" / "water-hdnnp"
@@ -82,46 +82,12 @@ def students():
 
 # ---------------------------------------------------------------- job runner
 
-class Job:
-    """A command, the file that shows it finished, and where its output goes."""
-
-    def __init__(self, name: str, command: list, done: Path, cwd: Path = HERE):
-        self.name, self.command, self.done, self.cwd = name, [str(c) for c in command], done, cwd
-
-    def finished(self) -> bool:
-        return self.done.exists()
+def run_jobs(jobs, parallel: int) -> list[str]:
+    return studies.jobs.run_jobs(jobs, parallel, HERE / "runs" / "logs")
 
 
-def run_jobs(jobs: list[Job], parallel: int) -> list[str]:
-    """Run unfinished jobs, ``parallel`` at a time, logging to runs/logs/NAME.log; returns the
-    names of jobs that failed (non-zero exit). Exit 3 of md-harness (stopped early) is a failure
-    to report, not to hide: rerun the stage to resume."""
-    logs = HERE / "runs" / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    pending = [j for j in jobs if not j.finished()]
-    print(f"{len(jobs) - len(pending)} of {len(jobs)} jobs done already; running {len(pending)}", flush=True)
-    running, failed = [], []
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    while pending or running:
-        while pending and len(running) < parallel:
-            job = pending.pop(0)
-            log = open(logs / f"{job.name}.log", "a")
-            log.write(f"\n$ {' '.join(job.command)}   # {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-            log.flush()
-            running.append((job, subprocess.Popen(job.command, cwd=job.cwd, stdout=log, stderr=subprocess.STDOUT, env=env),
-                            log, time.time()))
-        time.sleep(1.0)
-        for entry in list(running):
-            job, process, log, started = entry
-            if process.poll() is None:
-                continue
-            running.remove(entry)
-            log.close()
-            status = "ok" if process.returncode == 0 else f"FAILED (exit {process.returncode})"
-            print(f"  {job.name}: {status} after {time.time() - started:.0f} s", flush=True)
-            if process.returncode != 0:
-                failed.append(job.name)
-    return failed
+def Job(name: str, command: list, done: Path, cwd: Path = HERE) -> studies.jobs.Job:
+    return studies.jobs.Job(name, command, done, cwd)
 
 
 # ---------------------------------------------------------------- stages
