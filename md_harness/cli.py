@@ -33,7 +33,7 @@ def main():
     "--set", "overrides", multiple=True, metavar="KEY=VALUE",
     help="Override a config key (value parsed as YAML), e.g. --set n_replicas=4; repeatable.",
 )
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Results file (overrides the 'output' key).")
+@click.option("--output", "-o", type=click.Path(), help="Results file (overrides the 'output' key); for a campaign, its output folder.")
 @click.option(
     "--mpi/--no-mpi", default=None,
     help="Use MPI (mpi4py). Default: only when started by mpiexec/srun; without it, one process runs every replica.",
@@ -43,7 +43,11 @@ def run(config_file, overrides, output, mpi, quiet):
     """Run (or resume) the replicas described by CONFIG_FILE.
 
     CONFIG_FILE is YAML; `preset: NAME` starts from a shipped preset (see `md-harness presets`)
-    and the file's other keys override it. Paths to the structure, model and uncertainty files
+    and the file's other keys override it. A file with a `models:` list instead of `model:`
+    is a multi-model campaign: every model runs the same protocol, one results file per
+    model in `output_dir` (--output names that folder), with a campaign.json manifest; every
+    model's launch checks run before any MD, and a model that fails them is skipped and
+    reported while the others run (see md_harness/campaign.py for the format). Paths to the structure, model and uncertainty files
     are relative to the config file; the output is relative to the current directory.
 
     If the results file exists, the run resumes it: finished replicas are kept and unfinished
@@ -59,6 +63,7 @@ def run(config_file, overrides, output, mpi, quiet):
       3  stopped early (wall_time_limit_s or a signal): some replicas are unfinished;
          run the same command again to resume them
     """
+    from md_harness.campaign import is_campaign_file
     from md_harness.checks import LaunchCheckError
     from md_harness.config import ConfigError, load_config, parse_overrides
     from md_harness.models import ModelError
@@ -75,6 +80,9 @@ def run(config_file, overrides, output, mpi, quiet):
     logging.getLogger("md_harness").setLevel(level)
     try:
         values = parse_overrides(overrides)
+        if is_campaign_file(config_file):
+            _run_campaign_file(config_file, values, output, comm, rank)
+            return
         if output:
             values["output"] = output
         config = load_config(config_file, values)
@@ -86,15 +94,49 @@ def run(config_file, overrides, output, mpi, quiet):
             raise click.ClickException(str(err)) from err
         sys.exit(1)
     if table is not None:
-        statuses = [s.decode() for s in table["status"]]
-        counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("failed", "survived", "unfinished", "error"))
-        click.echo(f"{counts} → {config.output}")
-        if "unfinished" in statuses:
-            click.echo(
-                f"INCOMPLETE: stopped before every replica ended; resume with the same command "
-                f"(exit status {EXIT_INCOMPLETE})", err=True,
-            )
-            sys.exit(EXIT_INCOMPLETE)
+        _exit_on_unfinished(_count_line(table) + f" → {config.output}", table)
+
+
+def _count_line(table) -> str:
+    statuses = [s.decode() for s in table["status"]]
+    return ", ".join(f"{statuses.count(s)} {s}" for s in ("failed", "survived", "unfinished", "error"))
+
+
+def _exit_on_unfinished(line: str, *tables) -> None:
+    click.echo(line)
+    if any(b"unfinished" in table["status"].tolist() for table in tables):
+        click.echo(
+            f"INCOMPLETE: stopped before every replica ended; resume with the same command "
+            f"(exit status {EXIT_INCOMPLETE})", err=True,
+        )
+        sys.exit(EXIT_INCOMPLETE)
+
+
+def _run_campaign_file(path, values: dict, output, comm, rank: int) -> None:
+    """A multi-model campaign (md_harness.campaign): launch checks of every model, then one
+    queue of (model, replica) tasks; models that cannot run are reported and skipped."""
+    from md_harness.campaign import load_campaign, now, write_manifest
+    from md_harness.runner import run_models
+
+    if output:
+        values["output_dir"] = output
+    campaign = load_campaign(path, values)
+    problems = {m.label: m.problem for m in campaign.models if m.problem}
+    if rank == 0:
+        for label, why in problems.items():
+            click.echo(f"{label}: skipped, {why}", err=True)
+        write_manifest(campaign)
+    started = now()
+    outcome = run_models(campaign.runnable, comm=comm, command=" ".join(sys.argv)) if campaign.runnable else None
+    if rank != 0:
+        return
+    if outcome is None:
+        raise ConfigError("no model of the campaign can run: " + "; ".join(f"{k}: {v}" for k, v in problems.items()))
+    outcome.skipped.update(problems)
+    manifest = write_manifest(campaign, outcome, {"start": started, "end": now(), "command": " ".join(sys.argv)})
+    lines = [f"{label}: {_count_line(table)}" for label, table in outcome.tables.items()]
+    lines += [f"{label}: SKIPPED ({why.splitlines()[0]})" for label, why in outcome.skipped.items()]
+    _exit_on_unfinished("\n".join(lines) + f"\n→ {campaign.output_dir} ({manifest.name})", *outcome.tables.values())
 
 
 @main.command()

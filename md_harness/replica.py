@@ -65,9 +65,13 @@ class Protocol:
 
 @dataclass
 class ReplicaTask:
+    """Replica ``index`` (seed ``seed``) of model ``model`` (its label in a multi-model
+    campaign, "" otherwise), from ``checkpoint`` when it is resumed."""
+
     index: int
     seed: int
     checkpoint: Optional[dict] = None
+    model: str = ""
 
 
 @dataclass

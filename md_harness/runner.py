@@ -3,9 +3,11 @@
     from md_harness.config import load_config
     from md_harness.runner import run_campaign
     table = run_campaign(load_config("3bpa.yaml"))   # one process; under mpiexec pass comm
+    outcome = run_models({"a": config_a, "b": config_b})   # several models, one protocol
 
-Rank 0 prepares everything and broadcasts the protocol; a failed check or an unusable
-results file stops every rank before any replica starts.
+Rank 0 prepares everything and broadcasts the protocols; for one model a failed check or
+an unusable results file stops every rank before any replica starts; in a multi-model
+campaign that model is skipped (and reported) and the others run.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import socket
 import time
 from collections import Counter
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -24,15 +27,15 @@ from ase import Atoms
 from ase.io import read
 
 from ase_nnip.threads import available_cores, choose_threads
-from md_harness.checks import launch_checks
+from md_harness.checks import LaunchCheckError, launch_checks
 from md_harness.config import ConfigError, HarnessConfig
 from md_harness.detectors import find_bonds
-from md_harness.models import ModelInfo, describe_model, make_calculator
+from md_harness.models import ModelError, ModelInfo, describe_model, make_calculator
 from md_harness.progress import CampaignProgress
 from md_harness.replica import Protocol
 from md_harness.scheduler import Coordinator, serial_ase, worker_loop
 from md_harness.seeds import replica_seed
-from md_harness.store import ResultsStore, now_iso, provenance_attrs, structure_sha256
+from md_harness.store import ResultsFileError, ResultsStore, now_iso, provenance_attrs, structure_sha256
 
 log = logging.getLogger("md_harness")
 
@@ -143,37 +146,93 @@ def describe_resume(tasks) -> str:
     return ", ".join(parts)
 
 
+#: What makes one model of a multi-model campaign unusable (it is reported and skipped).
+MODEL_ERRORS = (ConfigError, LaunchCheckError, ModelError, ResultsFileError)
+
+
+@dataclass
+class PreparedModel:
+    """One model of a campaign after its launch checks: protocol, open results file, tasks."""
+
+    protocol: Protocol
+    store: ResultsStore
+    tasks: list
+
+
+@dataclass
+class CampaignOutcome:
+    """tables: {label: replica table} of the models that ran; skipped: {label: reason}."""
+
+    tables: dict
+    skipped: dict
+
+
 def run_campaign(config: HarnessConfig, *, comm=None, command: str = "") -> Optional[np.ndarray]:
-    """Run every unfinished replica; returns the replica table on rank 0 (None on other ranks)."""
+    """Run every unfinished replica of one model; returns the replica table on rank 0 (None on
+    other ranks). A failed check or an unusable results file raises before any MD."""
+    outcome = run_models({"": config}, comm=comm, command=command, skip_unusable=False)
+    return None if outcome is None else outcome.tables[""]
+
+
+def run_models(configs: dict, *, comm=None, command: str = "", skip_unusable: bool = True) -> Optional[CampaignOutcome]:
+    """Run every unfinished replica of several models sharing one protocol (``configs``:
+    {label: HarnessConfig}, each with its own results file), as one queue of (model, replica)
+    tasks over the ranks. Every model's launch checks run before any MD; with
+    ``skip_unusable`` a model that fails them (or whose results file cannot be resumed) is
+    reported and skipped and the others run. Returns the outcome on rank 0, None elsewhere."""
     rank = comm.Get_rank() if comm is not None else 0
-    stop = StopFlag(config.wall_time_limit_s)
+    first = next(iter(configs.values()))
+    stop = StopFlag(first.wall_time_limit_s)
     with stop.catching_signals(), serial_ase() if comm is not None else nullcontext():
         hosts = comm.allgather(socket.gethostname()) if comm is not None else [socket.gethostname()]
         ranks_here = hosts.count(socket.gethostname())
         if rank == 0:
             error = None
             try:
-                protocol, store, tasks = prepare(config, hosts, command)
-                message = ("ok", protocol)
+                prepared, skipped = prepare_models(configs, hosts, command, skip_unusable)
+                message = ("ok", {label: p.protocol for label, p in prepared.items()})
             except Exception as err:
                 error, message = err, ("error", f"{type(err).__name__}: {err}")
             if comm is not None:
                 comm.bcast(message, root=0)
             if error is not None:
                 raise error
-            set_threads(config, len(protocol.start), ranks_here)
-            start_steps = {t.index: int(t.checkpoint["step"]) if t.checkpoint is not None else 0 for t in tasks}
-            progress = CampaignProgress(start_steps, config.n_steps, log_interval_s=config.progress_interval_s,
+            protocols = message[1]
+            set_threads(first, len(next(iter(protocols.values())).start), ranks_here)
+            tasks = [task for p in prepared.values() for task in p.tasks]
+            start_steps = {(t.model, t.index): int(t.checkpoint["step"]) if t.checkpoint is not None else 0 for t in tasks}
+            progress = CampaignProgress(start_steps, first.n_steps, log_interval_s=first.progress_interval_s,
                                         enabled=log.isEnabledFor(logging.INFO))
             try:
-                Coordinator(comm, store, tasks, stop, progress).run(protocol, stop)
+                Coordinator(comm, {label: p.store for label, p in prepared.items()}, tasks, stop, progress).run(protocols, stop)
             finally:
                 progress.close()
-            store.end_session(stopped_by_signal=stop.signal, wall_time_limit_reached=stop.signal is None and stop())
-            return store.table
-        status, protocol = comm.bcast(None, root=0)
+            for p in prepared.values():
+                p.store.end_session(stopped_by_signal=stop.signal, wall_time_limit_reached=stop.signal is None and stop())
+            return CampaignOutcome({label: p.store.table for label, p in prepared.items()}, skipped)
+        status, protocols = comm.bcast(None, root=0)
         if status == "error":
-            raise CampaignAborted(protocol)
-        set_threads(config, len(protocol.start), ranks_here)
-        worker_loop(comm, protocol, stop)
+            raise CampaignAborted(protocols)
+        set_threads(first, len(next(iter(protocols.values())).start), ranks_here)
+        worker_loop(comm, protocols, stop)
         return None
+
+
+def prepare_models(configs: dict, hosts: list[str], command: str, skip_unusable: bool) -> tuple[dict, dict]:
+    """Rank 0: :func:`prepare` every model; returns ({label: PreparedModel}, {label: why skipped})."""
+    prepared, skipped = {}, {}
+    for label, config in configs.items():
+        try:
+            protocol, store, tasks = prepare(config, hosts, command)
+        except MODEL_ERRORS as err:
+            if not skip_unusable:
+                raise
+            skipped[label] = str(err)
+            log.warning(f"{label}: skipped, {err}")
+            continue
+        for task in tasks:
+            task.model = label
+        prepared[label] = PreparedModel(protocol, store, tasks)
+    if not prepared:
+        raise ConfigError("no model can run: " + "; ".join(f"{label}: {why}" for label, why in skipped.items()))
+    return prepared, skipped

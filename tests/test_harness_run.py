@@ -185,8 +185,8 @@ def test_identical_replicas_are_warned(tmp_path, caplog):
     run_campaign(cluster_config(tmp_path, duration_ps=0.005))
     coordinator = Coordinator(None, ResultsStore(tmp_path / "results.h5"), [], lambda: False)
     with caplog.at_level(logging.WARNING, logger="md_harness"):
-        record = ReplicaRecord(index=2, seed=1, initial_momenta_sha256=coordinator.momenta_fingerprints[0])
-        coordinator._note_start(record)
+        record = ReplicaRecord(index=2, seed=1, initial_momenta_sha256=coordinator.momenta_fingerprints[""][0])
+        coordinator._note_start("", record)
     assert "replicas [0, 2] start from identical velocities" in caplog.text
 
 
