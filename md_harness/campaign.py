@@ -197,3 +197,25 @@ def campaign_results(path) -> tuple[list[Path], dict]:
 
 def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def run_campaign_file(path, overrides: Optional[dict] = None, *, comm=None, command: str = ""):
+    """Load and run the campaign file at ``path`` (every model's launch checks first; models
+    that cannot run are skipped and recorded), keeping ``<output_dir>/campaign.json`` up to
+    date. Returns (Campaign, CampaignOutcome) on rank 0 and (Campaign, None) elsewhere; raises
+    :class:`ConfigError` when no model can run."""
+    from md_harness.runner import run_models
+
+    campaign = load_campaign(path, overrides)
+    rank = comm.Get_rank() if comm is not None else 0
+    problems = {m.label: m.problem for m in campaign.models if m.problem}
+    if not campaign.runnable:
+        raise ConfigError("no model of the campaign can run: " + "; ".join(f"{k}: {v}" for k, v in problems.items()))
+    if rank == 0:
+        write_manifest(campaign)
+    started = now()
+    outcome = run_models(campaign.runnable, comm=comm, command=command)
+    if outcome is not None:
+        outcome.skipped.update(problems)
+        write_manifest(campaign, outcome, {"start": started, "end": now(), "command": command})
+    return campaign, outcome

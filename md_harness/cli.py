@@ -115,32 +115,20 @@ def _exit_on_unfinished(line: str, *tables) -> None:
 def _run_campaign_file(path, values: dict, output, comm, rank: int) -> None:
     """A multi-model campaign (md_harness.campaign): launch checks of every model, then one
     queue of (model, replica) tasks; models that cannot run are reported and skipped."""
-    from md_harness.campaign import load_campaign, now, write_manifest
-    from md_harness.runner import run_models
+    from md_harness.campaign import MANIFEST, run_campaign_file
 
     if output:
         values["output_dir"] = output
-    campaign = load_campaign(path, values)
-    problems = {m.label: m.problem for m in campaign.models if m.problem}
-    if rank == 0:
-        for label, why in problems.items():
-            click.echo(f"{label}: skipped, {why}", err=True)
-        write_manifest(campaign)
-    started = now()
-    outcome = run_models(campaign.runnable, comm=comm, command=" ".join(sys.argv)) if campaign.runnable else None
-    if rank != 0:
-        return
+    campaign, outcome = run_campaign_file(path, values, comm=comm, command=" ".join(sys.argv))
     if outcome is None:
-        raise ConfigError("no model of the campaign can run: " + "; ".join(f"{k}: {v}" for k, v in problems.items()))
-    outcome.skipped.update(problems)
-    manifest = write_manifest(campaign, outcome, {"start": started, "end": now(), "command": " ".join(sys.argv)})
+        return
     lines = [f"{label}: {_count_line(table)}" for label, table in outcome.tables.items()]
     lines += [f"{label}: SKIPPED ({why.splitlines()[0]})" for label, why in outcome.skipped.items()]
-    _exit_on_unfinished("\n".join(lines) + f"\n→ {campaign.output_dir} ({manifest.name})", *outcome.tables.values())
+    _exit_on_unfinished("\n".join(lines) + f"\n→ {campaign.output_dir} ({MANIFEST})", *outcome.tables.values())
 
 
 @main.command()
-@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option(
     "--prefix", "-p", default=None,
     help="Output path prefix: writes PREFIX.json, PREFIX.csv, PREFIX_replicas.csv and PREFIX_survival.png "
@@ -158,30 +146,54 @@ def _run_campaign_file(path, values: dict, output, comm, rank: int) -> None:
 )
 @click.option("--no-plot", is_flag=True, help="Skip the PNG survival plot.")
 def report(results, prefix, false_alarm_rate, horizon_ps, no_plot):
-    """Survival statistics of one or more results files, side by side.
+    """Survival statistics of one or more results files (or campaign folders), side by side.
 
     Kaplan–Meier survival with a 95% log-log confidence band (failures are events, survived and
-    unfinished replicas are censored at the time they reached), median time to failure,
-    restricted mean survival time up to the run length, fraction surviving, failures per mode,
-    block-averaged density for NPT runs. Where the calculator logged uncertainty signals
+    unfinished replicas are censored at the time they reached; where Greenwood's variance
+    vanishes, at S = 1 or 0, the exact binomial bound), median time to failure, restricted mean
+    survival time up to the run length with its interval, fraction surviving, failures per
+    mode, block-averaged density for NPT runs. Two or more models: every pair compared by a
+    log-rank test with Holm's correction, a ranking by RMST with letters (models sharing a
+    letter do not differ), a forest plot (PREFIX_rmst.png); past four models one row per model
+    and small multiples. A campaign folder (md-harness run of a campaign file) stands for all
+    its models' results files; models it skipped are listed. Where the calculator logged uncertainty signals
     (max force_error, ood_distance, uncertainty per thermo row), an early-warning analysis per
     signal: threshold from a false-alarm rate on survivors, failures warned before failing
     against survivors at the same times (null baseline), median lead time against the null,
     and the per-step AUROC for "fails within the horizon" with a bootstrap interval; it says
     in words when a signal carries no warning.
     """
+    from md_harness.campaign import campaign_results
+    from md_harness.config import ConfigError
     from md_harness.report import write_report
     from md_harness.store import ResultsFileError
 
+    files, skipped = [], {}
+    try:
+        for path in results:
+            if Path(path).is_dir():
+                found, missing = campaign_results(path)
+                files += found
+                skipped.update(missing)
+            else:
+                files.append(path)
+    except ConfigError as err:
+        raise click.ClickException(str(err)) from err
+    if not files:
+        raise click.ClickException(f"no results files in {', '.join(results)}")
     if prefix is None:
-        prefix = str(Path(results[0]).with_suffix("")) if len(results) == 1 else "md-harness-report"
+        single = len(results) == 1
+        prefix = (str(Path(results[0]) / "report") if single and Path(results[0]).is_dir() else
+                  str(Path(results[0]).with_suffix("")) if single else "md-harness-report")
     try:
         table, written = write_report(
-            results, prefix, false_alarm_rate=false_alarm_rate, horizon_ps=horizon_ps, plot=not no_plot
+            files, prefix, false_alarm_rate=false_alarm_rate, horizon_ps=horizon_ps, plot=not no_plot
         )
     except ResultsFileError as err:
         raise click.ClickException(str(err)) from err
     click.echo(table)
+    for label, why in skipped.items():
+        click.echo(f"not in the report: {label} ({why.splitlines()[0] if why else 'no results'})")
     click.echo("wrote " + ", ".join(str(p) for p in written.values()))
 
 

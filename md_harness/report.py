@@ -1,10 +1,13 @@
 """Reports from one or more results files: survival table, survival plot, JSON and CSV.
 
 Per file (model): counts per status and failure mode, Kaplan–Meier fraction surviving at
-the run length, median time to failure and restricted mean survival time (both with
-confidence limits), the block-averaged density of surviving NPT replicas, and, where the
-calculator logged per-atom uncertainty signals, whether they warn of failures before they
-happen, judged against a null baseline (:mod:`md_harness.warning`).
+the run length, median time to failure and restricted mean survival time (all with 95 %
+intervals that are never degenerate: exact binomial bounds where Greenwood's variance
+vanishes, :mod:`md_harness.statistics`), the block-averaged density of surviving NPT
+replicas, and, where the calculator logged per-atom uncertainty signals, whether they warn
+of failures before they happen, judged against a null baseline (:mod:`md_harness.warning`).
+Several models: pairwise log-rank tests with Holm's correction and a ranking with letters
+(:mod:`md_harness.comparison`), a forest plot, and small multiples past four models.
 
 Survival analysis: failed replicas are events at their time to failure; survived and
 unfinished replicas are censored at the time they reached; ``error`` replicas (harness
@@ -24,7 +27,16 @@ import numpy as np
 
 from md_harness.detectors import FAILURE_MODES
 from md_harness.seeds import duplicate_groups
-from md_harness.statistics import block_average, block_means, kaplan_meier, median_survival, restricted_mean
+from md_harness.comparison import compare_models, forest_figure, format_comparison
+from md_harness.statistics import (
+    band_steps,
+    block_average,
+    block_means,
+    kaplan_meier,
+    median_survival,
+    restricted_mean,
+    rmst_interval,
+)
 from md_harness.store import Results, load_results
 from md_harness.warning import SIGNALS, Trace, analyse_warning
 
@@ -62,6 +74,9 @@ class ModelSummary:
     median_upper_ps: float
     rmst_ps: float
     rmst_se_ps: float
+    rmst_lower_ps: float = float("nan")
+    rmst_upper_ps: float = float("nan")
+    interval_methods: str = ""  # how the intervals at the run length were computed
     density_g_cm3: float = float("nan")
     density_error_g_cm3: float = float("nan")
     complete: bool = True  # False while any replica is unfinished before the run length
@@ -114,14 +129,19 @@ def summarize(
     modes = np.array([_decode(m) for m in table["failure_mode"]])
     usable = status != "error"
     km = kaplan_meier(table["time_ps"][usable], status[usable] == "failed")
-    median = median_survival(km)
+    median = median_survival(km, horizon)
     # An unfinished replica is censored where it stopped: S and RMST at the run length are not
     # known while any replica stopped short of it.
     complete = not np.any(status == "unfinished")
-    s = lo = hi = rmst = rmst_se = float("nan")
-    if complete:
-        s, lo, hi = km.at(horizon)
-        rmst, rmst_se = restricted_mean(km, horizon)
+    s = lo = hi = rmst = rmst_se = rmst_lo = rmst_hi = float("nan")
+    methods = ""
+    if complete and usable.any():
+        s, lo, hi = km.interval(horizon)
+        rmst_se = restricted_mean(km, horizon)[1]
+        rmst, rmst_lo, rmst_hi, rmst_method = rmst_interval(km, horizon)
+        survival_method = ("log-log (Greenwood)" if 0 < s < 1 else
+                           f"exact binomial, n = {km.effective_size(horizon)}")
+        methods = f"survival: {survival_method}; RMST: {rmst_method}"
 
     rows, all_blocks = [], []
     for row, st, mode in zip(table, status, modes):
@@ -160,6 +180,9 @@ def summarize(
         median_upper_ps=median[2],
         rmst_ps=rmst,
         rmst_se_ps=rmst_se,
+        rmst_lower_ps=rmst_lo,
+        rmst_upper_ps=rmst_hi,
+        interval_methods=methods,
         density_g_cm3=density,
         density_error_g_cm3=density_err,
         complete=bool(complete),
@@ -178,14 +201,18 @@ def _fmt(value: float, digits: int = 3) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def format_table(summaries: list[ModelSummary]) -> str:
-    """Plain-text table, one column per results file."""
-    def median_text(m):
-        if math.isnan(m.median_ps):
-            return f"> {m.run_length_ps:g}" if m.complete else f"not reached by {_fmt(m.followed_up_ps)} (incomplete)"
-        return f"{_fmt(m.median_ps)} [{_fmt(m.median_lower_ps)}, {_fmt(m.median_upper_ps)}]"
+#: Past this many models the table lists one model per row and the plot uses small multiples.
+MANY_MODELS = 4
 
-    lines = [
+
+def _median_text(m: ModelSummary) -> str:
+    if math.isnan(m.median_ps):
+        return f"> {m.run_length_ps:g}" if m.complete else f"not reached by {_fmt(m.followed_up_ps)} (incomplete)"
+    return f"{_fmt(m.median_ps)} [{_fmt(m.median_lower_ps)}, {_fmt(m.median_upper_ps)}]"
+
+
+def _columns() -> list:
+    return [
         ("results", lambda m: Path(m.file).name),
         ("model", lambda m: m.label),
         ("protocol", lambda m: m.protocol),
@@ -195,14 +222,30 @@ def format_table(summaries: list[ModelSummary]) -> str:
         ("failure modes", lambda m: ", ".join(f"{k}: {v}" for k, v in m.failure_modes.items()) or "none"),
         ("surviving at end [95% CI]", lambda m: _if_complete(
             m, f"{_fmt(m.surviving_fraction)} [{_fmt(m.surviving_lower)}, {_fmt(m.surviving_upper)}]")),
-        ("median TTF ps [95% CI]", median_text),
-        ("RMST ps ± se", lambda m: _if_complete(m, f"{_fmt(m.rmst_ps)} ± {_fmt(m.rmst_se_ps)} (of {m.run_length_ps:g})")),
+        ("median TTF ps [95% CI]", _median_text),
+        ("RMST ps [95% CI]", lambda m: _if_complete(
+            m, f"{_fmt(m.rmst_ps)} [{_fmt(m.rmst_lower_ps)}, {_fmt(m.rmst_upper_ps)}] (of {m.run_length_ps:g})")),
     ]
+
+
+def format_table(summaries: list[ModelSummary], comparison=None) -> str:
+    """Plain-text table: one column per model (up to MANY_MODELS), else one row per model;
+    then the notes, and the comparison of the models when there is one."""
+    columns = _columns()
     if any(not math.isnan(m.density_g_cm3) for m in summaries):
-        lines.append(("density g/cm³ ± err", lambda m: f"{_fmt(m.density_g_cm3, 4)} ± {_fmt(m.density_error_g_cm3, 4)}"))
-    cells = [[name] + [fn(m) for m in summaries] for name, fn in lines]
+        columns.append(("density g/cm³ ± err", lambda m: f"{_fmt(m.density_g_cm3, 4)} ± {_fmt(m.density_error_g_cm3, 4)}"))
+    if len(summaries) <= MANY_MODELS:
+        cells = [[name] + [fn(m) for m in summaries] for name, fn in columns]
+    else:
+        keep = [c for c in columns if c[0] not in ("results", "protocol")]
+        cells = [[name for name, _ in keep]] + [[fn(m) for _, fn in keep] for m in summaries]
     widths = [max(len(row[k]) for row in cells) for k in range(len(cells[0]))]
-    out = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    out = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    if len(summaries) > MANY_MODELS:
+        out.insert(0, f"protocol: {', '.join(sorted({m.protocol for m in summaries}))}")
+    methods = sorted({m.interval_methods for m in summaries if m.interval_methods})
+    for method in methods:
+        out.append(f"intervals: {method}")
     for m in summaries:
         if not m.complete:
             out.append(
@@ -216,77 +259,166 @@ def format_table(summaries: list[ModelSummary]) -> str:
     for m in summaries:
         if m.duplicate_replicas:
             out.append(f"warning: {Path(m.file).name}: replicas {m.duplicate_replicas} start from identical velocities")
+    if comparison is not None:
+        out.append(format_comparison(comparison))
     return "\n".join(out)
 
 
+def _curve(results: Results, summary: ModelSummary):
+    """(times, failed, Kaplan–Meier, end of follow-up) of one results file."""
+    status = np.array([_decode(s) for s in results.table["status"]])
+    usable = status != "error"
+    times, failed = results.table["time_ps"][usable], status[usable] == "failed"
+    end = summary.run_length_ps if summary.complete else summary.followed_up_ps
+    return times, failed, kaplan_meier(times, failed), end
+
+
+def _draw_curve(ax, results, summary, *, color=None, linestyle="-", label=None, band=True):
+    times, failed, km, end = _curve(results, summary)
+    t, s, lo, hi = band_steps(km, end)
+    (line,) = ax.step(t, s, where="post", label=label, color=color, linestyle=linestyle)
+    if band:
+        ax.fill_between(t, lo, hi, step="post", alpha=0.18, color=line.get_color(), linewidth=0)
+    censored = times[~failed]
+    ax.plot(censored, km.at(censored)[0], "+", ms=9, mew=1.5, color=line.get_color(), label="_censored",
+            clip_on=False, zorder=5)
+    return line, times, end
+
+
 def survival_figure(all_results: list[Results], summaries: list[ModelSummary]):
-    """Kaplan–Meier curves with 95 % bands (one per results file), censoring marks (+), the
-    number at risk under the axis, and failures by mode in a side panel. A curve stops where
-    follow-up stops; an incomplete campaign says INCOMPLETE on the plot. Returns the Figure."""
+    """Kaplan–Meier curves with 95 % bands, censoring marks (+, drawn on the frame's edge
+    too) and the number at risk; up to MANY_MODELS models overlaid (each its own line
+    style, so identical curves stay visible), more as small multiples with every other
+    model in grey behind. Failures by mode beside the curves when any replica failed. A
+    curve stops where follow-up stops; an incomplete campaign says INCOMPLETE. Returns the Figure."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9.0, 4.8))
+    if len(summaries) > MANY_MODELS:
+        return _small_multiples(all_results, summaries)
+    any_failed = any(s.failure_modes for s in summaries)
+    fig = Figure(figsize=(9.0 if any_failed else 7.0, 4.8))
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(1, 2, width_ratios=(3.2, 1.0))
-    ax, modes_ax = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
+    if any_failed:
+        grid = fig.add_gridspec(1, 2, width_ratios=(3.2, 1.0))
+        ax, modes_ax = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
+    else:
+        ax, modes_ax = fig.add_subplot(1, 1, 1), None
     t_max = max(s.run_length_ps for s in summaries)
     ticks = np.linspace(0.0, t_max, 5)
     at_risk_rows = []
-    for results, summary in zip(all_results, summaries):
-        status = np.array([_decode(s) for s in results.table["status"]])
-        usable = status != "error"
-        times, failed = results.table["time_ps"][usable], status[usable] == "failed"
-        km = kaplan_meier(times, failed)
-        end = summary.run_length_ps if summary.complete else summary.followed_up_ps
-        t, s, lo, hi = km.steps(end)
-        label = f"{summary.label} (n={usable.sum()})" + ("" if summary.complete else ", INCOMPLETE")
-        (line,) = ax.step(t, s, where="post", label=label)
-        ax.fill_between(t, lo, hi, step="post", alpha=0.2, color=line.get_color(), linewidth=0)
-        censored = times[~failed]
-        ax.plot(censored, km.at(censored)[0], "+", ms=9, mew=1.5, color=line.get_color(), label="_censored")
+    styles = ["-", "--", ":", "-."]
+    for k, (results, summary) in enumerate(zip(all_results, summaries)):
+        n = int((np.array([_decode(s) for s in results.table["status"]]) != "error").sum())
+        label = f"{summary.label} (n={n})" + ("" if summary.complete else ", INCOMPLETE")
+        line, times, end = _draw_curve(ax, results, summary, linestyle=styles[k % len(styles)], label=label)
         at_risk_rows.append((summary.label, line.get_color(), [int((times >= x).sum()) if x <= end else None for x in ticks]))
-    ax.set_xlabel("time (ps)")
-    ax.set_ylabel("fraction of replicas without failure")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlim(0, t_max)
-    ax.set_xticks(ticks)
-    title = ", ".join(sorted({s.protocol for s in summaries}))
-    if not all(s.complete for s in summaries):
-        title = "INCOMPLETE — " + title
-        ax.text(0.5, 0.5, "INCOMPLETE", transform=ax.transAxes, ha="center", va="center", fontsize=28,
-                color="red", alpha=0.25, rotation=20)
-    ax.set_title(title, fontsize=10)
+    _finish_axes(ax, t_max, ticks, summaries)
     ax.legend(fontsize="small", loc="lower left", title="+ censored", title_fontsize="x-small")
     for row, (name, color, counts) in enumerate(at_risk_rows):
         y = -0.24 - 0.1 * row
         ax.text(0.0, y + 0.045, f"number at risk, {name}", transform=ax.transAxes, ha="left", va="center",
                 fontsize=7, color=color)
         for x, n in zip(ticks, counts):
-            ax.text(x / t_max, y, "" if n is None else str(n), transform=ax.transAxes, ha="center", va="center",
-                    fontsize=7, color=color)
+            ax.text(x / (t_max * 1.03), y, "" if n is None else str(n), transform=ax.transAxes, ha="center",
+                    va="center", fontsize=7, color=color)
+    if modes_ax is not None:
+        _failure_modes_panel(modes_ax, summaries)
+    fig.tight_layout()
+    fig.subplots_adjust(bottom=0.22 + 0.07 * len(summaries))
+    return fig
+
+
+def _finish_axes(ax, t_max, ticks, summaries, title=True) -> None:
+    ax.set_xlabel("time (ps)")
+    ax.set_ylabel("fraction of replicas without failure")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlim(0, t_max * 1.03)  # room for censor marks at the run length
+    ax.set_xticks(ticks)
+    if not title:
+        return
+    text = ", ".join(sorted({s.protocol for s in summaries}))
+    if not all(s.complete for s in summaries):
+        text = "INCOMPLETE — " + text
+        ax.text(0.5, 0.5, "INCOMPLETE", transform=ax.transAxes, ha="center", va="center", fontsize=28,
+                color="red", alpha=0.25, rotation=20)
+    ax.set_title(text, fontsize=10)
+
+
+def _failure_modes_panel(ax, summaries) -> None:
     names = [s.label for s in summaries]
     modes = sorted({m for s in summaries for m in s.failure_modes})
     left = np.zeros(len(summaries))
     for mode in modes:
         counts = np.array([s.failure_modes.get(mode, 0) for s in summaries], dtype=float)
-        modes_ax.barh(names, counts, left=left, label=mode)
+        ax.barh(names, counts, left=left, label=mode)
         left += counts
-    modes_ax.set_xlabel("failures")
-    modes_ax.set_title("failures by mode", fontsize=10)
-    modes_ax.tick_params(axis="y", labelsize=7)
-    if modes:
-        modes_ax.legend(fontsize="x-small")
-    else:
-        modes_ax.text(0.5, 0.5, "no failures", transform=modes_ax.transAxes, ha="center")
+    ax.set_xlabel("failures")
+    ax.set_title("failures by mode", fontsize=10)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(fontsize="x-small")
+
+
+def _small_multiples(all_results: list[Results], summaries: list[ModelSummary]):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    columns = 4
+    rows = math.ceil(len(summaries) / columns)
+    fig = Figure(figsize=(3.0 * columns, 2.5 * rows + 0.6))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, columns, sharex=True, sharey=True, squeeze=False).ravel()
+    t_max = max(s.run_length_ps for s in summaries)
+    ticks = np.linspace(0.0, t_max, 4)
+    for ax, (results, summary) in zip(axes, zip(all_results, summaries)):
+        for other_results, other in zip(all_results, summaries):
+            if other is not summary:
+                times, _, km, end = _curve(other_results, other)
+                t, s_, _, _ = km.steps(end)
+                ax.step(t, s_, where="post", color="0.8", linewidth=0.8)
+        _draw_curve(ax, results, summary, color="C0")
+        counts = summary.counts
+        modes = ", ".join(f"{k} {v}" for k, v in summary.failure_modes.items())
+        ax.set_title(f"{summary.label}: {counts['failed']} failed" + (f" ({modes})" if modes else ""), fontsize=8)
+        ax.set_xlim(0, t_max * 1.03)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xticks(ticks)
+        ax.tick_params(labelsize=7)
+        if not summary.complete:
+            ax.text(0.5, 0.5, "INCOMPLETE", transform=ax.transAxes, ha="center", color="red", alpha=0.4)
+    for ax in axes[len(summaries):]:
+        ax.set_visible(False)
+    for ax in axes[::columns]:
+        ax.set_ylabel("without failure", fontsize=8)
+    for k, ax in enumerate(axes[:len(summaries)]):
+        if k + columns >= len(summaries):  # the lowest panel of its column: label its time axis
+            ax.xaxis.set_tick_params(labelbottom=True)
+            ax.set_xticklabels([f"{x:.3g}" for x in ticks])
+            ax.set_xlabel("time (ps)", fontsize=8)
+    fig.suptitle(f"{', '.join(sorted({s.protocol for s in summaries}))}: each model (blue, 95% band, + censored) "
+                 "over the others (grey)", fontsize=9)
     fig.tight_layout()
-    fig.subplots_adjust(bottom=0.22 + 0.07 * len(summaries))
     return fig
 
 
 def plot_survival(all_results: list[Results], summaries: list[ModelSummary], path) -> None:
     """:func:`survival_figure` as PNG."""
     survival_figure(all_results, summaries).savefig(path, dpi=120)
+
+
+def model_comparison(all_results: list[Results], summaries: list[ModelSummary]):
+    """:func:`~md_harness.comparison.compare_models` over the complete models (None for fewer than two)."""
+    complete = [(r, s) for r, s in zip(all_results, summaries) if s.complete]
+    if len(complete) < 2:
+        return None
+    samples, rmst = {}, {}
+    for results, summary in complete:
+        times, failed, _, _ = _curve(results, summary)
+        samples[summary.label] = (times, failed)
+        rmst[summary.label] = (summary.rmst_ps, summary.rmst_lower_ps, summary.rmst_upper_ps)
+    if len(samples) < len(complete):
+        return None  # duplicate labels: comparisons would be ambiguous
+    return compare_models(samples, rmst)
 
 
 def _json_ready(value):
@@ -310,6 +442,7 @@ def write_report(
         summary, rows = summarize(results, false_alarm_rate, horizon_ps)
         summaries.append(summary)
         replica_rows.extend(rows)
+    comparison = model_comparison(all_results, summaries)
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     written = {"json": prefix.with_name(prefix.name + ".json"), "csv": prefix.with_name(prefix.name + ".csv")}
@@ -317,6 +450,7 @@ def write_report(
     payload = {
         "complete": all(s.complete for s in summaries),
         "models": [asdict(s) for s in summaries],
+        "comparison": None if comparison is None else comparison.to_dict(),
         "replicas": [asdict(r) for r in replica_rows],
     }
     written["json"].write_text(json.dumps(_json_ready(payload), indent=2))
@@ -325,7 +459,10 @@ def write_report(
     if plot:
         written["png"] = prefix.with_name(prefix.name + "_survival.png")
         plot_survival(all_results, summaries, written["png"])
-    return format_table(summaries), written
+        if comparison is not None:
+            written["forest_png"] = prefix.with_name(prefix.name + "_rmst.png")
+            forest_figure(summaries, comparison).savefig(written["forest_png"], dpi=120)
+    return format_table(summaries, comparison), written
 
 
 def _flat(d: dict) -> dict:

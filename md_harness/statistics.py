@@ -1,13 +1,19 @@
-"""Survival statistics for times to failure, and block averaging.
+"""Survival statistics for times to failure, comparisons of models, and block averaging.
 
 Kaplan–Meier estimator with Greenwood variance and the log-log ("exponential Greenwood")
-pointwise confidence band, restricted mean survival time (RMST) with its variance, the
-median with the band's confidence interval, and block-averaged means of correlated series.
-Censored observations at an event time are counted at risk at that time.
+pointwise confidence band; where Greenwood's variance vanishes (S = 1 before any failure,
+S = 0 after the last replica failed) the band is the exact binomial (Clopper–Pearson)
+bound with the effective sample size n − (replicas censored before t), so that 4 of 4
+survivors give S ≥ 0.398, not [1, 1]. Restricted mean survival time (RMST) with its
+variance and interval, the median with the band's confidence interval, the log-rank test
+of two models with Holm's correction over all pairs and a compact letter display of which
+differences are real, and block-averaged means of correlated series. Censored
+observations at an event time are counted at risk at that time.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -19,8 +25,10 @@ class KaplanMeier:
     """Step function S(t): value ``survival[k]`` on [times[k], times[k+1]), 1 before times[0].
 
     times: (K,) distinct event (failure) times; at_risk, events: (K,) counts;
-    survival, lower, upper: (K,) estimate and pointwise confidence band after each time;
-    greenwood: (K,) Σ d/(n(n−d)) up to each time (inf once S reaches 0).
+    survival, lower, upper: (K,) estimate and pointwise log-log band after each time
+    (degenerate, [S, S], where Greenwood's variance vanishes: :meth:`interval` handles those);
+    greenwood: (K,) Σ d/(n(n−d)) up to each time (inf once S reaches 0);
+    sample_times, sample_observed: the data it was estimated from; confidence: of the band.
     """
 
     times: np.ndarray
@@ -31,6 +39,30 @@ class KaplanMeier:
     lower: np.ndarray
     upper: np.ndarray
     n: int
+    sample_times: np.ndarray = None
+    sample_observed: np.ndarray = None
+    confidence: float = 0.95
+
+    def effective_size(self, t: float) -> int:
+        """n − replicas censored before t: how many replicas inform S(t) when no variance does."""
+        censored_before = (~self.sample_observed) & (self.sample_times < t)
+        return int(self.n - censored_before.sum())
+
+    def interval(self, t: float) -> tuple[float, float, float]:
+        """(S(t), lower, upper): the log-log band where Greenwood's variance is positive and
+        finite, else the exact binomial bound with :meth:`effective_size` (S = 1: lower
+        (α/2)^(1/n); S = 0: upper 1 − (α/2)^(1/n))."""
+        s, lo, hi = (float(v) for v in self.at(t))
+        if 0.0 < s < 1.0 and lo < s < hi:
+            return s, lo, hi
+        n_eff = self.effective_size(t)
+        if n_eff <= 0:
+            return s, 0.0, 1.0
+        if s >= 1.0:
+            return s, clopper_pearson(n_eff, n_eff, self.confidence)[0], 1.0
+        if s <= 0.0:
+            return s, 0.0, clopper_pearson(0, n_eff, self.confidence)[1]
+        return s, lo, hi
 
     def at(self, t) -> np.ndarray:
         """S(t), lower(t), upper(t) (right-continuous steps) for scalar or array t."""
@@ -63,7 +95,18 @@ def kaplan_meier(times, observed, confidence: float = 0.95) -> KaplanMeier:
     with np.errstate(divide="ignore", invalid="ignore"):
         greenwood = np.cumsum(np.where(at_risk > events, events / (at_risk * (at_risk - events)), np.inf))
     lower, upper = loglog_band(survival, greenwood, z_value(confidence))
-    return KaplanMeier(event_times, at_risk, events, survival, greenwood, lower, upper, len(times))
+    return KaplanMeier(event_times, at_risk, events, survival, greenwood, lower, upper, len(times), times, observed,
+                       confidence)
+
+
+def clopper_pearson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact two-sided binomial interval for ``successes`` of ``n``."""
+    from scipy.stats import beta
+
+    alpha = 1.0 - confidence
+    lower = 0.0 if successes == 0 else float(beta.ppf(alpha / 2, successes, n - successes + 1))
+    upper = 1.0 if successes == n else float(beta.ppf(1 - alpha / 2, successes + 1, n - successes))
+    return lower, upper
 
 
 def loglog_band(survival: np.ndarray, greenwood: np.ndarray, z: float) -> tuple[np.ndarray, np.ndarray]:
@@ -90,17 +133,123 @@ def restricted_mean(km: KaplanMeier, horizon: float) -> tuple[float, float]:
     return rmst, float(np.sqrt(terms.sum()))
 
 
+def band_steps(km: KaplanMeier, horizon: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(t, S, lower, upper) from 0 to ``horizon`` for drawing with ``where="post"``, with the
+    band of :meth:`KaplanMeier.interval` (exact where the variance vanishes), which also
+    changes at censoring times."""
+    knots = np.unique(np.concatenate([[0.0], km.times, km.sample_times[km.sample_times < horizon]]))
+    knots = knots[(knots < horizon) | (knots == 0.0)]
+    t = np.append(knots, horizon)
+    # Each step's value holds on [t_k, t_k+1): evaluate it inside the step (a replica censored
+    # at t_k leaves the effective sample just after t_k), and at the horizon itself last.
+    inside = 0.5 * (t[:-1] + t[1:]) if horizon > 0 else t[:-1]
+    values = np.array([km.interval(float(x)) for x in inside] + [km.interval(float(horizon))])
+    s, lo, hi = (values[:, k] for k in range(3))
+    return t, s, lo, hi
+
+
+def rmst_interval(km: KaplanMeier, horizon: float) -> tuple[float, float, float, str]:
+    """(RMST, lower, upper, method) over [0, horizon]. With a positive standard error the
+    normal interval RMST ± z·se (clipped to [0, horizon]); where it vanishes (no failure, or
+    every replica failed with no spread of information), the integral of the band of
+    :meth:`KaplanMeier.interval` (exact binomial bounds): never a zero-width interval."""
+    rmst, se = restricted_mean(km, horizon)
+    if se > 0 and math.isfinite(se):
+        z = z_value(km.confidence)
+        return rmst, max(0.0, rmst - z * se), min(horizon, rmst + z * se), "normal (Greenwood-type variance)"
+    t, _, lo, hi = band_steps(km, horizon)
+    widths = np.diff(t)
+    return rmst, float((widths * lo[:-1]).sum()), float((widths * hi[:-1]).sum()), "integrated exact survival band"
+
+
+def logrank(times_a, observed_a, times_b, observed_b) -> tuple[float, float]:
+    """Two-sample log-rank test: (χ² with 1 degree of freedom, p). Censored observations at
+    an event time are at risk at that time; tied events use the hypergeometric variance."""
+    from scipy.stats import chi2
+
+    times_a, times_b = np.asarray(times_a, dtype=float), np.asarray(times_b, dtype=float)
+    observed_a, observed_b = np.asarray(observed_a, dtype=bool), np.asarray(observed_b, dtype=bool)
+    event_times = np.unique(np.concatenate([times_a[observed_a], times_b[observed_b]]))
+    observed_minus_expected = variance = 0.0
+    for t in event_times:
+        n_a, n_b = (times_a >= t).sum(), (times_b >= t).sum()
+        d_a, d_b = (observed_a & (times_a == t)).sum(), (observed_b & (times_b == t)).sum()
+        n, d = n_a + n_b, d_a + d_b
+        if n < 2:
+            continue
+        observed_minus_expected += d_a - d * n_a / n
+        variance += d * (n_a / n) * (1 - n_a / n) * (n - d) / (n - 1)
+    if variance <= 0:
+        return 0.0, 1.0
+    statistic = observed_minus_expected**2 / variance
+    return float(statistic), float(chi2.sf(statistic, 1))
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (same order as given)."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p)
+    m = len(p)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, k in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[k]))
+        adjusted[k] = running
+    return adjusted
+
+
+def compact_letters(names: list, different) -> dict:
+    """Compact letter display: {name: letters} such that two names share a letter exactly when
+    ``different(a, b)`` is False (not significantly different). ``names`` in display order
+    (best first); letters a, b, … are given in that order (insert-and-absorb algorithm)."""
+    groups = [set(names)]
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if not different(a, b):
+                continue
+            split = []
+            for g in groups:
+                if a in g and b in g:
+                    split += [g - {a}, g - {b}]
+                else:
+                    split.append(g)
+            # absorb: drop groups contained in another one
+            split = [g for g in split if g and not any(g < h for h in split)]
+            groups = []
+            for g in split:
+                if g not in groups:
+                    groups.append(g)
+    position = {name: k for k, name in enumerate(names)}
+    groups.sort(key=lambda g: min(position[n] for n in g))
+    letters = {name: "" for name in names}
+    for k, g in enumerate(groups):
+        for name in g:
+            letters[name] += _letter(k)
+    return letters
+
+
+def _letter(k: int) -> str:
+    import string
+
+    alphabet = string.ascii_lowercase
+    return alphabet[k] if k < 26 else alphabet[k // 26 - 1] + alphabet[k % 26]
+
+
 def first_time_at_or_below(km_times: np.ndarray, values: np.ndarray, level: float) -> float:
     hit = np.flatnonzero(values <= level)
     return float(km_times[hit[0]]) if len(hit) else float("nan")
 
 
-def median_survival(km: KaplanMeier) -> tuple[float, float, float]:
-    """(median, lower, upper): first times the estimate / lower / upper band reach 0.5 (NaN: not reached)."""
+def median_survival(km: KaplanMeier, horizon: float = math.inf) -> tuple[float, float, float]:
+    """(median, lower, upper): first times the estimate / lower / upper band reach 0.5 (NaN:
+    not reached within ``horizon``); the band is :meth:`KaplanMeier.interval`'s, exact where
+    Greenwood's variance vanishes."""
+    end = horizon if math.isfinite(horizon) else float(max(km.sample_times.max(initial=0.0), 0.0))
+    t, s, lo, hi = band_steps(km, end)
     return (
-        first_time_at_or_below(km.times, km.survival, 0.5),
-        first_time_at_or_below(km.times, km.lower, 0.5),
-        first_time_at_or_below(km.times, km.upper, 0.5),
+        first_time_at_or_below(t, s, 0.5),
+        first_time_at_or_below(t, lo, 0.5),
+        first_time_at_or_below(t, hi, 0.5),
     )
 
 

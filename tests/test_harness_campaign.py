@@ -14,7 +14,7 @@ import yaml
 from test_harness_mpi import CLI, MPIEXEC, _env
 from test_harness_run import assert_same_records, cluster_config, cluster_values, records
 
-from md_harness.campaign import campaign_results, load_campaign, read_manifest
+from md_harness.campaign import campaign_results, load_campaign, read_manifest, run_campaign_file
 from md_harness.config import ConfigError
 from md_harness.runner import run_campaign, run_models
 from md_harness.store import load_results
@@ -135,3 +135,27 @@ def test_a_campaign_killed_under_mpiexec_resumes_to_the_uninterrupted_records(tm
                             records(output / f"{entry['label']}.h5"))
     sessions = read_manifest(output)["sessions"]
     assert len(sessions) == 1 and json.dumps(sessions)  # the killed session never reached its end
+
+
+def test_the_report_of_a_campaign_compares_its_models(tmp_path):
+    from click.testing import CliRunner
+
+    from md_harness.cli import main
+
+    models = [{"label": "breaks", "model": "md_harness.toy_calculators:FaultyCalculator",
+               "model_kwargs": {"fail_after": 20}},
+              {"label": "steady", "model": TOY}, {"label": "steady-too", "model": TOY, "model_kwargs": {"k_oh_eV_A2": 46.0}}]
+    path = campaign_file(tmp_path, models=models, n_replicas=4, duration_ps=0.02)
+    run_campaign_file(path)
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "campaign")])
+    assert result.exit_code == 0, result.output
+    # 4 of 4 survivors: the exact lower bound, not [1.000, 1.000]
+    assert "1.000 [0.398, 1.000]" in result.output and "0.000 [0.000, 0.602]" in result.output
+    assert "exact binomial, n = 4" in result.output
+    ranking = [line.split()[1] for line in result.output.splitlines() if line.strip()[:3] in ("1. ", "2. ", "3. ")]
+    assert ranking[-1] == "breaks"
+    assert "breaks vs steady: " in result.output and "Holm p = 0.024" in result.output
+    report = json.loads((tmp_path / "campaign" / "report.json").read_text())
+    letters = {r["label"]: r["letters"] for r in report["comparison"]["ranking"]}
+    assert letters["steady"] == letters["steady-too"] != letters["breaks"]
+    assert (tmp_path / "campaign" / "report_rmst.png").exists()

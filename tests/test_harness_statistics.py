@@ -80,7 +80,10 @@ def test_no_failures_survival_one_and_rmst_full():
     assert len(km.times) == 0
     assert km.at(6.0)[0] == 1.0
     assert restricted_mean(km, 6.0) == (6.0, 0.0)
-    assert all(np.isnan(median_survival(km)))
+    median, lower, upper = median_survival(km, 6.0)
+    # 5 of 5 survivors: S ≥ 0.025^(1/5) = 0.478, so a median from t = 0 on cannot be excluded
+    assert np.isnan(median) and np.isnan(upper) and lower == 0.0
+    assert all(np.isnan(median_survival(kaplan_meier([6.0] * 6, [0] * 6), 6.0)))  # 0.025^(1/6) = 0.54
 
 
 def test_median_is_first_time_at_or_below_half():
@@ -103,3 +106,79 @@ def test_block_average():
     assert mean == 2.0 and err == pytest.approx(1.0 / np.sqrt(3))
     assert len(block_means(values[:2], 3)) == 0
     assert all(np.isnan(block_average(np.zeros(0))))
+
+
+# -- intervals that never collapse, and comparisons of models -------------------------------
+
+from md_harness.statistics import (  # noqa: E402
+    band_steps,
+    clopper_pearson,
+    compact_letters,
+    holm,
+    logrank,
+    rmst_interval,
+)
+
+EXACT_4 = 0.025 ** (1 / 4)  # (α/2)^(1/n): the exact 95 % bound of 4 of 4 (or 0 of 4)
+
+
+def test_four_of_four_survivors_have_the_exact_lower_bound_not_one():
+    km = kaplan_meier([2.0] * 4, [0] * 4)
+    s, lo, hi = km.interval(2.0)
+    assert (s, hi) == (1.0, 1.0) and lo == pytest.approx(0.3976353644, abs=1e-9) == EXACT_4
+    rmst, rmst_lo, rmst_hi, method = rmst_interval(km, 2.0)
+    assert (rmst, rmst_hi) == (2.0, 2.0) and rmst_lo == pytest.approx(2.0 * EXACT_4)
+    assert method == "integrated exact survival band"
+
+
+def test_zero_of_four_survivors_have_the_exact_upper_bound_not_zero():
+    km = kaplan_meier([0.5, 1.0, 1.5, 1.8], [1, 1, 1, 1])
+    s, lo, hi = km.interval(2.0)
+    assert (s, lo) == (0.0, 0.0) and hi == pytest.approx(1 - EXACT_4, abs=1e-12)
+    rmst, rmst_lo, rmst_hi, method = rmst_interval(km, 2.0)
+    assert rmst == pytest.approx(1.2) and 0 < rmst_lo < rmst < rmst_hi < 2.0 and method.startswith("normal")
+
+
+def test_replicas_censored_early_shrink_the_effective_sample():
+    km = kaplan_meier([1.0, 2.0, 2.0, 2.0], [0, 0, 0, 0])  # one replica stopped at 1 ps
+    assert km.effective_size(2.0) == 3 and km.effective_size(0.5) == 4
+    assert km.interval(2.0)[1] == pytest.approx(0.025 ** (1 / 3))
+    t, s, lo, hi = band_steps(km, 2.0)
+    assert lo[0] == pytest.approx(EXACT_4) and lo[-1] == pytest.approx(0.025 ** (1 / 3))
+
+
+def test_clopper_pearson_matches_the_beta_quantiles():
+    assert clopper_pearson(7, 10) == pytest.approx((0.3475, 0.9333), abs=1e-4)  # the textbook 7 of 10
+    assert clopper_pearson(0, 4)[1] == pytest.approx(1 - EXACT_4)
+
+
+def test_logrank_by_hand_and_against_scipy():
+    # one event per group at distinct times, no censoring: O−E and V by hand
+    chi2, p = logrank([1.0], [1], [2.0], [1])
+    assert chi2 == pytest.approx((1 - 0.5) ** 2 / 0.25) and p == pytest.approx(0.3173105079, abs=1e-9)
+    stats = pytest.importorskip("scipy.stats")
+    if not hasattr(stats, "logrank"):
+        pytest.skip("scipy < 1.14 has no logrank")
+    rng = np.random.default_rng(1)
+    ta = np.minimum(rng.exponential(3, 20).round(1), 4.0)
+    tb = np.minimum(rng.exponential(6, 25).round(1), 4.0)
+    oa, ob = ta < 4.0, tb < 4.0
+    ref = stats.logrank(stats.CensoredData(uncensored=ta[oa], right=ta[~oa]),
+                        stats.CensoredData(uncensored=tb[ob], right=tb[~ob]))
+    chi2, p = logrank(ta, oa, tb, ob)
+    assert chi2 == pytest.approx(ref.statistic**2, rel=1e-10) and p == pytest.approx(ref.pvalue, rel=1e-10)
+
+
+def test_holm_adjustment():
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.5]), [0.04, 0.09, 0.09, 0.5])
+
+
+def test_compact_letters_share_a_letter_exactly_when_not_different():
+    different = {frozenset("ac"), frozenset("ad"), frozenset("bd")}
+    letters = compact_letters(list("abcd"), lambda x, y: frozenset((x, y)) in different)
+    for x in "abcd":
+        for y in "abcd":
+            if x < y:
+                shares = bool(set(letters[x]) & set(letters[y]))
+                assert shares == (frozenset((x, y)) not in different), (x, y, letters)
+    assert letters["a"].startswith("a")
