@@ -15,6 +15,7 @@ import torch
 
 from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
 from ase_nnip.models.base import model_dtype
+from ase_nnip.models.inference import frozen_weights
 from ase_nnip.properties import predict
 
 
@@ -61,19 +62,21 @@ def predict_dataset(model, dataset, batch_size: int = DEFAULT_EVAL_BATCH_SIZE, d
     for p in trainable:
         p.requires_grad_(False)
     try:
-        for batch in dataset.batches(batch_size):
-            batch = batch.to(device=device, dtype=dtype)
-            out = predict(model, batch, forces=True)
-            energy.append(out.energy.detach().cpu().double().numpy())
-            forces.append(out.forces.detach().cpu().double().numpy())
-            natoms.append(batch.atoms_per_graph.cpu().numpy())
-            ids.append(batch.structure_index.cpu().numpy())
-            if has_energy:
-                e_ref.append(batch.energy.cpu().double().numpy())
-            if has_forces:
-                f_ref.append(batch.forces.cpu().double().numpy())
-            if descriptors:
-                desc.append(out.descriptors.detach().cpu().numpy())
+        # No weight derivatives: models may use their frozen-weight paths (tables, caches).
+        with frozen_weights():
+            for batch in dataset.batches(batch_size):
+                batch = batch.to(device=device, dtype=dtype)
+                out = predict(model, batch, forces=True)
+                energy.append(out.energy.detach().cpu().double().numpy())
+                forces.append(out.forces.detach().cpu().double().numpy())
+                natoms.append(batch.atoms_per_graph.cpu().numpy())
+                ids.append(batch.structure_index.cpu().numpy())
+                if has_energy:
+                    e_ref.append(batch.energy.cpu().double().numpy())
+                if has_forces:
+                    f_ref.append(batch.forces.cpu().double().numpy())
+                if descriptors:
+                    desc.append(out.descriptors.detach().cpu().numpy())
     finally:
         for p in trainable:
             p.requires_grad_(True)

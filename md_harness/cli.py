@@ -215,15 +215,6 @@ def presets(name):
 
 
 
-COMPARE_TABLE = (
-    ("S", "S", "{:10.3f}"),
-    ("S_normalized", "S norm", "{:10.3f}"),
-    ("fisher_trace", "Fisher tr", "{:10.4g}"),
-    ("fisher_top_eigenvalue", "Fisher λmax", "{:11.4g}"),
-    ("test_pooled_force_rmse_meV_per_A", "test F RMSE", "{:11.2f}"),
-    ("ttf_median_ps", "TTF median", "{:10.3f}"),
-    ("ttf_rmst_ps", "TTF RMST", "{:10.3f}"),
-)
 
 
 @main.command("compare")
@@ -255,11 +246,15 @@ def compare(models, data, tests, harness, landscapes, fishers, compute_landscape
             steps, seed, dtype, batch_size, include_rescaling, exclude, method, top_k, loss_kind, energy_weight,
             forces_weight, fisher_dtype, max_gradient_memory_gb, energy_key, forces_key, subset, max_structures,
             energy_temperature, forces_temperature, alpha, output):
-    """Tabulate loss entropy, Fisher summary, test RMSEs and MD time to failure of MODELS
-    (.nnip files; ``ase-nnip compare`` is the deprecated old name of this command).
+    """Tabulate loss entropy, Fisher summary, training/validation/test RMSEs and MD stability
+    of MODELS (.nnip files; ``ase-nnip compare`` is the deprecated old name of this command).
 
-    Each metric is then rank-correlated (Spearman) with the time to failure over the models
-    (median and restricted mean from the harness files; needs >= 3 models with both values).
+    Each metric is then rank-correlated (Spearman) over the models with the restricted mean
+    survival time and the fraction surviving of the harness files: a bootstrap 95% interval
+    over models, a permutation null (p and the null's 95% range), and the partial rank
+    correlation at fixed force error (pooled test force RMSE, else the only test file's, else
+    validation). Fewer than 4 models with both values: it says so instead of a number.
+    Writes PREFIX.csv, PREFIX.json and PREFIX_scatter.png (each metric against RMST).
     Landscapes and Fisher spectra come from the given files where they match a model's
     fingerprint, otherwise they are computed on --data with the options below.
     """
@@ -267,7 +262,7 @@ def compare(models, data, tests, harness, landscapes, fishers, compute_landscape
     import json
 
     from ase_nnip.cli.landscape_options import landscape_settings
-    from md_harness.compare import ComputeOptions, compare_models
+    from md_harness.compare import ComputeOptions, compare_models, format_table, scatter_figure
     from ase_nnip.landscape.entropy import EntropyParameters
     from ase_nnip.landscape.files import json_ready
     from ase_nnip.landscape.parallel import mpi_world, rank_and_size
@@ -296,22 +291,7 @@ def compare(models, data, tests, harness, landscapes, fishers, compute_landscape
                             EntropyParameters(energy_temperature, forces_temperature, alpha), options, comm, log)
     if rank != 0:
         return
-    header = f"{'model':30s} " + " ".join(f"{title:>{len(fmt.format(0.0))}s}" for _, title, fmt in COMPARE_TABLE)
-    click.echo(header)
-    for row in result.rows:
-        cells = []
-        for key, _, fmt in COMPARE_TABLE:
-            width = len(fmt.format(0.0))
-            value = row.get(key)
-            cells.append(fmt.format(value) if isinstance(value, (int, float)) else f"{'—':>{width}s}")
-        click.echo(f"{row['model'][-30:]:30s} " + " ".join(cells))
-    if result.correlations:
-        click.echo("\nSpearman rank correlation with the time to failure:")
-        for c in result.correlations:
-            click.echo(f"  {c['metric']:45s} vs {c['time_to_failure']:14s} ρ = {c['spearman']:6.3f}  "
-                       f"(p = {c['p_value']:.3g}, n = {c['n']})")
-    elif harness:
-        click.echo("\nno correlations: no time to failure could be paired with the metrics")
+    click.echo(format_table(result))
     with open(f"{output}.json", "w") as f:
         json.dump(json_ready(result.to_dict()), f, indent=2, default=str)
     names = list(dict.fromkeys(key for row in result.rows for key in row))
@@ -319,7 +299,12 @@ def compare(models, data, tests, harness, landscapes, fishers, compute_landscape
         writer = csv.DictWriter(f, fieldnames=names)
         writer.writeheader()
         writer.writerows(result.rows)
-    click.echo(f"wrote {output}.csv, {output}.json")
+    written = [f"{output}.csv", f"{output}.json"]
+    figure = scatter_figure(result)
+    if figure is not None:
+        figure.savefig(f"{output}_scatter.png", dpi=120)
+        written.append(f"{output}_scatter.png")
+    click.echo("wrote " + ", ".join(written))
 
 
 if __name__ == "__main__":

@@ -30,15 +30,18 @@ def test_spearman_on_ranks():
 
 def test_correlation_table_uses_the_metric_columns():
     rows = [
-        {"model": "a", "S": 1.0, "fisher_trace": 30.0, "n_replicas": 3, "ttf_median_ps": 1.0, "ttf_rmst_ps": 2.0},
-        {"model": "b", "S": 2.0, "fisher_trace": 20.0, "n_replicas": 3, "ttf_median_ps": 2.0, "ttf_rmst_ps": 3.0},
-        {"model": "c", "S": 3.0, "fisher_trace": 10.0, "n_replicas": 3, "ttf_median_ps": np.nan, "ttf_rmst_ps": 4.0},
+        {"model": "a", "S": 1.0, "fisher_trace": 30.0, "n_replicas": 3, "surviving_fraction": 0.1, "ttf_rmst_ps": 2.0},
+        {"model": "b", "S": 2.0, "fisher_trace": 20.0, "n_replicas": 3, "surviving_fraction": 0.2, "ttf_rmst_ps": 3.0},
+        {"model": "c", "S": 3.0, "fisher_trace": 10.0, "n_replicas": 3, "surviving_fraction": 0.5, "ttf_rmst_ps": 4.0},
+        {"model": "d", "S": 4.0, "fisher_trace": 5.0, "n_replicas": 3, "surviving_fraction": 0.6, "ttf_rmst_ps": 5.0},
     ]
     assert metric_columns(rows) == ["S", "fisher_trace"]
-    table = {(r["metric"], r["time_to_failure"]): r for r in correlation_table(rows)}
-    assert table[("S", "ttf_rmst_ps")]["spearman"] == pytest.approx(1.0)
-    assert table[("fisher_trace", "ttf_rmst_ps")]["spearman"] == pytest.approx(-1.0)
-    assert table[("S", "ttf_median_ps")]["n"] == 2 and np.isnan(table[("S", "ttf_median_ps")]["spearman"])
+    table = {(r["metric"], r["reference"]): r for r in correlation_table(rows)}
+    assert table[("S", "ttf_rmst_ps")]["rho"] == pytest.approx(1.0)
+    assert table[("fisher_trace", "surviving_fraction")]["rho"] == pytest.approx(-1.0)
+    assert table[("S", "ttf_rmst_ps")]["p_permutation"] < 0.1  # 2 of 4! orderings are perfect
+    three = correlation_table(rows[:3])
+    assert all(np.isnan(c["rho"]) and "at least 4 models" in c["message"] for c in three)
 
 
 def test_match_files_by_fingerprint():
@@ -60,7 +63,9 @@ def three_models(tmp_path_factory):
     paths = []
     for seed in range(3):
         path = tmp / f"model{seed}.nnip"
-        save_model(tiny_model(seed=seed, dtype=torch.float32), path)
+        # the split a trainer records: 2 training and 1 validation structure of train.xyz
+        split = {"training": {"data_file": str(tmp / "train.xyz"), "n_train": 2, "n_val": 1, "split_seed": 0}}
+        save_model(tiny_model(seed=seed, dtype=torch.float32), path, metadata=split)
         paths.append(path)
     write_labelled_xyz(tmp / "train.xyz", labelled_molecules(3))
     write_labelled_xyz(tmp / "test.xyz", labelled_molecules(2, seed=5))
@@ -102,14 +107,20 @@ def test_compare_command(three_models):
         assert row["harness_file"] == str(h)  # matched by fingerprint, not by order
         assert row["n_replicas"] == 2 and np.isfinite(row["ttf_rmst_ps"]) and row["ttf_rmst_ps"] <= 0.01 + 1e-12
         assert row["fisher_trace"] > 0 and row["test_test_force_rmse_meV_per_A"] > 0
-    # every replica survives these short runs: the medians are not reached (no correlation
-    # against them) and the restricted means are all equal (ρ undefined, reported as NaN)
+    # three models: no correlation is computed, and the output says why instead of "nan"
     correlations = payload["correlations"]
     assert {c["metric"] for c in correlations} >= {"S", "fisher_trace", "test_test_force_rmse_meV_per_A"}
-    assert all(c["time_to_failure"] == "ttf_rmst_ps" and c["n"] == 3 for c in correlations)
-    assert all(c["spearman"] is None or np.isnan(c["spearman"]) for c in correlations)
+    assert all(c["n"] == 3 and c["rho"] is None and "at least 4 models" in c["message"] for c in correlations)
+    assert "nan" not in result.output and "no rank correlations: each needs at least 4 models" in result.output
+    # labels, not paths cut from the left; the test file's force RMSE is printed
+    assert [r["label"] for r in rows] == ["model0", "model1", "model2"]
+    header = next(line for line in result.output.splitlines() if line.startswith("model "))
+    assert "test F" in header
+    line0 = next(line for line in result.output.splitlines() if line.startswith("model0 "))
+    assert f"{rows[0]['test_test_force_rmse_meV_per_A']:.1f}" in line0
+    assert rows[0]["train_force_rmse_meV_per_A"] > 0 and rows[0]["val_force_rmse_meV_per_A"] > 0  # recorded split
     assert len(out.with_suffix(".csv").read_text().splitlines()) == 4
-    assert "Fisher tr" in result.output
+    assert "Fisher tr" in result.output and (tmp / "cmp_scatter.png").exists()
 
 
 def test_compare_rejects_files_of_other_models(three_models):

@@ -1,5 +1,6 @@
 """The structures a landscape or Fisher spectrum is computed on: a labelled file, or the part
-of it the model was trained on (reconstructed from the split recorded in the model file).
+of it the model was trained (or validated) on (reconstructed from the split recorded in the
+model file).
 
 The trainer stores ``n_train``, ``n_val``, ``split_seed`` and ``data_file`` in the model's
 metadata; the same seeded split (:func:`ase_nnip.data.split_indices`) gives
@@ -13,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-SUBSETS = ("auto", "all", "training")
+SUBSETS = ("auto", "all", "training", "validation")
 
 
 def recorded_split(model) -> Optional[dict]:
@@ -37,20 +38,22 @@ def select_structures(model, path, num_frames: int, subset: str) -> tuple[Option
     if subset == "all" or (subset == "auto" and not same_file):
         return None, {"subset": "all"}
     if split is None:
-        raise ValueError("subset 'training' needs a model file whose metadata records its training split (n_train, n_val, split_seed)")
+        raise ValueError(f"subset {subset!r} needs a model file whose metadata records its training split "
+                         "(n_train, n_val, split_seed)")
     n_train, n_val = int(split["n_train"]), int(split["n_val"])
     if n_train + n_val > num_frames:
         raise ValueError(
             f"the model was trained on {n_train} of {n_train + n_val} structures of {split['data_file']}, "
             f"but {path} has only {num_frames} frames"
         )
-    train, _ = split_indices(num_frames, n_train, n_val, int(split["split_seed"]))
-    info = {"subset": "training", "split": split}
+    train, validation = split_indices(num_frames, n_train, n_val, int(split["split_seed"]))
+    chosen = validation if subset == "validation" else train
+    info = {"subset": "validation" if subset == "validation" else "training", "split": split}
     if not same_file:
         info["warning"] = f"the model was trained on {split['data_file']}, not {path}"
     if (split.get("force_noise_sigma") or 0) > 0:
         info["note"] = "the model was trained on noisy force labels; the clean labels of the file are used"
-    return [int(k) for k in np.asarray(train)], info
+    return [int(k) for k in np.asarray(chosen)], info
 
 
 def load_labelled_dataset(

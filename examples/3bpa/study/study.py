@@ -15,7 +15,21 @@ started again at any time, on another machine too once results/ is committed. St
 train        15 models (MODELS) on the 450/50 split of train_300K.xyz (split seed 0),
              examples/3bpa/train.yaml with TRAINING overrides: EPOCHS epochs each, one thread.
              The model used everywhere after is the final one (model.nnip: the EMA/SWA
-             average where those are on), not the best-validation one.
+             average where those are on), not the best-validation one; it is copied to
+             results/models/LABEL/ with its metrics, so later stages run from committed files.
+landscape    ase-nnip landscape of every model on its 450 training structures: LANDSCAPE
+             (20 random filter-normalised directions as the paper, 21 points on [-0.5, 0.5]).
+fisher       ase-nnip fisher of every model on its training structures (L1 loss, exact).
+md           one md-harness campaign (campaign.yaml): every model on the paper's protocol,
+             30 replicas x 6 ps at 1600 K (preset 3bpa-nvt-1600K), from the shipped relaxed
+             ground state; under mpiexec -n 2, resumable.
+report       md-harness report of the campaign (survival, log-rank, ranking) and md-harness
+             compare (loss entropy, Fisher, train/validation RMSE, RMSE per temperature bin of
+             calibration_mixedT.xyz — evaluation only —, correlations with RMST and S(6 ps)),
+             and the same correlations on the paper's published NequIP and MACE tables when
+             --paper-data points at a checkout of jvita/data_efficiency_in_IAPS (not committed).
+
+    python study.py --quick            # the whole pipeline on 2 tiny models in runs-quick/ (minutes)
 
 Outputs: runs/ (generated, not committed) and results/ (committed, with the commit of the
 code that made each stage in results/provenance.json).
@@ -36,7 +50,18 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 RUNS, RESULTS = HERE / "runs", HERE / "results"
 TRAIN_CONFIG = HERE.parent / "train.yaml"
-STAGES = ("train",)
+STAGES = ("train", "landscape", "fisher", "md", "report")
+SHARED = REPO.parent / "shared" / "data" / "3bpa"
+TRAIN_DATA = SHARED / "train_300K.xyz"
+MIXED_T = SHARED / "calibration_mixedT.xyz"
+GROUND_STATE = HERE.parent / "ground_state.xyz"
+#: Landscapes: the paper's 20 directions, on 21 grid points (41 by default: halved to fit
+#: 15 models in about 3.5 core-hours here; normalised entropies compare across grids).
+LANDSCAPE = ["--directions", 20, "--steps", 21, "--extent", 0.5, "--subset", "training", "--threads", 1, "--no-plot"]
+#: The paper's MD protocol (the preset: Berendsen NVT, 1600 K, 1 fs, tau_T 250 fs, bond > 2 A).
+MD = {"preset": "3bpa-nvt-1600K", "n_replicas": 30, "duration_ps": 6.0, "seed": 0, "threads_per_rank": 1}
+#: Temperature bins of calibration_mixedT.xyz by energy above its lowest frame (shared/data README).
+BINS_EV = {"300K": (-1.0, 0.75), "600K": (0.75, 2.1), "1200K": (2.1, 1e9)}
 
 #: The fixed training budget of every model (the shipped model had 150; 80 × 15 models is
 #: about 8 core-hours here).
@@ -77,6 +102,15 @@ def run_dir(label: str) -> Path:
 
 def model_path(label: str) -> Path:
     return run_dir(label) / "member_0" / "model.nnip"
+
+
+def final_model(label: str) -> Path:
+    """The committed copy of a trained model (what every later stage uses)."""
+    return RESULTS / "models" / label / "model.nnip"
+
+
+def trained_labels() -> list[str]:
+    return [label for label in MODELS if final_model(label).exists()]
 
 
 def record_provenance(stage: str) -> None:
@@ -121,11 +155,131 @@ def collect_training() -> None:
                 (target / name).write_bytes((source / name).read_bytes())
 
 
+def stage_landscape(args) -> list[str]:
+    (RUNS / "landscape").mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for label in trained_labels():
+        out = RUNS / "landscape" / f"{label}.h5"
+        jobs.append(Job(f"landscape-{label}", ["ase-nnip", "landscape", final_model(label), TRAIN_DATA, "-o", out]
+                        + args.landscape, out, HERE))
+    failed = run_jobs(jobs, args.jobs, RUNS / "logs")
+    copy_results("landscape", "h5")
+    return failed
+
+
+def stage_fisher(args) -> list[str]:
+    (RUNS / "fisher").mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for label in trained_labels():
+        out = RUNS / "fisher" / f"{label}.h5"
+        jobs.append(Job(f"fisher-{label}", ["ase-nnip", "fisher", final_model(label), TRAIN_DATA, "--subset", "training",
+                                             "--threads", 1, "-o", out] + args.fisher, out, HERE))
+    failed = run_jobs(jobs, args.jobs, RUNS / "logs")
+    copy_results("fisher", "h5")
+    return failed
+
+
+def copy_results(kind: str, suffix: str) -> None:
+    """Stage outputs small enough to commit go to results/KIND/."""
+    target = RESULTS / kind
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted((RUNS / kind).glob(f"*.{suffix}")):
+        (target / path.name).write_bytes(path.read_bytes())
+
+
+def campaign_file(args) -> Path:
+    import yaml
+
+    labels = trained_labels()
+    config = {**args.md, "structure": str(GROUND_STATE), "output_dir": str(RESULTS / "md"),
+              "models": [{"label": label, "model": str(final_model(label))} for label in labels]}
+    path = RUNS / "campaign.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def stage_md(args) -> list[str]:
+    path = campaign_file(args)
+    mpiexec = Path(sys.executable).parent / "mpiexec"
+    command = ([mpiexec, "-n", args.jobs] if args.jobs > 1 and mpiexec.exists() else []) + [
+        "md-harness", "run", path, "-q"] + ([] if args.jobs > 1 and mpiexec.exists() else ["--no-mpi"])
+    done = RUNS / "md.done"
+    failed = run_jobs([Job("md-campaign", command, done, HERE)], 1, RUNS / "logs")
+    if not failed:
+        done.write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
+    return failed
+
+
+def temperature_bins() -> list[Path]:
+    """calibration_mixedT.xyz split into its 300/600/1200 K bins (evaluation files only)."""
+    from ase.io import read, write
+
+    frames = read(MIXED_T, ":")
+    energies = [a.get_potential_energy() for a in frames]
+    lowest = min(energies)
+    paths = []
+    (RUNS / "data").mkdir(parents=True, exist_ok=True)
+    for name, (low, high) in BINS_EV.items():
+        chosen = [a for a, e in zip(frames, energies) if low <= e - lowest < high]
+        path = RUNS / "data" / f"mixedT_{name}.xyz"
+        write(path, chosen)
+        paths.append(path)
+    return paths
+
+
+def stage_report(args) -> list[str]:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    report = ["md-harness", "report", RESULTS / "md", "-p", RESULTS / "survival"]
+    labels = [label for label in trained_labels() if (RESULTS / "md" / f"{label}.h5").exists()]
+    compare = (["md-harness", "compare"] + [final_model(label) for label in trained_labels()]
+               + ["--data", TRAIN_DATA, "--subset", "training", "--no-compute-landscapes", "--no-compute-fisher",
+                  "-o", RESULTS / "compare"])
+    for path in temperature_bins():
+        compare += ["--test", path]
+    for label in labels:
+        compare += ["--harness", RESULTS / "md" / f"{label}.h5"]
+    for kind in ("landscape", "fisher"):
+        for path in sorted((RESULTS / kind).glob("*.h5")):
+            compare += [f"--{kind}", path]
+    jobs = [Job("report-survival", report, RESULTS / "never", HERE), Job("report-compare", compare, RESULTS / "never", HERE)]
+    failed = run_jobs(jobs, 1, RUNS / "logs")
+    for name in ("report-survival", "report-compare"):
+        (RESULTS / f"{name}.txt").write_text(_last_output(RUNS / "logs" / f"{name}.log"))
+    if args.paper_data:
+        from paper_tables import analyse_paper_tables
+
+        (RESULTS / "paper_tables.json").write_text(json.dumps(analyse_paper_tables(Path(args.paper_data)), indent=1))
+    return failed
+
+
+def _last_output(log: Path) -> str:
+    """The output of the last command in a job log."""
+    text = log.read_text()
+    return text[text.rfind("\n$ ") + 1:]
+
+
+def quick(args) -> None:
+    """The pipeline on two tiny models in runs-quick/ and results-quick/ (checks it runs)."""
+    global RUNS, RESULTS, MODELS, TRAINING
+    RUNS, RESULTS = HERE / "runs-quick", HERE / "results-quick"
+    MODELS = {"baseline-s0": MODELS["baseline-s0"], "layers-2": MODELS["layers-2"]}
+    TRAINING = {**TRAINING, "training.epochs": 1, "data.n_train": 20, "data.n_val": 5}
+    args.landscape = ["--directions", 2, "--steps", 3, "--subset", "training", "--threads", 1, "--no-plot"]
+    args.fisher = ["--max-structures", 5]
+    args.md = {**MD, "n_replicas": 2, "duration_ps": 0.02, "max_initial_force_eV_A": 1e6}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", choices=STAGES + ("all",), default="all", help="the stage to run (default: all, in order)")
     parser.add_argument("--jobs", type=int, default=2, help="jobs at a time, one core each")
+    parser.add_argument("--quick", action="store_true", help="the whole pipeline on two tiny models (runs-quick/)")
+    parser.add_argument("--paper-data", help="a checkout of jvita/data_efficiency_in_IAPS: analyse its published tables")
     args = parser.parse_args()
+    args.landscape, args.fisher, args.md = LANDSCAPE, [], MD
+    if args.quick:
+        quick(args)
     stages = STAGES if args.stage == "all" else (args.stage,)
     for stage in stages:
         print(f"== {stage}", flush=True)
