@@ -76,6 +76,7 @@ class RankCorrelation:
     null_lower: float = float("nan")
     null_upper: float = float("nan")
     control: Optional[str] = None
+    n_partial: int = 0
     partial_rho: float = float("nan")
     partial_lower: float = float("nan")
     partial_upper: float = float("nan")
@@ -96,7 +97,8 @@ class RankCorrelation:
                 out += f"; at fixed {self.control}: not defined (a rank correlation of ±1 with it)"
             else:
                 out += (f"; at fixed {self.control}: ρ = {self.partial_rho:+.2f} [{self.partial_lower:+.2f}, "
-                        f"{self.partial_upper:+.2f}], permutation p = {self.partial_p_permutation:.3g}")
+                        f"{self.partial_upper:+.2f}], permutation p = {self.partial_p_permutation:.3g}"
+                        + (f" (n = {self.n_partial})" if self.n_partial != self.n else ""))
         return out
 
 
@@ -106,7 +108,9 @@ def rank_correlation(metric: str, reference: str, x, y, z=None, control: Optiona
     are finite)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     z = None if z is None else np.asarray(z, dtype=float)
-    keep = np.isfinite(x) & np.isfinite(y) & (np.isfinite(z) if z is not None else True)
+    keep = np.isfinite(x) & np.isfinite(y)
+    # the partial correlation uses the models that also have z; the plain one all that have x and y
+    keep_z = None if z is None else np.isfinite(z)[keep]
     x, y = x[keep], y[keep]
     z = None if z is None else z[keep]
     n = int(keep.sum())
@@ -127,8 +131,13 @@ def rank_correlation(metric: str, reference: str, x, y, z=None, control: Optiona
     null = _pearson_rows(rx[shuffled], np.broadcast_to(ry, (permutations, n)))
     result.p_permutation = float((np.sum(np.abs(null) >= abs(result.rho) - 1e-12) + 1) / (permutations + 1))
     result.null_lower, result.null_upper = (float(v) for v in np.percentile(null, [2.5, 97.5]))
-    if z is not None and np.ptp(z) > 0:
-        rz = _ranks(z)
+    if z is not None and keep_z.sum() >= MIN_MODELS and np.ptp(z[keep_z]) > 0:
+        x, y, z = x[keep_z], y[keep_z], z[keep_z]
+        n = len(x)
+        samples = rng.integers(0, n, size=(bootstrap, n))
+        shuffled = np.argsort(rng.random((permutations, n)), axis=1)
+        rx, ry, rz = _ranks(x), _ranks(y), _ranks(z)
+        result.n_partial = n
         result.partial_rho = partial_rho(x, y, z)
         boot_partial = _partial_rows(_ranks(x[samples]), _ranks(y[samples]), _ranks(z[samples]))
         if np.isfinite(boot_partial).sum() > bootstrap // 2:
