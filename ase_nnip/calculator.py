@@ -184,6 +184,13 @@ class NNIPCalculator(Calculator):
         tabulate: bool = True,
         **kwargs,
     ):
+        unknown = sorted(set(kwargs) - ASE_CALCULATOR_KEYWORDS)
+        if unknown:
+            raise TypeError(
+                f"NNIPCalculator got unknown keyword argument(s) {unknown}; it takes model, device, dtype, num_threads, "
+                f"skin, uncertainty, tabulate (and ASE's {sorted(ASE_CALCULATOR_KEYWORDS)})"
+            )
+        check_device(device)
         super().__init__(**kwargs)
         self.tabulate = bool(tabulate)
         self.num_threads = validate_thread_setting(num_threads, "num_threads")
@@ -281,6 +288,22 @@ class NNIPCalculator(Calculator):
             return edge_index, shifts
         keep = squared < self.model.cutoff**2
         return edge_index[:, keep], shifts[keep]
+
+
+#: Keyword arguments NNIPCalculator passes on to ASE's Calculator.
+ASE_CALCULATOR_KEYWORDS = frozenset({"restart", "ignore_bad_restart_file", "label", "atoms", "directory"})
+
+
+def check_device(device) -> None:
+    """A ValueError naming ``device`` when this torch cannot use it (e.g. CUDA on a CPU build)."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a torch device: {err}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} is not available: this torch ({torch.__version__}) sees no CUDA GPU")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r} is not available on this machine")
 
 
 #: Pairs closer than this (Å) are coincident atoms: the edge direction is undefined (NaN).

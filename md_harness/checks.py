@@ -97,7 +97,7 @@ def _calculator_problems(config, atoms) -> list[str]:
     try:
         energy = atoms.get_potential_energy()
         forces = atoms.get_forces()
-    except Exception as err:
+    except (Exception, KeyboardInterrupt, SystemExit) as err:  # the calculator's own code raised it
         return [f"the calculator failed on the start structure: {type(err).__name__}: {err}"]
     problems = []
     if not np.isfinite(energy) or not np.all(np.isfinite(forces)):
@@ -113,7 +113,7 @@ def _calculator_problems(config, atoms) -> list[str]:
     if config.is_npt and atoms.pbc.all():
         try:
             from_stress, from_energy = fd_pressure_terms(atoms)
-        except Exception as err:
+        except (Exception, KeyboardInterrupt, SystemExit) as err:
             return problems + [f"npt needs stress, but the calculator's stress failed: {type(err).__name__}: {err}"]
         if not np.isfinite(from_stress):
             return problems + ["the calculator returned a non-finite stress on the start structure"]

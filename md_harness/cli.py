@@ -135,17 +135,22 @@ def _run_campaign_file(path, values: dict, output, comm, rank: int) -> None:
     "(default: the results file's path without .h5 for one file, md-harness-report for several).",
 )
 @click.option(
-    "--false-alarm-rate", type=float, default=None,
+    "--false-alarm-rate", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=None,
     help="Early warning: the threshold on a signal is the level this fraction of surviving replicas ever "
     "exceeds (default: the run's warning_false_alarm_rate).",
 )
 @click.option(
-    "--horizon-ps", type=float, default=None,
+    "--horizon-ps", type=click.FloatRange(0.0, min_open=True), default=None,
     help="Early warning: a thermo row is positive when its replica fails within this time (per-step AUROC; "
     "default: the run's warning_horizon_ps).",
 )
+@click.option(
+    "--min-lead-ps", type=click.FloatRange(0.0), default=None,
+    help="Early warning: a failure counts as warned only if the signal crossed the threshold at least this long "
+    "before it (default: the run's warning_min_lead_ps, 0.1 ps).",
+)
 @click.option("--no-plot", is_flag=True, help="Skip the PNG survival plot.")
-def report(results, prefix, false_alarm_rate, horizon_ps, no_plot):
+def report(results, prefix, false_alarm_rate, horizon_ps, min_lead_ps, no_plot):
     """Survival statistics of one or more results files (or campaign folders), side by side.
 
     Kaplan–Meier survival with a 95% log-log confidence band (failures are events, survived and
@@ -187,14 +192,40 @@ def report(results, prefix, false_alarm_rate, horizon_ps, no_plot):
                   str(Path(results[0]).with_suffix("")) if single else "md-harness-report")
     try:
         table, written = write_report(
-            files, prefix, false_alarm_rate=false_alarm_rate, horizon_ps=horizon_ps, plot=not no_plot
+            files, prefix, false_alarm_rate=false_alarm_rate, horizon_ps=horizon_ps, plot=not no_plot,
+            min_lead_ps=min_lead_ps,
         )
     except ResultsFileError as err:
         raise click.ClickException(str(err)) from err
+    except OSError as err:  # e.g. a read-only folder for the report files
+        raise click.ClickException(f"cannot write the report {prefix}.*: {err.strerror or err}") from err
     click.echo(table)
     for label, why in skipped.items():
         click.echo(f"not in the report: {label} ({why.splitlines()[0] if why else 'no results'})")
     click.echo("wrote " + ", ".join(str(p) for p in written.values()))
+
+
+@main.command()
+@click.argument("results", type=click.Path(exists=True, dir_okay=False))
+def repair(results):
+    """Make a damaged RESULTS file resumable again, losing only what is damaged.
+
+    Folds the intact part of its journal into it (a record torn by a crash is dropped),
+    restarts every replica whose checkpoint fails its checksum (its records are removed) and
+    keeps everything else; the damaged file is kept as RESULTS.damaged. Then run the campaign
+    again with the same command. A file HDF5 cannot open at all cannot be repaired.
+    """
+    from md_harness.store import ResultsFileError, repair_results
+
+    try:
+        done = repair_results(results)
+    except ResultsFileError as err:
+        raise click.ClickException(str(err)) from err
+    reset = done["reset_replicas"]
+    click.echo(f"{results}: {done['journal_records']} journal record(s) folded in"
+               + (", a torn last record dropped" if done["torn_journal_dropped"] else "")
+               + f"; {len(reset)} replica(s) restarted from the beginning{' ' + str(reset) if reset else ''}; "
+               f"{done['kept_replicas']} ended replica(s) kept; the damaged file is {done['backup']}")
 
 
 @main.command()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 from pathlib import Path
 from typing import Any, Optional
@@ -29,7 +30,15 @@ FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 # Keys that may change when a results file is resumed: they steer the run, not its physics.
 RUN_CONTROL_KEYS = frozenset(
     {"output", "wall_time_limit_s", "checkpoint_every_steps", "threads_per_rank", "description", "label", "n_replicas", "progress_interval_s",
-     "warning_false_alarm_rate", "warning_horizon_ps"}
+     "warning_false_alarm_rate", "warning_horizon_ps", "warning_min_lead_ps"}
+)
+# Keys of the physics of a protocol: a run that changes one of its preset's is named after both
+# (e.g. "3bpa-nvt-1600K[temperature_K=4200]") unless it names its protocol itself.
+PHYSICS_KEYS = (
+    "ensemble", "temperature_K", "initial_temperature_K", "timestep_fs", "thermostat_tau_fs", "pressure_bar",
+    "barostat_tau_fs", "compressibility_per_bar", "bond_margin_A", "bond_rupture_A", "bond_pairs",
+    "temperature_blowup_factor", "reference_density_g_cm3", "density_band_fraction", "density_bounds_g_cm3",
+    "density_window_ps", "box_min_cutoffs",
 )
 # Keys that name files: on resume their *content* must match (model identity, structure hash).
 PATH_KEYS = ("model", "uncertainty", "structure")
@@ -57,7 +66,12 @@ class HarnessConfig:
     protocol: str = _key(_REQUIRED, "protocol name; enters the replica seeds and reports (default: the preset name)", (str,))
     description: str = _key("", "free text stored with the results", (str,))
     label: Optional[str] = _key(None, "name of the model in reports and plots (default: the results file's stem)", (str,), nullable=True)
-    model: str = _key(_REQUIRED, "model file (ase_nnip .nnip) or 'module:factory' returning any ASE calculator", (str,))
+    model: str = _key(
+        _REQUIRED,
+        "model file (ase_nnip .nnip: data, runs no code) or 'module:factory' returning any ASE calculator "
+        "(imports that module and calls the factory on every rank: a config naming a factory is a program)",
+        (str,),
+    )
     model_kwargs: dict = _key({}, "keyword arguments for NNIPCalculator or for the factory", (dict,))
     uncertainty: Optional[str] = _key(None, "uncertainty estimator file (.ltau) attached to an .nnip model", (str,), nullable=True)
     model_cutoff_A: Optional[float] = _key(
@@ -108,9 +122,13 @@ class HarnessConfig:
         0.1, "report: warning threshold = the level that this fraction of surviving replicas ever exceeds", NUM
     )
     warning_horizon_ps: float = _key(0.1, "report: a thermo row 'fails within the next Δt' for this Δt (per-step AUROC)", NUM)
+    warning_min_lead_ps: float = _key(
+        0.1, "report: a failure counts as warned only if the signal crossed its threshold at least this long before", NUM)
     # analysis
     density_average_last_ps: float = _key(50.0, "density is averaged over this last part of a surviving replica", NUM)
-    density_blocks: int = _key(5, "blocks for the block-averaged density error bar", (int,))
+    density_blocks: int = _key(
+        5, "not used since the density error comes from automatic blocking (Flyvbjerg-Petersen, Lee et al.) and "
+        "the replica spread; kept so that older configs and results files still load", (int,))
     # output
     thermo_stride_steps: int = _key(10, "log a thermo row every this many steps (and at failure)", (int,))
     checkpoint_every_steps: int = _key(500, "send a restart checkpoint every this many steps", (int,))
@@ -205,7 +223,13 @@ def build_config(values: dict, *, base_dir: Path = Path("."), source: str = "con
     consistency, and resolve input paths against ``base_dir``."""
     values = dict(values)
     if values.get("preset") is not None:
-        values = {**load_preset(values["preset"]), **values}
+        preset = load_preset(values["preset"])
+        explicit_name = values.get("protocol") is not None
+        values = {**preset, **values}
+        changed = {k: values[k] for k in PHYSICS_KEYS if k in values and values[k] != preset.get(k)}
+        if changed and not explicit_name:
+            # Another physics is another protocol: its name (and so the replica seeds) says so.
+            values["protocol"] = f"{preset['protocol']}[{', '.join(f'{k}={v}' for k, v in sorted(changed.items()))}]"
     keys = config_keys()
     _check_known(values, source)
     missing = [k for k, m in keys.items() if m["required"] and values.get(k) is None]
@@ -234,6 +258,8 @@ def _check_type(name, value, meta, source):
         raise ConfigError(f"{source}: key {name!r} must be {_type_names(types)}, got {value!r}")
     if not isinstance(value, types):
         raise ConfigError(f"{source}: key {name!r} must be {_type_names(types)}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{source}: key {name!r} must be a finite number, got {value!r}")
     if meta["choices"] and value not in meta["choices"]:
         raise ConfigError(f"{source}: key {name!r} must be one of {list(meta['choices'])}, got {value!r}")
 
@@ -244,6 +270,9 @@ def _type_names(types) -> str:
 
 def _resolve_path(name: str, value: str, base_dir: Path) -> str:
     candidate = (base_dir / Path(value).expanduser()).resolve()
+    if candidate.is_dir():
+        what = "a model file (.nnip) or 'module:factory'" if name == "model" else f"a {name} file"
+        raise ConfigError(f"key {name!r}: {candidate} is a directory, not {what}")
     if candidate.exists():
         return str(candidate)
     if name == "model" and FACTORY_PATTERN.match(value):

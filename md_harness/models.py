@@ -1,5 +1,10 @@
 """Models: an ase_nnip model file (optionally with its ``.ltau``) or ``module:factory``.
 
+A factory is code: ``model: package.module:function`` imports that module and calls the
+function with ``model_kwargs`` on every rank, so a config naming a factory is as trusted
+as a script (the run logs which module it imports). Model files are data: loading one runs
+no code (no pickle).
+
 ``ase_nnip`` (and torch) are imported only when the model is one of our files, so the
 harness runs any ASE calculator without them.
 """
@@ -9,11 +14,15 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from md_harness.config import HarnessConfig
+
+log = logging.getLogger("md_harness")
+_ANNOUNCED: set = set()  # factory modules whose import was logged (once per process)
 
 
 class ModelError(RuntimeError):
@@ -68,8 +77,12 @@ def describe_model(config: HarnessConfig) -> ModelInfo:
 
 
 def resolve_factory(spec: str):
-    """``"package.module:attr.path"`` → the callable."""
+    """``"package.module:attr.path"`` → the callable. Importing the module runs its code, and
+    calling the factory runs more: a config that names a factory is a program."""
     module_name, _, attr_path = spec.partition(":")
+    if module_name not in _ANNOUNCED:
+        _ANNOUNCED.add(module_name)
+        log.info(f"model factory {spec}: importing module {module_name!r} and calling {attr_path!r} (this runs its code)")
     try:
         obj = importlib.import_module(module_name)
     except ImportError as err:

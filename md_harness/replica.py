@@ -50,6 +50,10 @@ THERMO_COLUMNS = (
 #: Per-atom calculator results logged as (max, mean) per thermo row when the calculator has them.
 SIGNAL_KEYS = ("uncertainty", "force_error", "ood_distance")
 STATUSES = ("failed", "survived", "unfinished", "error")
+#: What a calculator may raise that counts as its failure: any exception, and also
+#: KeyboardInterrupt or SystemExit raised by the calculator's own code (the harness turns a
+#: real Ctrl-C or SIGTERM into a clean stop before it could reach a calculator).
+CALCULATOR_ERRORS = (Exception, KeyboardInterrupt, SystemExit)
 
 
 @dataclass(frozen=True)
@@ -322,7 +326,7 @@ class ReplicaRun:
             forces = calc.results.get("forces")
             if forces is None:
                 forces = atoms.get_forces()
-        except Exception as err:
+        except CALCULATOR_ERRORS as err:
             self.calculator_failed(err, step)
             return
         obs = Observation(step, atoms.positions, atoms.cell.array, atoms.pbc, atoms.get_temperature(), energy, forces)
@@ -360,7 +364,7 @@ class ReplicaRun:
                     next(steps)
                 except StopIteration:
                     break
-                except Exception as err:  # raised by the model inside the integrator
+                except CALCULATOR_ERRORS as err:  # raised by the model inside the integrator
                     # the force call that failed belongs to the next step (step 0 before any)
                     self.calculator_failed(err, self.step + 1 if self.observed else 0)
                     break

@@ -29,16 +29,16 @@ from md_harness.detectors import FAILURE_MODES
 from md_harness.seeds import duplicate_groups
 from md_harness.comparison import compare_models, forest_figure, format_comparison
 from md_harness.statistics import (
+    Blocking,
     band_steps,
-    block_average,
-    block_means,
+    blocking,
     kaplan_meier,
     median_survival,
     restricted_mean,
     rmst_interval,
 )
 from md_harness.store import Results, load_results
-from md_harness.warning import SIGNALS, Trace, analyse_warning
+from md_harness.warning import SIGNALS, Trace, analyse_signals
 
 
 @dataclass
@@ -52,7 +52,9 @@ class ReplicaSummary:
     censored: bool
     max_force_error_eV_A: float  # largest predicted per-atom force error logged (NaN: not logged)
     density_g_cm3: float  # mean over the averaging window (surviving NPT replicas)
-    density_error_g_cm3: float
+    density_error_g_cm3: float  # its standard error by blocking (Flyvbjerg-Petersen, Lee et al.)
+    density_blocks_converged: bool = False  # the window is long enough for its correlation time
+    density_correlation_ps: float = float("nan")  # integrated autocorrelation time of the density
 
 
 @dataclass
@@ -79,6 +81,8 @@ class ModelSummary:
     interval_methods: str = ""  # how the intervals at the run length were computed
     density_g_cm3: float = float("nan")
     density_error_g_cm3: float = float("nan")
+    density_error_method: str = ""  # replica-to-replica spread (≥ 2 replicas) or blocking within one
+    density_blocks_converged: bool = False  # every surviving replica's blocking reached its plateau
     complete: bool = True  # False while any replica is unfinished before the run length
     followed_up_ps: float = float("nan")  # the longest time any usable replica reached
     warnings: list = field(default_factory=list)  # asdict(WarningAnalysis) per logged signal
@@ -89,19 +93,33 @@ def _decode(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def replica_density(results: Results, index: int) -> tuple[float, float, np.ndarray]:
-    """(mean, block error, block means) of the density over the last ``density_average_last_ps``."""
+def replica_density(results: Results, index: int) -> tuple[float, Blocking, float]:
+    """(mean, :class:`~md_harness.statistics.Blocking`, thermo row interval in ps) of the
+    density over the last ``density_average_last_ps``."""
     config = results.config
     t, rho = results.column(index, "time_ps"), results.column(index, "density_g_cm3")
     window = (t >= config["duration_ps"] - config["density_average_last_ps"]) & np.isfinite(rho)
-    blocks = block_means(rho[window], config["density_blocks"])
-    mean, err = block_average(blocks)
-    return mean, err, blocks
+    dt = float(np.median(np.diff(t[window]))) if window.sum() > 1 else float("nan")
+    analysis = blocking(rho[window])
+    return analysis.mean, analysis, dt
 
 
-def warning_analyses(results: Results, status: np.ndarray, false_alarm_rate: float, horizon_ps: float) -> list:
-    """:func:`~md_harness.warning.analyse_warning` for every signal the file has logged."""
-    analyses = []
+def model_density(means: list[float], analyses: list[Blocking]) -> tuple[float, float, str]:
+    """(density, standard error, how the error was computed) of a model from its surviving
+    replicas: the replica is the unit (spread of their means / √n) when there are two or
+    more; with one, the blocking error within it."""
+    if not means:
+        return float("nan"), float("nan"), ""
+    if len(means) >= 2:
+        return (float(np.mean(means)), float(np.std(means, ddof=1) / np.sqrt(len(means))),
+                f"spread of {len(means)} replica means")
+    return float(means[0]), float(analyses[0].se), "within one replica (blocking)"
+
+
+def warning_analyses(results: Results, status: np.ndarray, false_alarm_rate: float, horizon_ps: float,
+                     min_lead_ps: float) -> list:
+    """:func:`~md_harness.warning.analyse_signals` over every signal the file has logged."""
+    traces = {}
     indices = [int(i) for i in results.table["index"]]
     for signal in SIGNALS:
         if not any(np.isfinite(results.column(i, signal)).any() for i in indices):
@@ -114,15 +132,16 @@ def warning_analyses(results: Results, status: np.ndarray, false_alarm_rate: flo
                 failed.append(trace)
             elif st == "survived":
                 survived.append(trace)
-        analyses.append(analyse_warning(signal, failed, survived, false_alarm_rate, horizon_ps))
-    return analyses
+        traces[signal] = (failed, survived)
+    return analyse_signals(traces, false_alarm_rate, horizon_ps, min_lead_ps)
 
 
 def summarize(
-    results: Results, false_alarm_rate: Optional[float] = None, horizon_ps: Optional[float] = None
+    results: Results, false_alarm_rate: Optional[float] = None, horizon_ps: Optional[float] = None,
+    min_lead_ps: Optional[float] = None,
 ) -> tuple[ModelSummary, list]:
     """Survival statistics, warning analyses and per-replica rows of one results file
-    (``false_alarm_rate`` and ``horizon_ps`` override the run's warning_* settings)."""
+    (``false_alarm_rate``, ``horizon_ps`` and ``min_lead_ps`` override the run's warning_* settings)."""
     config, table = results.config, results.table
     horizon = config["duration_ps"]
     status = np.array([_decode(s) for s in table["status"]])
@@ -143,25 +162,31 @@ def summarize(
                            f"exact binomial, n = {km.effective_size(horizon)}")
         methods = f"survival: {survival_method}; RMST: {rmst_method}"
 
-    rows, all_blocks = [], []
+    rows, means, analyses = [], [], []
     for row, st, mode in zip(table, status, modes):
         i = int(row["index"])
         fe = results.column(i, "max_force_error_eV_A")
-        density = density_err = float("nan")
+        density, analysis, dt = float("nan"), None, float("nan")
         if config["ensemble"] == "npt_berendsen" and st == "survived":
-            density, density_err, blocks = replica_density(results, i)
-            all_blocks.extend(blocks)
+            density, analysis, dt = replica_density(results, i)
+            if math.isfinite(density):
+                means.append(density)
+                analyses.append(analysis)
         rows.append(
             ReplicaSummary(
                 str(results.path), i, int(row["seed"]), st, mode, float(row["time_ps"]), bool(row["censored"]),
-                float(np.nanmax(fe)) if np.isfinite(fe).any() else float("nan"), density, density_err,
+                float(np.nanmax(fe)) if np.isfinite(fe).any() else float("nan"), density,
+                analysis.se if analysis is not None else float("nan"),
+                bool(analysis is not None and analysis.converged),
+                analysis.tau * dt if analysis is not None else float("nan"),
             )
         )
-    density, density_err = block_average(np.asarray(all_blocks))
+    density, density_err, density_method = model_density(means, analyses)
     counts = {name: int((status == name).sum()) for name in ("failed", "survived", "unfinished", "error")}
     failure_modes = {m: int(((status == "failed") & (modes == m)).sum()) for m in FAILURE_MODES}
     alpha = config.get("warning_false_alarm_rate", 0.1) if false_alarm_rate is None else false_alarm_rate
     dt = config.get("warning_horizon_ps", 0.1) if horizon_ps is None else horizon_ps
+    lead = config.get("warning_min_lead_ps", 0.1) if min_lead_ps is None else min_lead_ps
     summary = ModelSummary(
         file=str(results.path),
         label=results.label,
@@ -185,9 +210,11 @@ def summarize(
         interval_methods=methods,
         density_g_cm3=density,
         density_error_g_cm3=density_err,
+        density_error_method=density_method,
+        density_blocks_converged=bool(analyses) and all(a.converged for a in analyses),
         complete=bool(complete),
         followed_up_ps=float(table["time_ps"][usable].max()) if usable.any() else float("nan"),
-        warnings=[asdict(a) for a in warning_analyses(results, status, alpha, dt)],
+        warnings=[asdict(a) for a in warning_analyses(results, status, alpha, dt, lead)],
         duplicate_replicas=duplicate_groups(results.momenta_fingerprints),
     )
     return summary, rows
@@ -233,7 +260,7 @@ def format_table(summaries: list[ModelSummary], comparison=None) -> str:
     then the notes, and the comparison of the models when there is one."""
     columns = _columns()
     if any(not math.isnan(m.density_g_cm3) for m in summaries):
-        columns.append(("density g/cm³ ± err", lambda m: f"{_fmt(m.density_g_cm3, 4)} ± {_fmt(m.density_error_g_cm3, 4)}"))
+        columns.append(("density g/cm³ ± se", lambda m: f"{_fmt(m.density_g_cm3, 4)} ± {_fmt(m.density_error_g_cm3, 4)}"))
     if len(summaries) <= MANY_MODELS:
         cells = [[name] + [fn(m) for m in summaries] for name, fn in columns]
     else:
@@ -247,6 +274,12 @@ def format_table(summaries: list[ModelSummary], comparison=None) -> str:
     for method in methods:
         out.append(f"intervals: {method}")
     for m in summaries:
+        if m.density_error_method:
+            converged = ("blocking converged in every replica" if m.density_blocks_converged else
+                         "NOT CONVERGED: the averaging window is too short for the density's correlation time in some "
+                         "replica, so its error is a lower bound")
+            out.append(f"density of {m.label}: error from the {m.density_error_method}; {converged}")
+    for m in summaries:
         if not m.complete:
             out.append(
                 f"INCOMPLETE: {Path(m.file).name}: {m.counts['unfinished']} of {m.n_replicas} replicas unfinished "
@@ -254,8 +287,13 @@ def format_table(summaries: list[ModelSummary], comparison=None) -> str:
                 "resume the run (same command) for survival and RMST at the run length"
             )
     for m in summaries:
+        unassessed = [w for w in m.warnings if w["verdict"].startswith("not assessed")]
         for w in m.warnings:
-            out.append(f"early warning, {Path(m.file).name}, {w['signal']}: {w['verdict']}")
+            if w not in unassessed:
+                out.append(f"early warning, {Path(m.file).name}, {w['signal']}: {w['verdict']}")
+        if unassessed:  # one line for every signal that could not be assessed for the same reason
+            signals = ", ".join(w["signal"] for w in unassessed)
+            out.append(f"early warning, {Path(m.file).name}, {signals}: {unassessed[0]['verdict']}")
     for m in summaries:
         if m.duplicate_replicas:
             out.append(f"warning: {Path(m.file).name}: replicas {m.duplicate_replicas} start from identical velocities")
@@ -432,14 +470,15 @@ def _json_ready(value):
 
 
 def write_report(
-    paths, prefix, *, false_alarm_rate: Optional[float] = None, horizon_ps: Optional[float] = None, plot: bool = True
+    paths, prefix, *, false_alarm_rate: Optional[float] = None, horizon_ps: Optional[float] = None, plot: bool = True,
+    min_lead_ps: Optional[float] = None,
 ) -> tuple[str, dict]:
     """Summarize ``paths``; write ``<prefix>.json``, ``<prefix>.csv``, ``<prefix>_replicas.csv``
     and ``<prefix>_survival.png``. Returns (printable table, {kind: written path})."""
     all_results = [load_results(p) for p in paths]
     summaries, replica_rows = [], []
     for results in all_results:
-        summary, rows = summarize(results, false_alarm_rate, horizon_ps)
+        summary, rows = summarize(results, false_alarm_rate, horizon_ps, min_lead_ps)
         summaries.append(summary)
         replica_rows.extend(rows)
     comparison = model_comparison(all_results, summaries)

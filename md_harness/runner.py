@@ -13,6 +13,7 @@ campaign that model is skipped (and reported) and the others run.
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import socket
 import time
@@ -32,10 +33,10 @@ from md_harness.config import ConfigError, HarnessConfig
 from md_harness.detectors import find_bonds
 from md_harness.models import ModelError, ModelInfo, describe_model, make_calculator
 from md_harness.progress import CampaignProgress
-from md_harness.replica import Protocol
+from md_harness.replica import THERMO_COLUMNS, Protocol
 from md_harness.scheduler import Coordinator, serial_ase, worker_loop
 from md_harness.seeds import replica_seed
-from md_harness.store import ResultsFileError, ResultsStore, now_iso, provenance_attrs, structure_sha256
+from md_harness.store import ResultsFileError, ResultsLock, ResultsStore, now_iso, provenance_attrs, structure_sha256
 
 log = logging.getLogger("md_harness")
 
@@ -80,6 +81,10 @@ def read_start_structure(config: HarnessConfig) -> Atoms:
     """The start structure as bare Atoms (numbers, positions, cell, pbc) from ``structure``."""
     try:
         atoms = read(config.structure, index=config.structure_index, parallel=False)
+    except (IndexError, StopIteration):  # ASE's readers signal a frame past the end either way
+        frames = len(read(config.structure, index=":", parallel=False))
+        raise ConfigError(f"structure_index {config.structure_index} is past the last frame of {config.structure} "
+                          f"({frames} frame(s), indices 0 to {frames - 1})") from None
     except Exception as err:
         raise ConfigError(f"cannot read structure {config.structure} (frame {config.structure_index}): {err}") from err
     return Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
@@ -91,13 +96,35 @@ def load_protocol(config: HarnessConfig, info: ModelInfo) -> Protocol:
     return Protocol(config, start, find_bonds(start, config.bond_margin_A, config.bond_pairs), info.cutoff_A)
 
 
+#: More replicas than this in one file is a mistake, not a campaign.
+MAX_REPLICAS = 100_000
+
+
+def check_sizes(config: HarnessConfig, n_atoms: int) -> None:
+    """Refuse absurd campaigns before writing anything: too many replicas, or a results file
+    (with room for its journal and one compaction copy) larger than the free disk space."""
+    if config.n_replicas > MAX_REPLICAS:
+        raise ConfigError(f"n_replicas = {config.n_replicas} is more than {MAX_REPLICAS:,} replicas in one results file: "
+                          "split the campaign")
+    rows = config.n_steps // config.thermo_stride_steps + 2
+    per_replica = 8 * (rows * len(THERMO_COLUMNS) + config.last_frames * (3 * n_atoms + 10) + 8 * n_atoms + 64)
+    needed = 3 * per_replica * config.n_replicas
+    folder = Path(config.output).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise ConfigError(f"the results of {config.n_replicas} replicas need about {needed / 2**30:.1f} GiB beside "
+                          f"{config.output} (file, journal, one copy), {free / 2**30:.1f} GiB are free")
+
+
 def prepare(config: HarnessConfig, hosts: list[str], command: str) -> tuple[Protocol, ResultsStore, list]:
-    """Rank 0: start structure, bonds, checks, results file (new or resumed), the queue of tasks."""
+    """Rank 0: start structure, bonds, checks, results file (new or resumed, locked), the queue of tasks."""
     if config.output is None:
         raise ConfigError("no output file: set the 'output' key or --output")
     info = describe_model(config)
     protocol = load_protocol(config, info)
     start, bonds = protocol.start, protocol.bonds
+    check_sizes(config, len(start))
     notes = launch_checks(config, start, bonds, make_calculator(config), info.cutoff_A)
     for note in notes:
         log.warning(note)
@@ -105,15 +132,24 @@ def prepare(config: HarnessConfig, hosts: list[str], command: str) -> tuple[Prot
     attrs = provenance_attrs(info, structure_sha256(start.numbers, start.positions, start.cell.array, start.pbc))
     attrs["protocol"] = config.protocol
     output = Path(config.output)
-    resumed = output.exists()
-    if resumed:
-        store = ResultsStore.resume(output, config.to_dict(), attrs, seeds)
-    else:
-        store = ResultsStore.create(output, config.to_dict(), attrs, start, bonds, seeds)
-    store.add_session(
-        {"start": now_iso(), "ranks": len(hosts), "hosts": dict(Counter(hosts)), "command": command, "resumed": resumed, "notes": notes}
-    )
-    tasks = store.pending_tasks()
+    try:
+        lock = ResultsLock(output)
+    except PermissionError as err:
+        raise ResultsFileError(f"cannot write the results file {output}: {err}") from err
+    try:
+        resumed = output.exists()
+        if resumed:
+            store = ResultsStore.resume(output, config.to_dict(), attrs, seeds, lock=lock)
+        else:
+            store = ResultsStore.create(output, config.to_dict(), attrs, start, bonds, seeds, lock=lock)
+        store.add_session(
+            {"start": now_iso(), "ranks": len(hosts), "hosts": dict(Counter(hosts)), "command": command,
+             "resumed": resumed, "notes": notes}
+        )
+        tasks = store.pending_tasks()
+    except BaseException:
+        lock.release()
+        raise
     log.info(
         f"{config.protocol}: {len(tasks)} of {config.n_replicas} replicas to run"
         f"{' (resumed)' if resumed else ''} on {len(hosts)} rank(s) → {output}"
@@ -205,10 +241,12 @@ def run_models(configs: dict, *, comm=None, command: str = "", skip_unusable: bo
                                         enabled=log.isEnabledFor(logging.INFO))
             try:
                 Coordinator(comm, {label: p.store for label, p in prepared.items()}, tasks, stop, progress).run(protocols, stop)
+                for p in prepared.values():
+                    p.store.end_session(stopped_by_signal=stop.signal, wall_time_limit_reached=stop.signal is None and stop())
             finally:
                 progress.close()
-            for p in prepared.values():
-                p.store.end_session(stopped_by_signal=stop.signal, wall_time_limit_reached=stop.signal is None and stop())
+                for p in prepared.values():  # fold the journals and release the locks, whatever happened
+                    p.store.close()
             return CampaignOutcome({label: p.store.table for label, p in prepared.items()}, skipped)
         status, protocols = comm.bcast(None, root=0)
         if status == "error":
@@ -221,18 +259,23 @@ def run_models(configs: dict, *, comm=None, command: str = "", skip_unusable: bo
 def prepare_models(configs: dict, hosts: list[str], command: str, skip_unusable: bool) -> tuple[dict, dict]:
     """Rank 0: :func:`prepare` every model; returns ({label: PreparedModel}, {label: why skipped})."""
     prepared, skipped = {}, {}
-    for label, config in configs.items():
-        try:
-            protocol, store, tasks = prepare(config, hosts, command)
-        except MODEL_ERRORS as err:
-            if not skip_unusable:
-                raise
-            skipped[label] = str(err)
-            log.warning(f"{label}: skipped, {err}")
-            continue
-        for task in tasks:
-            task.model = label
-        prepared[label] = PreparedModel(protocol, store, tasks)
-    if not prepared:
-        raise ConfigError("no model can run: " + "; ".join(f"{label}: {why}" for label, why in skipped.items()))
+    try:
+        for label, config in configs.items():
+            try:
+                protocol, store, tasks = prepare(config, hosts, command)
+            except MODEL_ERRORS as err:
+                if not skip_unusable:
+                    raise
+                skipped[label] = str(err)
+                log.warning(f"{label}: skipped, {err}")
+                continue
+            for task in tasks:
+                task.model = label
+            prepared[label] = PreparedModel(protocol, store, tasks)
+        if not prepared:
+            raise ConfigError("no model can run: " + "; ".join(f"{label}: {why}" for label, why in skipped.items()))
+    except BaseException:
+        for p in prepared.values():
+            p.store.close()
+        raise
     return prepared, skipped

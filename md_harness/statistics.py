@@ -253,6 +253,56 @@ def median_survival(km: KaplanMeier, horizon: float = math.inf) -> tuple[float, 
     )
 
 
+@dataclass
+class Blocking:
+    """Flyvbjerg–Petersen blocking of a correlated series: the standard error of its mean at
+    block sizes 1, 2, 4, … (``levels``: (block size, se, error of the se)); ``se`` at the
+    optimal block size of Lee et al. (blocks long enough that they are independent), and
+    ``converged`` whether that size leaves at least :data:`MIN_BLOCKS` blocks (else the series
+    is too short for its correlation time and ``se`` is the largest seen, a lower bound);
+    ``tau`` the integrated autocorrelation time (in samples) it implies: (se / naive se)² / 2."""
+
+    mean: float
+    se: float
+    converged: bool
+    tau: float
+    levels: list
+
+
+#: Fewest blocks a blocking level may have to count.
+MIN_BLOCKS = 16
+
+
+def blocking(values) -> Blocking:
+    """:class:`Blocking` of ``values`` (Flyvbjerg & Petersen, J. Chem. Phys. 91, 461 (1989))."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if len(x) < 2:
+        return Blocking(float(x.mean()) if len(x) else float("nan"), float("nan"), False, float("nan"), [])
+    mean = float(x.mean())
+    levels, size = [], 1
+    while len(x) >= 2:
+        n = len(x)
+        se = float(np.sqrt(x.var(ddof=1) / n))
+        levels.append((size, se, se / np.sqrt(2.0 * (n - 1)), n))
+        x = x[: n - n % 2].reshape(-1, 2).mean(axis=1)
+        size *= 2
+    # Lee, Needs and Drummond (Phys. Rev. E 83, 066706 (2011)): the first block size B with
+    # B³ > 2N (se_B / se_1)⁴ is long enough; it counts only with MIN_BLOCKS blocks left.
+    n_samples, naive = levels[0][3], levels[0][1]
+    plateau, converged = None, False
+    for level in levels:
+        size, se, _, n = level
+        if naive > 0 and size**3 > 2 * n_samples * (se / naive) ** 4:
+            plateau, converged = level, n >= MIN_BLOCKS
+            break
+    if plateau is None or not converged:  # not long enough: the largest se with enough blocks, flagged
+        usable = [lv for lv in levels if lv[3] >= MIN_BLOCKS] or levels
+        plateau = max(usable, key=lambda lv: lv[1])
+    tau = 0.5 * (plateau[1] / naive) ** 2 if naive > 0 else float("nan")
+    return Blocking(mean, float(plateau[1]), converged, float(tau), [lv[:3] for lv in levels])
+
+
 def block_means(values, n_blocks: int) -> np.ndarray:
     """Means of ``n_blocks`` equal consecutive blocks (leading samples that do not fit are dropped)."""
     values = np.asarray(values, dtype=float)

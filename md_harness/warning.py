@@ -8,21 +8,26 @@ surviving ones:
    survivors' largest signal over their whole run, so that a fraction α of the surviving
    replicas ever crosses it (a false alarm).
 2. **Warned failures and lead times.** A failed replica is warned when its signal exceeds θ
-   at a row *before* t_f (the row logged at the failure itself does not count); its lead
-   time is t_f − (first such row). **Null baseline:** the same statistic for a random time —
+   at a row at least the *minimum useful lead* L before t_f (``warning_min_lead_ps``,
+   default 0.1 ps: a crossing 24 fs before a rupture is part of the rupture, too late to
+   act on); its lead time is t_f − (first such row). **Null baseline:** the same statistic for a random time —
    every survivor, with the failure times of the failed replicas as pretend failure times
    (time-matched, since a longer run crosses a threshold more often). A warning exists
    only where failures are warned more often (and earlier) than survivors at the same times.
 3. **Per-step AUROC** of the signal for "fails within the next Δt": positive rows are those
-   of failed replicas in [t_f − Δt, t_f), negative rows all rows of survivors; 0.5 is no
-   signal. The 95 % interval comes from a bootstrap over replicas (rows of one replica are
-   correlated, so replicas, not rows, are resampled).
+   of failed replicas in [t_f − Δt, t_f), negative rows those of survivors in the same
+   windows [t_f − Δt, t_f) of every failure time (time-matched: a survivor's early heating
+   phase, when signals differ anyway, does not count against it); 0.5 is no signal. The
+   interval comes from a bootstrap over replicas (rows of one replica are correlated, so
+   replicas, not rows, are resampled).
+4. **Several signals.** Each signal of a file is one test: the Fisher p-values are
+   Holm-adjusted over the signals tested, and the AUROC interval is at level 1 − 0.05/m.
 
 The verdict says in words whether a warning exists. **EARLY WARNING** only when both hold:
-the AUROC interval lies above 0.5, and failures are warned in advance more often than the
-time-matched survivors (one-sided Fisher exact test, p < 0.05, on warned/not warned
-failures against survivors, each survivor counted as warned in the fraction of the failure
-times by which it had crossed). **ELEVATED BEFORE FAILURES, NO USABLE WARNING** when only the
+the AUROC interval lies above 0.5, and failures are warned at least L in advance more often
+than the time-matched survivors (one-sided Fisher exact test, Holm-adjusted p < 0.05, on
+warned/not warned failures against survivors, each survivor counted as warned in the
+fraction of the failure times by which it had crossed). **ELEVATED BEFORE FAILURES, NO USABLE WARNING** when only the
 AUROC says so (the signal is higher just before failures than in survivors, but a threshold
 with the stated false-alarm rate does not catch failures in advance). Otherwise **NO
 WARNING** distinguishable from chance.
@@ -57,12 +62,15 @@ class WarningAnalysis:
     horizon_ps: float
     n_failed: int
     n_survived: int
+    min_lead_ps: float = 0.0
+    n_tests: int = 1  # signals tested together (Holm / Bonferroni)
     threshold: float = float("nan")
     failures_warned: int = 0
     warned_fraction: float = float("nan")
     warned_fraction_ci: list = field(default_factory=lambda: [float("nan"), float("nan")])
     null_warned_fraction: float = float("nan")
     fisher_p: float = float("nan")  # one-sided: failures warned more often than survivors
+    fisher_p_holm: float = float("nan")  # Holm-adjusted over the n_tests signals
     median_lead_ps: float = float("nan")
     null_median_lead_ps: float = float("nan")
     auroc: float = float("nan")
@@ -107,11 +115,17 @@ def _rows_before_failure(trace: Trace, horizon_ps: float) -> np.ndarray:
     return trace.value[(t >= trace.failure_ps - horizon_ps) & (t < trace.failure_ps)]
 
 
-def step_auroc(failed: list, survived: list, horizon_ps: float, rng: np.random.Generator) -> tuple[float, list]:
-    """AUROC of rows within ``horizon_ps`` before a failure against survivor rows, and its
-    bootstrap 95 % interval (replicas resampled within each class)."""
+def step_auroc(failed: list, survived: list, horizon_ps: float, rng: np.random.Generator,
+               level: float = 0.95) -> tuple[float, list]:
+    """AUROC of rows within ``horizon_ps`` before a failure against survivor rows in the same
+    windows before every failure time (time-matched), and its bootstrap interval at ``level``
+    (replicas resampled within each class)."""
     positives = [_rows_before_failure(t, horizon_ps) for t in failed]
-    negatives = [t.value for t in survived]
+    failure_times = [t.failure_ps for t in failed]
+    negatives = [
+        np.concatenate([trace.value[(trace.time_ps >= t_f - horizon_ps) & (trace.time_ps < t_f)] for t_f in failure_times])
+        for trace in survived
+    ]
 
     def value(pos, neg):
         pos, neg = [p for p in pos if len(p)], [n for n in neg if len(n)]
@@ -129,18 +143,21 @@ def step_auroc(failed: list, survived: list, horizon_ps: float, rng: np.random.G
         samples.append(value(pos, neg))
     samples = np.asarray(samples)
     samples = samples[np.isfinite(samples)]
-    return estimate, [float(np.quantile(samples, 0.025)), float(np.quantile(samples, 0.975))]
+    tail = (1.0 - level) / 2
+    return estimate, [float(np.quantile(samples, tail)), float(np.quantile(samples, 1.0 - tail))]
 
 
 def analyse_warning(
-    signal: str, failed: list, survived: list, false_alarm_rate: float, horizon_ps: float, seed: int = 0
+    signal: str, failed: list, survived: list, false_alarm_rate: float, horizon_ps: float, seed: int = 0,
+    min_lead_ps: float = 0.0, n_tests: int = 1,
 ) -> WarningAnalysis:
-    """The analysis of the module docstring for traces of failed and surviving replicas."""
+    """The analysis of the module docstring for traces of failed and surviving replicas, one
+    of ``n_tests`` signals (Holm is applied across them by :func:`analyse_signals`)."""
     failed = [_finite(t) for t in failed]
     survived = [_finite(t) for t in survived]
     failed = [t for t in failed if len(t.value)]
     survived = [t for t in survived if len(t.value)]
-    out = WarningAnalysis(signal, false_alarm_rate, horizon_ps, len(failed), len(survived))
+    out = WarningAnalysis(signal, false_alarm_rate, horizon_ps, len(failed), len(survived), min_lead_ps, n_tests)
     if len(failed) < 2 or len(survived) < 2:
         out.verdict = (
             f"not assessed: needs at least 2 failed and 2 surviving replicas with this signal logged "
@@ -150,7 +167,7 @@ def analyse_warning(
     survivor_max = np.array([t.value.max() for t in survived])
     out.threshold = float(np.quantile(survivor_max, 1.0 - false_alarm_rate, method="higher"))
 
-    crossings = np.array([first_crossing_before(t, out.threshold, t.failure_ps) for t in failed])
+    crossings = np.array([first_crossing_before(t, out.threshold, t.failure_ps - min_lead_ps) for t in failed])
     warned = np.isfinite(crossings)
     out.failures_warned = int(warned.sum())
     out.warned_fraction = float(warned.mean())
@@ -162,17 +179,37 @@ def analyse_warning(
     null_leads, null_warned = [], []
     for t_f in (t.failure_ps for t in failed):
         for trace in survived:
-            cross = first_crossing_before(trace, out.threshold, t_f)
+            cross = first_crossing_before(trace, out.threshold, t_f - min_lead_ps)
             null_warned.append(np.isfinite(cross))
             if np.isfinite(cross):
                 null_leads.append(t_f - cross)
     out.null_warned_fraction = float(np.mean(null_warned))
     out.null_median_lead_ps = float(np.median(null_leads)) if null_leads else float("nan")
     out.fisher_p = warned_more_often(out.failures_warned, len(failed), out.null_warned_fraction, len(survived))
+    out.fisher_p_holm = out.fisher_p
 
-    out.auroc, out.auroc_ci = step_auroc(failed, survived, horizon_ps, np.random.default_rng(seed))
+    out.auroc, out.auroc_ci = step_auroc(failed, survived, horizon_ps, np.random.default_rng(seed),
+                                         1.0 - 0.05 / max(n_tests, 1))
     out.verdict = _verdict(out)
     return out
+
+
+def analyse_signals(traces: dict, false_alarm_rate: float, horizon_ps: float, min_lead_ps: float,
+                    seed: int = 0) -> list:
+    """:func:`analyse_warning` for every signal of ``traces`` ({signal: (failed, survived)}),
+    as one family of tests: the Fisher p-values Holm-adjusted, the AUROC intervals at
+    1 − 0.05/m, the verdicts on the adjusted values."""
+    from md_harness.statistics import holm
+
+    n_tests = len(traces)
+    analyses = [analyse_warning(signal, failed, survived, false_alarm_rate, horizon_ps, seed, min_lead_ps, n_tests)
+                for signal, (failed, survived) in traces.items()]
+    assessed = [a for a in analyses if np.isfinite(a.fisher_p)]
+    if len(assessed) > 1:
+        for a, adjusted in zip(assessed, holm([a.fisher_p for a in assessed])):
+            a.fisher_p_holm = float(adjusted)
+            a.verdict = _verdict(a)
+    return analyses
 
 
 def warned_more_often(k_failed: int, n_failed: int, null_fraction: float, n_survived: int) -> float:
@@ -185,24 +222,28 @@ def warned_more_often(k_failed: int, n_failed: int, null_fraction: float, n_surv
 
 
 def _verdict(a: WarningAnalysis) -> str:
+    level = 1.0 - 0.05 / max(a.n_tests, 1)
     auroc_text = (
         f"per-step AUROC for failure within {a.horizon_ps:g} ps {a.auroc:.2f} "
-        f"[{a.auroc_ci[0]:.2f}, {a.auroc_ci[1]:.2f}] (no signal: 0.5)"
+        f"[{a.auroc_ci[0]:.2f}, {a.auroc_ci[1]:.2f}]{f' ({level:.1%} interval, {a.n_tests} signals)' if a.n_tests > 1 else ''} "
+        "(no signal: 0.5; negatives time-matched)"
     )
     if not np.isfinite(a.auroc):
         auroc_text = f"per-step AUROC not available (no rows within {a.horizon_ps:g} ps before a failure)"
+    p_text = (f"p = {a.fisher_p:.2g}, Holm over {a.n_tests} signals {a.fisher_p_holm:.2g}" if a.n_tests > 1
+              else f"p = {a.fisher_p:.2g}")
     warned_text = (
-        f"{a.failures_warned}/{a.n_failed} failures warned before failing "
+        f"{a.failures_warned}/{a.n_failed} failures warned at least {a.min_lead_ps:g} ps before failing "
         f"[{a.warned_fraction_ci[0]:.2f}, {a.warned_fraction_ci[1]:.2f}] at threshold {a.threshold:.4g} "
         f"({a.false_alarm_rate:.0%} of survivors ever cross it) vs {a.null_warned_fraction:.0%} of survivors by "
-        f"the same times (p = {a.fisher_p:.2g})"
+        f"the same times ({p_text})"
     )
     if a.failures_warned == 0 and a.null_warned_fraction == 0:
         warned_text += "; nothing crosses the threshold before a failure time (the signal may saturate)"
     lead = (f"median lead {a.median_lead_ps:.3g} ps (survivors at the same times: {a.null_median_lead_ps:.3g} ps)"
             if a.failures_warned else "no lead time")
     above_chance = bool(np.isfinite(a.auroc_ci[0]) and a.auroc_ci[0] > 0.5)
-    more_warned = bool(a.fisher_p < 0.05)
+    more_warned = bool(a.fisher_p_holm < 0.05)
     if above_chance and more_warned:
         return f"EARLY WARNING: {warned_text}; {lead}; {auroc_text}"
     if above_chance:

@@ -51,7 +51,9 @@ def test_preset_plus_file_plus_overrides(tmp_path, structure):
     path = write(tmp_path, {"preset": "3bpa-nvt-1600K", "model": FACTORY, "structure": "start.xyz", "n_replicas": 4})
     config = load_config(path, {"duration_ps": 0.5, "temperature_K": 1200})
     assert (config.n_replicas, config.duration_ps, config.temperature_K, config.timestep_fs) == (4, 0.5, 1200.0, 1.0)
-    assert config.n_steps == 500 and config.protocol == "3bpa-nvt-1600K" and config.preset == "3bpa-nvt-1600K"
+    # another temperature is another protocol, and its name says so
+    assert config.n_steps == 500 and config.protocol == "3bpa-nvt-1600K[temperature_K=1200]"
+    assert config.preset == "3bpa-nvt-1600K"
     assert config.structure == str(structure.resolve())  # relative to the config file
     assert config.output.endswith("run.h5")  # default: <config stem>.h5 in the current directory
 

@@ -15,7 +15,7 @@ from test_harness_run import write_cluster_config
 
 from md_harness.cli import EXIT_INCOMPLETE, main
 from md_harness.report import survival_figure, summarize, write_report
-from md_harness.store import load_results
+from md_harness.store import ResultsFileError, load_results
 
 # 3 replicas × 600 steps of the toy cluster, a checkpoint every 100 steps
 SLOW = dict(duration_ps=0.3, checkpoint_every_steps=100, thermo_stride_steps=20)
@@ -68,19 +68,17 @@ def test_sigkill_then_resume_reports_like_an_uninterrupted_run(tmp_path):
         while time.monotonic() < deadline:  # kill once a replica has a checkpoint past step 0
             time.sleep(0.05)
             try:
-                with h5py.File(results, "r") as f:
-                    steps = f["replicas"]["steps_done"]
-                    if (steps > 0).any() and (steps < 600).all():
-                        break
-            except (OSError, KeyError):
+                steps = load_results(results).table["steps_done"]  # the file and its journal
+                if (steps > 0).any() and (steps < 600).all():
+                    break
+            except (OSError, KeyError, ResultsFileError):
                 continue
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    with h5py.File(results, "r") as f:
-        table = f["replicas"][:]
-        checkpoints = {int(r["index"]): float(r["steps_done"]) * 0.5 / 1000.0 for r in table}
+    table = load_results(results).table
+    checkpoints = {int(r["index"]): float(r["steps_done"]) * 0.5 / 1000.0 for r in table}
     assert (table["status"] == b"unfinished").any()
     assert_incomplete_report(results, tmp_path, {i: t for i, t in checkpoints.items()
                                                   if table["status"][i] == b"unfinished"})

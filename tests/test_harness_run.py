@@ -17,7 +17,7 @@ from md_harness.models import describe_model
 from md_harness.runner import load_protocol, run_campaign
 from md_harness.scheduler import Coordinator
 from md_harness.seeds import replica_seed
-from md_harness.store import ResultsFileError, ResultsStore, load_results
+from md_harness.store import ResultsFileError, ResultsLock, ResultsStore, load_results
 from md_harness.toy_calculators import ToyWater, water_grid
 
 TOY = "md_harness.toy_calculators:ToyWater"
@@ -197,11 +197,12 @@ def test_stopped_runs_resume_to_the_uninterrupted_result(tmp_path):
     table = run_campaign(stopped)
     assert table["status"].tolist() == [b"unfinished"] * 3 and table["steps_done"].tolist() == [0] * 3
     # replica 1 stopped after step 37 (a stop request): its checkpoint goes to the file
-    store = ResultsStore(stopped.output)
+    store = ResultsStore(stopped.output, ResultsLock(stopped.output))
     polls = iter(range(10**6))
     protocol = load_protocol(stopped, describe_model(stopped))
     record = run_replica(protocol, store.pending_tasks()[1], store, should_stop=lambda: next(polls) >= 37)
     assert (record.status, record.steps_done) == ("unfinished", 37)
+    store.close()  # folds the journal into the file
     with h5py.File(stopped.output) as f:
         assert f["replica/00001/checkpoint/step"][()] == 37 and f["replica/00001/thermo"][-1, 0] == 30
     resumed = run_campaign(cluster_config(tmp_path, output=str(tmp_path / "resumed.h5")))

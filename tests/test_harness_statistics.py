@@ -182,3 +182,42 @@ def test_compact_letters_share_a_letter_exactly_when_not_different():
                 shares = bool(set(letters[x]) & set(letters[y]))
                 assert shares == (frozenset((x, y)) not in different), (x, y, letters)
     assert letters["a"].startswith("a")
+
+
+def test_blocking_finds_the_error_of_a_correlated_mean():
+    """AR(1) with φ = 0.98: τ_int = (1 + φ) / (2(1 − φ)) = 49.5 samples, se of the mean of
+    20,000 samples √(2 τ σ² / n) = 0.354; the naive se is 7× smaller."""
+    from md_harness.statistics import blocking
+
+    phi, estimates, means = 0.98, [], []
+    for seed in range(12):
+        noise = np.random.default_rng(seed).normal(size=20_000)
+        x = np.zeros_like(noise)
+        for k in range(1, len(x)):
+            x[k] = phi * x[k - 1] + noise[k]
+        b = blocking(x)
+        assert b.converged and b.se > 4 * np.std(x) / np.sqrt(len(x))
+        estimates.append(b.se)
+        means.append(x.mean())
+    assert np.mean(estimates) == pytest.approx(0.354, rel=0.15)
+    short = blocking(np.cumsum(np.random.default_rng(0).normal(size=300)))  # a random walk: no plateau
+    assert not short.converged
+
+
+def test_white_noise_blocking_is_the_naive_error():
+    from md_harness.statistics import blocking
+
+    x = np.random.default_rng(1).normal(size=4096)
+    b = blocking(x)
+    assert b.converged and b.se == pytest.approx(x.std(ddof=1) / 64, rel=0.1) and b.tau < 1.0
+
+
+def test_the_model_density_uses_the_replica_as_its_unit():
+    from md_harness.report import model_density
+    from md_harness.statistics import blocking
+
+    analyses = [blocking(np.random.default_rng(k).normal(size=1000) * 0.001 + m) for k, m in enumerate((0.90, 0.93))]
+    density, se, method = model_density([0.90, 0.93], analyses)
+    assert density == pytest.approx(0.915) and se == pytest.approx(0.015) and "spread of 2 replica means" in method
+    density, se, method = model_density([0.90], analyses[:1])
+    assert se == pytest.approx(analyses[0].se) and "within one replica" in method

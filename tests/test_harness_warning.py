@@ -77,3 +77,51 @@ def test_a_signal_high_only_at_the_failure_is_elevated_but_no_usable_warning():
         t.value = t.value + 0.05
     a = analyse_warning("s", failed, survived, 0.1, 0.1)
     assert a.verdict.startswith("ELEVATED BEFORE FAILURES, NO USABLE WARNING")
+
+
+def test_a_crossing_inside_the_rupture_is_not_a_warning():
+    """The signal jumps 24 fs before each failure: with the 0.1 ps minimum lead it warns of nothing."""
+    failed, survived = traces(12, 20, planted=False, seed=5)
+    for t in failed:
+        t.value = np.where(t.time_ps >= t.failure_ps - 0.024, 10.0, t.value)
+    late = analyse_warning("s", failed, survived, 0.1, 0.1, min_lead_ps=0.1)
+    assert late.failures_warned == 0 and not late.verdict.startswith("EARLY WARNING")
+    assert "at least 0.1 ps before failing" in late.verdict
+    eager = analyse_warning("s", failed, survived, 0.1, 0.1, min_lead_ps=0.0)
+    assert eager.failures_warned == 12  # what the report said before the minimum lead
+
+
+def test_signals_are_one_family_of_tests():
+    from md_harness.warning import analyse_signals
+
+    failed, survived = traces(6, 12, planted=True, seed=6)
+    noise_failed, noise_survived = traces(6, 12, planted=False, seed=7)
+    analyses = analyse_signals({"a": (failed, survived), "b": (noise_failed, noise_survived),
+                                "c": (noise_failed, noise_survived)}, 0.1, 0.1, 0.0)
+    p = np.array([a.fisher_p for a in analyses])
+    holm = np.array([a.fisher_p_holm for a in analyses])
+    assert holm[0] == pytest.approx(min(1.0, 3 * p[0])) and np.all(holm >= p)
+    assert all(a.n_tests == 3 and "Holm over 3 signals" in a.verdict for a in analyses)
+
+
+def test_survivors_calm_early_phase_does_not_inflate_the_auroc():
+    """Survivors' signal is low during a 0.5 ps heating phase; failures (after 1 ps) carry no
+    precursor. Against all survivor rows the AUROC looks informative; time-matched it is not."""
+    from md_harness.warning import step_auroc
+
+    rng = np.random.default_rng(8)
+    t = np.arange(0.0, 2.0, 0.005)
+
+    def signal():
+        return np.where(t < 0.5, 0.5, 1.0) + rng.normal(0, 0.1, len(t))
+
+    failed = []
+    for _ in range(12):
+        t_f = rng.uniform(1.0, 1.9)
+        keep = t <= t_f
+        failed.append(Trace(t[keep], signal()[keep], t_f))
+    survived = [Trace(t, signal()) for _ in range(20)]
+    matched, interval = step_auroc(failed, survived, 0.1, np.random.default_rng(0))
+    everything = auroc(np.concatenate([v.value[(v.time_ps >= v.failure_ps - 0.1) & (v.time_ps < v.failure_ps)]
+                                       for v in failed]), np.concatenate([v.value for v in survived]))
+    assert everything > 0.6 and abs(matched - 0.5) < 0.06 and interval[0] < 0.5 < interval[1]

@@ -93,6 +93,11 @@ def test_calibrate_fits_on_one_split_and_stores_the_scale(run, tmp_path):
     r = invoke("ltau", "calibrate", t / "m.nnip", tmp_path / "c.ltau", tmp_path / "cold.xyz", tmp_path / "hot.xyz",
                "--group-by", "config_type", "--threshold", "0.5", "--k", "3", "-o", tmp_path / "rep" / "cal")
     assert r.exit_code == 0, r.output
+    assert "was not stored" in r.output and read_ltau(tmp_path / "c.ltau").calibration == before.calibration
+    r = invoke("ltau", "calibrate", t / "m.nnip", tmp_path / "c.ltau", tmp_path / "cold.xyz", tmp_path / "hot.xyz",
+               "--group-by", "config_type", "--threshold", "0.5", "--k", "3", "-o", tmp_path / "rep" / "cal",
+               "--save", tmp_path / "c.ltau")
+    assert r.exit_code == 0 and "calibration stored in" in r.output, r.output
     assert "ECE" in r.output and "8 structures fitted, 8 tested" in r.output
     report = json.loads((tmp_path / "rep" / "cal.json").read_text())
     assert set(report["test"]) == {"all", "cold", "hot"} and report["group_by"] == "config_type"

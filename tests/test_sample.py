@@ -109,13 +109,13 @@ def test_npt_and_berendsen_settings(tmp_path):
 def test_berendsen_thermostat_and_barostat_act(ensemble):
     """Started at 900 K with a 300 K target, the Berendsen thermostat (τ = 10 fs) cools the box;
     the barostat changes the volume (a cell of LJ molecules far from 1 bar), NVT keeps it."""
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.velocitydistribution import thermalize_momenta
 
     from ase_nnip.workflows.sample import make_dynamics
 
     atoms = wrapped_water_box()
     atoms.calc = LennardJones(sigma=0.85, epsilon=0.01, rc=3.0, smooth=True)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=900.0, rng=np.random.default_rng(0))
+    thermalize_momenta(atoms, temperature_K=900.0, rng=np.random.default_rng(0))
     settings = SamplingSettings(ensemble=ensemble, thermostat="berendsen", taut_fs=10.0, taup_fs=50.0,
                                 compressibility_per_bar=1e-3)
     volume, hot = atoms.get_volume(), atoms.get_temperature()

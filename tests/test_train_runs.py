@@ -264,8 +264,11 @@ def test_cli_train_eval_and_errors(emt_file, tmp_path):
     res = runner.invoke(main, ["eval", str(out / "member_0" / "model.nnip"), str(emt_file), "--json", str(tmp_path / "e.json")])
     assert res.exit_code == 0, res.output
     assert "F RMSE comp" in res.output and "meV" in res.output
-    data = json.loads((tmp_path / "e.json").read_text())["files"][0]
-    assert data["num_structures"] == len(MOLECULES)
+    files = json.loads((tmp_path / "e.json").read_text())["files"]
+    # the model's own training file: scored per part of the split its model file records
+    assert [f["subset"] for f in files] == ["training", "validation"] and "is the file the model was trained on" in res.output
+    assert sum(f["num_structures"] for f in files) == len(MOLECULES)
+    data = files[0]
     assert data["force_rmse_vector_meV_per_A"] > data["force_rmse_component_meV_per_A"]
     assert data["energy_rmse_meV_per_atom"] == pytest.approx(1000 * data["energy_rmse_per_atom"])
 

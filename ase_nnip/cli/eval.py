@@ -30,26 +30,50 @@ def command(model, data, energy_key, forces_key, batch_size, json_path):
 
     Energies: RMSE and MAE per atom (meV/atom). Forces (meV/Å) in both definitions of the
     tutorial's Box 4: per Cartesian component ("comp") and per force vector ("vec", √3
-    larger for isotropic errors).
+    larger for isotropic errors). A DATA file the model was trained on (its model file
+    records the split) is scored separately on its training, validation and remaining frames.
     """
     import json
+    import time
+    from pathlib import Path
+
+    from ase.io import read
 
     from ase_nnip.data.dataset import DatasetError
     from ase_nnip.io.model_file import ModelFileError, load_model
+    from ase_nnip.landscape.training_data import split_of_file
     from ase_nnip.train.evaluation import evaluate_file
 
     try:
         m = load_model(model)
-        results = [evaluate_file(m, path, _key(energy_key), _key(forces_key), batch_size) for path in data]
+        results = []
+        for path in data:
+            n_frames = len(read(path, ":"))
+            split = split_of_file(m, path, n_frames)
+            parts = [("", None)] if split is None else [(name, idx) for name, idx in split.items() if idx]
+            if split is not None:
+                click.echo(f"{path} is the file the model was trained on: scored separately on its "
+                           + ", ".join(f"{len(idx)} {name}" for name, idx in split.items() if idx)
+                           + " frames (the split the model file records)", err=True)
+            for name, indices in parts:
+                started = time.perf_counter()
+                click.echo(f"evaluating {Path(path).name}{' [' + name + ']' if name else ''}: "
+                           f"{len(indices) if indices is not None else n_frames} structures …", err=True)
+                r = evaluate_file(m, path, _key(energy_key), _key(forces_key), batch_size, indices)
+                r["subset"] = name or "all"
+                r["seconds"] = time.perf_counter() - started
+                results.append(r)
     except (ModelFileError, DatasetError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 
-    header = f"{'file':40s} {'structs':>7s} " + " ".join(f"{title:>11s}" for _, title in COLUMNS)
+    names = [Path(r["file"]).name + (f" [{r['subset']}]" if r["subset"] != "all" else "") for r in results]
+    width = max(len("file"), *map(len, names))
+    header = f"{'file':{width}s} {'structs':>7s} " + " ".join(f"{title:>11s}" for _, title in COLUMNS)
     click.echo(f"model {model} ({m.fingerprint[:12]})   energies in meV/atom, forces in meV/Å")
     click.echo(header)
-    for r in results:
+    for name, r in zip(names, results):
         values = " ".join(f"{r[k]:11.3f}" if k in r else f"{'-':>11s}" for k, _ in COLUMNS)
-        click.echo(f"{str(r['file'])[-40:]:40s} {r['num_structures']:7d} {values}")
+        click.echo(f"{name:{width}s} {r['num_structures']:7d} {values}")
     if json_path:
         with open(json_path, "w") as f:
             json.dump({"model": str(model), "fingerprint": m.fingerprint, "files": results}, f, indent=2)

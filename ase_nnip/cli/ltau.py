@@ -142,12 +142,12 @@ def build(model, more_trajectories, trajectories, data_file, output, atol, rtol,
 @click.option("-o", "--output-prefix", type=click.Path(), default=None,
               help="Prefix of the report files PREFIX.png, PREFIX.json, PREFIX.csv (default: LTAU's path "
                    "without suffix + '_calibration').")
-@click.option("--write/--no-write", default=True, show_default=True,
-              help="Store the fitted scale, threshold and k in the .ltau file (rewritten atomically; never when "
-                   "nothing was fitted).")
+@click.option("--save", "save_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the LTAU file with the fitted scale, threshold and k to this path (the same path as LTAU "
+                   "replaces it, atomically). Default: report only; LTAU is never changed unless named here.")
 @click.option("--batch-size", type=int, default=DEFAULT_EVAL_BATCH_SIZE, show_default=True, help="Structures per evaluation batch.")
 def calibrate(model, ltau, data, forces_key, energy_key, group_by, energy_bins, fit_fraction, split_seed, threshold, k,
-              n_bins, scale, output_prefix, write, batch_size):
+              n_bins, scale, output_prefix, save_path, batch_size):
     """Fit the predicted force errors of MODEL's LTAU file to labelled held-out DATA.
 
     Fits the distance-aware scale s(d, D) of the predicted error distribution (d: an atom's
@@ -156,7 +156,8 @@ def calibrate(model, ltau, data, forces_key, energy_key, group_by, energy_bins, 
     (ECE) of uncertainty = P(|ΔF| > τ) before (s = 1) and after, the predicted and observed
     fraction of atoms above τ, Spearman ρ of force_error with the actual |ΔF| per atom and of
     the maxima per structure, and the AUROC of force_error and ood_distance for |ΔF| > τ.
-    Writes a reliability diagram (PNG) with every group, and the numbers (JSON, CSV).
+    Writes a reliability diagram (PNG) with every group, and the numbers (JSON, CSV). The
+    fitted calibration is stored only with --save FILE (a new file, or LTAU itself).
     """
     if group_by is not None and energy_bins is not None:
         raise click.UsageError("give --group-by or --bins, not both")
@@ -205,11 +206,17 @@ def calibrate(model, ltau, data, forces_key, energy_key, group_by, energy_bins, 
         plot_calibration(report, paths[0])
         write_calibration_json(report, paths[1])
         write_calibration_csv(report, paths[2])
-        if write and fixed is None:
-            write_ltau(ltau_data.with_calibration(report.ltau_calibration()), ltau)
+        stored = save_path is not None and fixed is None
+        if stored:
+            write_ltau(ltau_data.with_calibration(report.ltau_calibration()), save_path)
     click.echo(format_report(report))
-    stored = write and fixed is None
-    click.echo("wrote " + ", ".join(str(p) for p in paths) + (f"; calibration stored in {ltau}" if stored else ""))
+    if stored:
+        note = f"; calibration stored in {save_path}"
+    elif fixed is None:
+        note = f"; the fitted calibration was not stored ({ltau} unchanged): add --save FILE to keep it"
+    else:
+        note = "; nothing was fitted, nothing to store"
+    click.echo("wrote " + ", ".join(str(p) for p in paths) + note)
 
 
 @command.command("weights")

@@ -21,6 +21,9 @@ from ase_nnip.compiled import call_parallel, numba
 # Above this many candidate pair distances (atoms² × images) the k-d tree is used
 # instead of dense numpy broadcasting, which would need too much memory.
 _DENSE_LIMIT = 2_000_000
+# More than this many neighbours per atom (50x condensed matter at a 6 Å cutoff) is a cell
+# far too small for its atoms, refused before the pair search allocates for it.
+MAX_NEIGHBORS_PER_ATOM = 5000
 # Up to this many candidates the compiled all-pairs loop is used (no memory cost; beyond
 # it the k-d tree's O(N log N) wins).
 _COMPILED_LIMIT = 20_000_000
@@ -112,6 +115,14 @@ def neighbor_list(
         return empty
 
     n = image_ranges(cell, pbc, cutoff)
+    if pbc.all():
+        volume = abs(np.linalg.det(cell))
+        per_atom = n_atoms * (4.0 / 3.0) * np.pi * cutoff**3 / volume
+        if per_atom > MAX_NEIGHBORS_PER_ATOM:
+            raise ValueError(
+                f"neighbor_list: {n_atoms} atoms in a {volume:.3g} Å³ cell put about {per_atom:.3g} atoms within "
+                f"{cutoff} Å of each (condensed matter: about 100): the cell is too small for its atoms"
+            )
     wrapped, offsets = _wrap(positions, cell, pbc)
     images = np.array(
         list(itertools.product(*(range(-n[k], n[k] + 1) for k in range(3)))), dtype=np.int64

@@ -102,6 +102,25 @@ def read_model_file(path) -> tuple[dict, dict[str, np.ndarray], dict]:
     return config, state, header
 
 
+def check_model_size(path, config: dict, state: dict) -> None:
+    """Refuse a config that would build more parameters and buffers than the file stores,
+    before allocating them (a crafted or damaged config could ask for gigabytes). The model is
+    built on torch's "meta" device, which allocates nothing; a model type that cannot be
+    built there is not checked."""
+    try:
+        with torch.device("meta"):
+            skeleton = build_model(config)
+    except Exception:  # noqa: BLE001  (then the real build reports the problem, if any)
+        return
+    needed = sum(int(t.numel()) for t in skeleton.state_dict().values())
+    stored = sum(int(np.asarray(a).size) for a in state.values())
+    if needed > stored:
+        raise ModelFileError(
+            f"{path}: its config asks for {needed:,} parameters and buffers but the file stores {stored:,}: "
+            "the config and the weights do not match (a damaged or crafted file)"
+        )
+
+
 def load_model(path, device="cpu", dtype: Optional[torch.dtype] = None) -> AtomisticModel:
     """Rebuild a model from a ``.nnip`` file, in eval mode.
 
@@ -110,6 +129,7 @@ def load_model(path, device="cpu", dtype: Optional[torch.dtype] = None) -> Atomi
     ``model.metadata`` are set from the file.
     """
     config, state, header = read_model_file(path)
+    check_model_size(path, config, state)
     try:
         model = build_model(config)
     except Exception as exc:

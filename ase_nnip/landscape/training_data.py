@@ -56,6 +56,26 @@ def select_structures(model, path, num_frames: int, subset: str) -> tuple[Option
     return [int(k) for k in np.asarray(chosen)], info
 
 
+def split_of_file(model, path, num_frames: int) -> Optional[dict]:
+    """{"training": [...], "validation": [...], "rest": [...]} frame indices of ``path`` when it
+    is the file the model was trained on (by name, as recorded in its metadata), else None."""
+    import numpy as np
+
+    from ase_nnip.data import split_indices
+
+    split = recorded_split(model)
+    if split is None or Path(str(split.get("data_file") or "")).name != Path(path).name:
+        return None
+    n_train, n_val = int(split["n_train"]), int(split["n_val"])
+    if n_train + n_val > num_frames:
+        return None
+    train, validation = split_indices(num_frames, n_train, n_val, int(split["split_seed"]))
+    used = set(int(k) for k in np.asarray(train)) | set(int(k) for k in np.asarray(validation))
+    return {"training": sorted(int(k) for k in np.asarray(train)),
+            "validation": sorted(int(k) for k in np.asarray(validation)),
+            "rest": [k for k in range(num_frames) if k not in used]}
+
+
 def load_labelled_dataset(
     model,
     path,
@@ -96,4 +116,4 @@ def load_labelled_dataset(
     return dataset, info
 
 
-__all__ = ["SUBSETS", "load_labelled_dataset", "recorded_split", "select_structures"]
+__all__ = ["SUBSETS", "load_labelled_dataset", "recorded_split", "select_structures", "split_of_file"]

@@ -380,24 +380,43 @@ def write_calibration_csv(report: CalibrationReport, path) -> None:
 
 def plot_calibration(report: CalibrationReport, path) -> None:
     """PNG reliability diagram: observed frequency of |ΔF| > τ against the predicted
-    ``uncertainty``, before (s = 1) and after calibration, one line per group (test split)."""
+    ``uncertainty``, before (s = 1) and after calibration, one line per group (test split);
+    the overall curve with the exact 95 % interval of each bin's frequency (atoms counted as
+    independent, so too narrow where errors correlate within a structure) and its number of
+    atoms above each point; the legend below the axes, off the curves."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state
+    from scipy.stats import beta
 
-    fig = Figure(figsize=(10, 4.6))
+    fig = Figure(figsize=(10, 6.4))
     axes = fig.subplots(1, 2, sharey=True)
     entries = [report.overall, *report.groups.values()]
     for ax, calibrated in zip(axes, (False, True)):
         ax.plot([0, 1], [0, 1], "r--", lw=1, label="ideal")
         for g in entries:
             m = g.calibrated if calibrated else g.uncalibrated
-            ax.plot(m.curve.predicted, m.curve.observed, "o-", ms=4, color="k" if g is report.overall else None,
+            overall = g is report.overall
+            ax.plot(m.curve.predicted, m.curve.observed, "o-", ms=4, color="k" if overall else None, zorder=3 if overall else 2,
                     label=f"{g.name} (ECE={m.ece:.3f}, n={g.num_atoms})")
+            if not overall:
+                continue
+            counts = np.asarray(m.curve.counts)
+            events = np.round(np.nan_to_num(np.asarray(m.curve.observed, dtype=float)) * counts)
+            filled = counts > 0
+            lower = np.where(events > 0, beta.ppf(0.025, events, counts - events + 1), 0.0)
+            upper = np.where(events < counts, beta.ppf(0.975, events + 1, np.maximum(counts - events, 1)), 1.0)
+            x, y = np.asarray(m.curve.predicted)[filled], np.asarray(m.curve.observed)[filled]
+            ax.errorbar(x, y, yerr=[y - lower[filled], upper[filled] - y], fmt="none", ecolor="k", elinewidth=0.8,
+                        capsize=2, zorder=3)
+            for xi, yi, n in zip(x, upper[filled], counts[filled]):
+                ax.annotate(str(int(n)), (xi, min(yi, 0.97)), fontsize=6, ha="center", va="bottom",
+                            xytext=(0, 2), textcoords="offset points")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel(f"predicted P(|ΔF| > {report.threshold:.3g} eV/Å)")
         ax.set_title(report.scale.describe() if calibrated else "s = 1 (uncalibrated)", fontsize=9)
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1, frameon=False)
     axes[0].set_ylabel("observed fraction of atoms with |ΔF| > τ")
-    fig.suptitle(f"test split: {report.split.get('test_structures')} structures", fontsize=9)
+    fig.suptitle(f"test split: {report.split.get('test_structures')} structures; black: all, with the exact 95 % "
+                 "interval and number of atoms per bin", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

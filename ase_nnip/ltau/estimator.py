@@ -48,7 +48,7 @@ from ase_nnip.ltau.error_model import (
     threshold_points,
 )
 from ase_nnip.ltau.index import deserialize_index, faiss_threads, indexed_vectors
-from ase_nnip.ltau.ltau_file import LTAUData, read_ltau
+from ase_nnip.ltau.ltau_file import LTAUData, LTAUFileError, read_ltau
 
 #: Flat search uses BLAS from this many query atoms on (FAISS's own default is far higher).
 FLAT_BLAS_MIN_QUERIES = 16
@@ -106,7 +106,10 @@ class LTAUEstimator:
         # Per training atom, gathered per query atom and neighbour: contiguous float64.
         self._atom_tau = atom_thresholds(c.atol, c.rtol, c.reference_force_norm)
         self._mean_error = mean_error_multiplier(c.cdf_grid, c.cdf_mean) * self._atom_tau
-        self._index = deserialize_index(data.index_data, ef_search)
+        try:
+            self._index = deserialize_index(data.index_data, ef_search)
+        except ValueError as err:
+            raise LTAUFileError(f"{err}: the .ltau file is damaged; rebuild it with ase-nnip ltau build") from None
         self._vectors = indexed_vectors(self._index)  # a view into the index, not a copy
         self._standardizer = data.standardizer
         self._blas_threshold = FLAT_BLAS_MIN_QUERIES if data.index_type == "flat" else None

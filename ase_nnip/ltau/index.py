@@ -136,7 +136,10 @@ def serialize_index(index) -> np.ndarray:
 def deserialize_index(data: np.ndarray, ef_search: Optional[int] = None):
     import faiss
 
-    index = faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
+    try:
+        index = faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
+    except Exception as err:  # FAISS raises RuntimeError with a C++ trace for malformed bytes
+        raise ValueError(f"the FAISS index is malformed ({str(err).splitlines()[0][:200]})") from None
     if ef_search is not None and isinstance(index, faiss.IndexHNSWFlat):
         index.hnsw.efSearch = int(ef_search)
     return index

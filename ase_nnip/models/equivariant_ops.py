@@ -46,9 +46,10 @@ def split_orders(x: torch.Tensor, l_max: int) -> list[torch.Tensor]:
 
 def _normalization_constant(function) -> float:
     """The factor e3nn's ``normalize2mom`` multiplies ``function`` by (1 if it leaves it alone)."""
-    normalized = normalize2mom(function)
-    one = torch.ones((), dtype=torch.float64)
-    return float(normalized(one) / function(one))
+    with torch.device("cpu"):  # e3nn samples on the default device; the constant is a number
+        normalized = normalize2mom(function)
+        one = torch.ones((), dtype=torch.float64)
+        return float(normalized(one) / function(one))
 
 
 class BlockLinear(nn.Module):
@@ -171,12 +172,19 @@ class EdgeTensorProduct(nn.Module):
         self.paths = paths
         self.num_paths = len(paths)
         self.paths_per_order = {l: sum(1 for *_, l3 in paths if l3 == l) for l in range(l_out + 1)}
+        # The coupling coefficients are constants computed on the CPU (e3nn samples and
+        # checks them on the default device), also while a model is built on "meta".
+        with torch.device("cpu"):
+            self._build_coupling(paths, l_out, l_in, l_sh)
+
+    def _build_coupling(self, paths, l_out, l_in, l_sh) -> None:
+        """The coupling coefficients (dense and as a sparse plan) and the file-format buffers."""
         k_in, k_sh = num_components(l_in), num_components(l_sh)
         width = sum(2 * l3 + 1 for _, _, l3 in paths)
         self.width, self.k_in, self.k_sh = width, k_in, k_sh
 
-        coupling = torch.zeros(k_sh, width, k_in, dtype=torch.float64)
-        path_of_row = torch.zeros(width, dtype=torch.long)
+        coupling = torch.zeros(k_sh, width, k_in, dtype=torch.float64, device="cpu")
+        path_of_row = torch.zeros(width, dtype=torch.long, device="cpu")
         self.output_slices = {}  # l3 -> (first row, end row)
         row = 0
         for l3 in range(l_out + 1):
@@ -185,8 +193,8 @@ class EdgeTensorProduct(nn.Module):
             for local, p in enumerate(in_order):
                 l1, l2, _ = paths[p]
                 # (d1, d2, d3); the factor √(2l3+1) gives unit-variance outputs.
-                c = o3.wigner_3j(l1, l2, l3, dtype=torch.float64) * math.sqrt(d3)
-                rows = row + torch.arange(d3) * n3 + local
+                c = o3.wigner_3j(l1, l2, l3, dtype=torch.float64, device="cpu") * math.sqrt(d3)
+                rows = row + torch.arange(d3, device="cpu") * n3 + local
                 coupling[_block(l2), rows, _block(l1)] = c.permute(1, 2, 0)
                 path_of_row[rows] = p
             if n3:
@@ -258,8 +266,9 @@ class GatedActivation(nn.Module):
         super().__init__()
         self.l_max = l_max
         self.channels = channels
-        self.silu = normalize2mom(nn.functional.silu)
-        self.sigmoid = normalize2mom(torch.sigmoid)
+        with torch.device("cpu"):  # e3nn computes the constants by sampling on the default device
+            self.silu = normalize2mom(nn.functional.silu)
+            self.sigmoid = normalize2mom(torch.sigmoid)
         # Row (component − 1) → which gate block (order − 1) it belongs to.
         self.register_buffer("gate_of_row", order_of_component(l_max)[1:] - 1, persistent=False)
 

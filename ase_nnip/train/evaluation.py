@@ -44,10 +44,13 @@ def evaluate_file(
     energy_key: Optional[str] = "energy",
     forces_key: Optional[str] = "forces",
     batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
+    indices: Optional[list] = None,
 ) -> dict:
-    """Metrics of ``model`` on every frame of ``path``: eV-unit Box-4 keys, their meV
-    counterparts (:data:`MEV_NAMES`), ``num_structures`` and ``num_atoms``."""
+    """Metrics of ``model`` on every frame of ``path`` (or on the frames ``indices``): eV-unit
+    Box-4 keys, their meV counterparts (:data:`MEV_NAMES`), ``num_structures`` and ``num_atoms``."""
     structures = load_structures(path, LabelKeys(energy=energy_key, forces=forces_key))
+    if indices is not None:
+        structures = [structures[k] for k in indices]
     for s in structures:
         model.check_atomic_numbers(s.atoms.numbers)
     dataset = GraphDataset.from_structures(structures, model.cutoff, dtype=model_dtype(model))

@@ -40,7 +40,7 @@ ase-nnip ltau build "$out/model.nnip" -o "$out/model.ltau" \
 # validation frames with that calibration (nothing fitted on them).
 data=$here/../../../shared/data/3bpa
 ase-nnip ltau calibrate "$out/model.nnip" "$out/model.ltau" "$data/calibration_mixedT.xyz" \
-    --bins 0.75,2.1 --k 8 -o "$runs/calibration-mixedT"
+    --bins 0.75,2.1 --k 8 -o "$runs/calibration-mixedT" --save "$out/model.ltau"
 python "$here/pick.py" validation-frames "$runs/seed-0" "$runs/validation.xyz"
 ase-nnip ltau calibrate "$out/model.nnip" "$out/model.ltau" "$runs/validation.xyz" --fit-fraction 0 \
     -o "$runs/calibration-validation300K"
