@@ -4,14 +4,12 @@ mpiexec, the records equal an uninterrupted one-process run's and each model's e
 single-model run's (same seeds whatever the ranks)."""
 
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
-from test_harness_mpi import CLI, MPIEXEC, _env
+from test_harness_mpi import CLI, MPIEXEC, _env, kill_when
 from test_harness_run import assert_same_records, cluster_config, cluster_values, records
 
 from md_harness.campaign import campaign_results, load_campaign, read_manifest, run_campaign_file
@@ -105,21 +103,9 @@ def test_a_campaign_killed_under_mpiexec_resumes_to_the_uninterrupted_records(tm
     values = dict(n_replicas=3, duration_ps=0.3, checkpoint_every_steps=50)
     path = campaign_file(tmp_path, **values)
     output = tmp_path / "campaign"
-    proc = subprocess.Popen([str(MPIEXEC), "-n", "2", *CLI, str(path)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=_env())
-    try:
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (output / "soft.h5").exists():
-                table = load_results(output / "soft.h5").table
-                if table["steps_done"].max() >= 100:
-                    break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the campaign ended before it could be killed: " + proc.stderr.read().decode()
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    kill_when([str(MPIEXEC), "-n", "2", *CLI, str(path)],
+              lambda: (output / "soft.h5").exists() and load_results(output / "soft.h5").table["steps_done"].max() >= 100,
+              150)
     subprocess.run(["pkill", "-9", "-f", str(path)], check=False)  # the other rank
     unfinished = sum((load_results(f).table["status"] == b"unfinished").sum() for f in output.glob("*.h5"))
     assert unfinished > 0

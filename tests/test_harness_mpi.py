@@ -27,6 +27,20 @@ def _env():
     return env
 
 
+def kill_when(command: list, ready, timeout_s: float) -> None:
+    """Start ``command``, SIGKILL it once ``ready()`` is true (failing if it ends first)."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and proc.poll() is None and not ready():
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.mark.slow
 @pytest.mark.mpi
 def test_two_ranks_record_every_replica_once_and_match_one_rank(tmp_path):
@@ -58,20 +72,12 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
     values = dict(n_replicas=3, duration_ps=0.3, checkpoint_every_steps=50)
     path = write_cluster_config(tmp_path, output=str(tmp_path / "killed.h5"), **values)
     output = tmp_path / "killed.h5"
-    proc = subprocess.Popen([*CLI, str(path), "--no-mpi"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if output.exists():
-                table = load_results(output).table  # readable at any moment: writes are atomic renames
-                if table["steps_done"].max() >= 100 and (table["status"] == b"unfinished").all():
-                    break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+
+    def progressed():  # readable at any moment: the file and its journal
+        table = load_results(output).table if output.exists() else None
+        return table is not None and table["steps_done"].max() >= 100 and (table["status"] == b"unfinished").all()
+
+    kill_when([*CLI, str(path), "--no-mpi"], progressed, 120)
     killed = load_results(output).table
     assert (killed["status"] == b"unfinished").any() and killed["steps_done"].max() >= 100
 

@@ -148,29 +148,33 @@ if numba is not None:
         d[15, 1] = 0.0
         d[15, 2] = _S42_6 * (_S15 * z * z + sh24 - _S15 * x * x)
 
+    @njit(cache=True, inline="always", fastmath=_FASTMATH)
+    def vector_harmonics(v, l_max, sh, d_sh):
+        """Y(v/|v|) into ``sh`` (K,) and ∂Y/∂v into ``d_sh`` (K, 3); returns (|v|, unit vector)."""
+        vx, vy, vz = v[0], v[1], v[2]
+        r = math.sqrt(vx * vx + vy * vy + vz * vz)
+        # torch.nn.functional.normalize's guard: a zero vector gives zeros, not NaN.
+        inv = 1.0 / max(r, 1e-12)
+        ux, uy, uz = vx * inv, vy * inv, vz * inv
+        _harmonics(ux, uy, uz, l_max, sh, d_sh)  # d_sh = ∂Y/∂u, turned into ∂Y/∂v below
+        for k in range(sh.shape[0]):
+            # ∂Y/∂v = (∂Y/∂u − (∂Y/∂u · u) u) / r
+            dot = d_sh[k, 0] * ux + d_sh[k, 1] * uy + d_sh[k, 2] * uz
+            d_sh[k, 0] = (d_sh[k, 0] - dot * ux) * inv
+            d_sh[k, 1] = (d_sh[k, 1] - dot * uy) * inv
+            d_sh[k, 2] = (d_sh[k, 2] - dot * uz) * inv
+        return r, ux, uy, uz
+
     @njit(cache=True, parallel=True, fastmath=_FASTMATH)
     def _edge_basis(vectors, w, cutoff, p, l_max, sh, radial, d_sh, d_radial, d_radial_dw):
         n_edges = vectors.shape[0]
         n_basis = w.shape[0]
-        n_sh = sh.shape[1]
         prefactor = math.sqrt(2.0 / cutoff)
         ip = int(p)
         a, b, c = 0.5 * (p + 1.0) * (p + 2.0), p * (p + 2.0), 0.5 * p * (p + 1.0)
         with_dw = d_radial_dw.shape[0] > 0
         for e in prange(n_edges):
-            vx, vy, vz = vectors[e, 0], vectors[e, 1], vectors[e, 2]
-            r = math.sqrt(vx * vx + vy * vy + vz * vz)
-            # torch.nn.functional.normalize's guard: a zero vector gives zeros, not NaN.
-            inv = 1.0 / max(r, 1e-12)
-            ux, uy, uz = vx * inv, vy * inv, vz * inv
-            dys = d_sh[e]
-            _harmonics(ux, uy, uz, l_max, sh[e], dys)  # dys = ∂Y/∂u, turned into ∂Y/∂v below
-            for k in range(n_sh):
-                # ∂Y/∂v = (∂Y/∂u − (∂Y/∂u · u) u) / r
-                dot = dys[k, 0] * ux + dys[k, 1] * uy + dys[k, 2] * uz
-                dys[k, 0] = (dys[k, 0] - dot * ux) * inv
-                dys[k, 1] = (dys[k, 1] - dot * uy) * inv
-                dys[k, 2] = (dys[k, 2] - dot * uz) * inv
+            r, ux, uy, uz = vector_harmonics(vectors[e], l_max, sh[e], d_sh[e])
             x = r / cutoff
             if x < 1.0:
                 xp1 = 1.0

@@ -34,7 +34,7 @@ from ase_nnip.models.edge_basis_kernel import KERNEL_L_MAX
 if numba is not None:
     from numba import njit, prange
 
-    from ase_nnip.models.edge_basis_kernel import _harmonics
+    from ase_nnip.models.edge_basis_kernel import vector_harmonics
 
 #: Starting grid spacing of the tables (Å), halved until the errors below are met.
 SPACING_A = 0.005
@@ -140,22 +140,11 @@ if numba is not None:
         n_edges = vectors.shape[0]
         n_points = values.shape[0] - 1
         n_blocks = columns.shape[0] - 1
-        n_sh = sh.shape[1]
         # Coefficients in the table's precision: mixing float64 scalars into float32 rows
         # keeps LLVM from vectorising the interpolation.
         cast = values.dtype.type
         for e in prange(n_edges):
-            vx, vy, vz = vectors[e, 0], vectors[e, 1], vectors[e, 2]
-            r = math.sqrt(vx * vx + vy * vy + vz * vz)
-            inv = 1.0 / max(r, 1e-12)
-            ux, uy, uz = vx * inv, vy * inv, vz * inv
-            dys = d_sh[e]
-            _harmonics(ux, uy, uz, l_max, sh[e], dys)  # dys = ∂Y/∂u, turned into ∂Y/∂v
-            for k in range(n_sh):
-                dot = dys[k, 0] * ux + dys[k, 1] * uy + dys[k, 2] * uz
-                dys[k, 0] = (dys[k, 0] - dot * ux) * inv
-                dys[k, 1] = (dys[k, 1] - dot * uy) * inv
-                dys[k, 2] = (dys[k, 2] - dot * uz) * inv
+            r = vector_harmonics(vectors[e], l_max, sh[e], d_sh[e])[0]
             inside = r < cutoff
             x = r / spacing
             k0 = min(int(x), n_points - 1) if inside else 0
