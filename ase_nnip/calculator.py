@@ -20,7 +20,6 @@ only the pairs actually within the cutoff.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Optional, Protocol, Sequence, Union, runtime_checkable
 
@@ -34,7 +33,7 @@ from ase_nnip.data.neighbors import neighbor_list
 from ase_nnip.io.model_file import load_model, model_fingerprint
 from ase_nnip.models import AtomisticModel
 from ase_nnip.models.base import DTYPES, model_dtype
-from ase_nnip.models.inference import frozen_weights
+from ase_nnip.derivatives import frozen_weights
 from ase_nnip.properties import predict
 from ase_nnip.threads import call_threads, torch_threads, validate_thread_setting
 
@@ -107,11 +106,13 @@ class UncertaintyEstimator(Protocol):
 
 
 class LazyResults(dict):
-    """``Calculator.results`` whose uncertainty keys are computed on first access.
+    """``Calculator.results`` whose uncertainty keys are computed when first looked at.
 
-    ``compute()`` returns the dict of the keys in ``pending``; ``key in results`` is True for
-    a pending key (it is available), and reading it by ``[key]`` or ``get`` computes all of
-    them at once. Iterating or copying shows only what has been computed.
+    ``compute()`` returns the dict of the keys in ``pending``. Reading one of them (``[key]``,
+    ``get``, ASE's ``get_property``) or looking at the whole (iterating, ``keys``, ``items``,
+    ``len``, ``dict(results)``, ``copy``) computes them all once and stores them, so the
+    contents never depend on how they are looked at; ``key in results`` is True for a pending
+    key without computing it. An MD step that only reads energy and forces computes nothing.
     """
 
     def __init__(self, *args, pending=(), compute=None, **kwargs):
@@ -120,8 +121,9 @@ class LazyResults(dict):
         self._compute = compute
 
     def _fill(self) -> None:
-        compute, self._compute, self._pending = self._compute, None, frozenset()
-        self.update(compute())
+        if self._pending:
+            compute, self._compute, self._pending = self._compute, None, frozenset()
+            self.update(compute())
 
     def __missing__(self, key):
         if key in self._pending:
@@ -136,6 +138,34 @@ class LazyResults(dict):
         if not super().__contains__(key) and key in self._pending:
             self._fill()
         return super().get(key, default)
+
+    # Whole-dict views compute the pending keys first (dict(results) goes through keys()).
+    def __iter__(self):
+        self._fill()
+        return super().__iter__()
+
+    def keys(self):
+        self._fill()
+        return super().keys()
+
+    def items(self):
+        self._fill()
+        return super().items()
+
+    def values(self):
+        self._fill()
+        return super().values()
+
+    def __len__(self) -> int:
+        self._fill()
+        return super().__len__()
+
+    def copy(self) -> dict:
+        self._fill()
+        return dict(super().items())
+
+    def __reduce__(self):
+        return (dict, (self.copy(),))
 
     @property
     def computed(self) -> bool:
@@ -163,7 +193,6 @@ class NNIPCalculator(Calculator):
         uncertainty: optional estimator (or path to a ``.ltau`` file) that adds per-atom
             uncertainty keys to ``results`` from the descriptors, computed when first read;
             see :mod:`ase_nnip.ltau`.
-        ltau: deprecated name of ``uncertainty``.
         tabulate: let models tabulate smooth functions of their frozen weights (the
             equivariant model's radial weights in float32: relative error ~1e-9, below
             float32 rounding; :mod:`ase_nnip.models.radial_table`). False evaluates the
@@ -180,7 +209,6 @@ class NNIPCalculator(Calculator):
         num_threads: Union[int, str, None] = "auto",
         skin: float = 0.5,
         uncertainty=None,
-        ltau=None,
         tabulate: bool = True,
         **kwargs,
     ):
@@ -211,20 +239,23 @@ class NNIPCalculator(Calculator):
         self.neighbors = VerletNeighborList(model.cutoff, skin)
         self.fingerprint = model_fingerprint(model)
         self.uncertainty = None
-        if ltau is not None:
-            warnings.warn("NNIPCalculator(ltau=...) is deprecated: use uncertainty=...", DeprecationWarning, 2)
-            if uncertainty is not None:
-                raise ValueError("give the uncertainty estimator as uncertainty= or ltau=, not both")
-            uncertainty = ltau
+        # What ASE records about a calculator (todict(), trajectories, extxyz headers).
+        self.parameters.update(
+            model=[str(m) if isinstance(m, (str, Path)) else type(m).__name__ for m in members],
+            fingerprint=[model_fingerprint(m) for m in self.members], dtype=str(self.dtype).replace("torch.", ""),
+            device=str(self.device), skin=float(skin), num_threads=self.num_threads, tabulate=self.tabulate,
+            uncertainty=None,
+        )
         if uncertainty is not None:
             self.attach_uncertainty(uncertainty)
 
     def attach_uncertainty(self, estimator) -> None:
         """Attach an :class:`UncertaintyEstimator` (or a ``.ltau`` path to load one from)."""
+        path = None
         if isinstance(estimator, (str, Path)):
             from ase_nnip.ltau import LTAUEstimator
 
-            estimator = LTAUEstimator.load(estimator)
+            path, estimator = estimator, LTAUEstimator.load(estimator)
         if not isinstance(estimator, UncertaintyEstimator):
             raise TypeError(
                 f"uncertainty must be a .ltau path or an object with result_keys, check_model(fingerprint) and "
@@ -232,6 +263,7 @@ class NNIPCalculator(Calculator):
             )
         estimator.check_model(self.fingerprint)
         self.uncertainty = estimator
+        self.parameters["uncertainty"] = str(path) if path is not None else type(estimator).__name__
         for key in estimator.result_keys:
             if key not in self.implemented_properties:
                 self.implemented_properties = list(self.implemented_properties) + [key]

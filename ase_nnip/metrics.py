@@ -15,7 +15,7 @@ import torch
 
 from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
 from ase_nnip.models.base import model_dtype
-from ase_nnip.models.inference import frozen_weights
+from ase_nnip.derivatives import frozen_weights
 from ase_nnip.properties import predict
 
 

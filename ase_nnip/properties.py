@@ -13,8 +13,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from ase_nnip.data.graph import AtomicGraph
-from ase_nnip.descriptors.sf_kernel import weight_derivatives_only
-from ase_nnip.models.inference import differentiable_derivatives
+from ase_nnip.derivatives import differentiable_derivatives, weight_derivatives_only
 
 
 class Predictions(NamedTuple):

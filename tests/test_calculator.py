@@ -181,3 +181,25 @@ def test_a_committee_returns_the_mean_and_the_spread(ethanol):
     other = build_model({**CONFIG, "cutoff_A": 3.0}).double().eval()
     with pytest.raises(ValueError, match="members must share"):
         NNIPCalculator([members[0], other])
+
+
+def test_results_look_the_same_however_they_are_read_and_todict_names_the_model():
+    """dict(results) holds the uncertainty keys whether or not one was read before; todict()
+    records the model, its fingerprint and the settings (ASE writes it into files)."""
+    from pathlib import Path
+
+    from ase.io import read
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "3bpa"
+    atoms = read(root / "ground_state.xyz")
+    calc = NNIPCalculator(root / "model.nnip", uncertainty=root / "model.ltau")
+    atoms.calc = calc
+    atoms.get_forces()
+    assert not calc.results.computed  # forces alone computed no uncertainty
+    copied = dict(calc.results)
+    assert {"force_error", "uncertainty", "ood_distance"} <= set(copied) and calc.results.computed
+    assert set(copied) == set(calc.results) == set(calc.results.copy())
+    parameters = calc.todict()
+    assert parameters["model"] == [str(root / "model.nnip")] and parameters["fingerprint"] == [calc.fingerprint]
+    assert parameters["uncertainty"] == str(root / "model.ltau") and parameters["dtype"] == "float32"
+    assert parameters["skin"] == 0.5 and parameters["tabulate"] is True

@@ -11,7 +11,7 @@ from ase_nnip.compiled import available as numba_available
 from ase_nnip.data import atoms_to_graph
 from ase_nnip.models.e3nn_compat import o3
 from ase_nnip.models.equivariant_ops import EdgeTensorProduct, edge_layout
-from ase_nnip.models.inference import frozen_weights
+from ase_nnip.derivatives import frozen_weights
 from ase_nnip.properties import predict
 
 pytestmark = pytest.mark.skipif(not numba_available(), reason="the compiled kernels need numba")

@@ -219,15 +219,14 @@ def test_calculator_keywords_and_model_mismatch(model_and_data):
     tmp, model, frames, _ = model_and_data
     build_ltau(model, [tmp / "t.h5"], tmp / "k.ltau", k=2)
     est = LTAUEstimator.load(tmp / "k.ltau")
-    with pytest.warns(DeprecationWarning, match="uncertainty="):
-        calc = NNIPCalculator(model, ltau=est)
+    calc = NNIPCalculator(model, uncertainty=est)
     atoms = frames[0].copy()
     atoms.calc = calc
     atoms.get_potential_energy()
     assert calc.results["uncertainty"].shape == (len(atoms),)
     assert calc.results["uncertainty_std"].shape == (len(atoms),)
-    with pytest.raises(ValueError, match="not both"), pytest.warns(DeprecationWarning):
-        NNIPCalculator(model, ltau=est, uncertainty=est)
+    with pytest.raises(TypeError, match=r"unknown keyword argument\(s\) \['ltau'\]"):
+        NNIPCalculator(model, ltau=est)  # the old name of uncertainty= is gone
     with pytest.raises(TypeError, match="check_model"):
         NNIPCalculator(model, uncertainty=object())
     torch.manual_seed(1)
@@ -291,9 +290,10 @@ def test_lookup_runs_only_when_an_uncertainty_key_is_read(model_and_data):
     atoms.get_forces()
     atoms.get_potential_energy()
     assert calls == [] and "force_error" in atoms.calc.results and not atoms.calc.results.computed
-    assert set(atoms.calc.results) >= {"energy", "forces", "descriptors"} and "uncertainty" not in set(atoms.calc.results)
     u = atoms.calc.get_property("uncertainty", atoms)
     assert calls == [len(atoms)] and u.shape == (len(atoms),)
+    # the whole results show every key, uncertainty included, without a second lookup
+    assert set(atoms.calc.results) >= {"energy", "forces", "descriptors", "uncertainty", "force_error"}
     assert atoms.calc.results["max_force_error"] == pytest.approx(atoms.calc.results["force_error"].max())
     assert calls == [len(atoms)]  # one lookup serves every key
     atoms.positions[0, 0] += 0.1  # a new structure: new forces, and again no lookup until asked

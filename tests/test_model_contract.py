@@ -18,7 +18,7 @@ from ase_nnip.calculator import NNIPCalculator
 from ase_nnip.data import atoms_to_graph, collate
 from ase_nnip.models import model_types
 from ase_nnip.models.base import model_dtype
-from ase_nnip.models.inference import frozen_weights
+from ase_nnip.derivatives import frozen_weights
 from ase_nnip.properties import predict
 
 MODEL_TYPE_NAMES = sorted(model_types())

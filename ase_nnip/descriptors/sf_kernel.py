@@ -17,13 +17,12 @@ repeated multiplication.
 backward is the contraction above. Second derivatives (a force loss back-propagated to the
 weights in training, Hessians) are exact: when the backward itself must be differentiable,
 it re-derives the edge gradients with the torch implementation instead, unless
-:func:`weight_derivatives_only` says that only derivatives with respect to the weights
+:func:`ase_nnip.derivatives.weight_derivatives_only` says that only derivatives with respect to the weights
 will be taken (training, Fisher information), which the stored dG gives exactly.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from ase_nnip.compiled import call_parallel, numba
+from ase_nnip.derivatives import only_weight_derivatives
 from ase_nnip.descriptors.cutoff import N2P2_CUTOFF_CODES
 
 if numba is not None:
@@ -173,7 +173,7 @@ class SymmetryFunctionKernel(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_g):
         vectors, edge_index, species, dg = ctx.saved_tensors
-        if torch.is_grad_enabled() and not _WEIGHT_DERIVATIVES_ONLY[0]:
+        if torch.is_grad_enabled() and not only_weight_derivatives():
             # A differentiable backward (create_graph=True) for any second derivative: the
             # torch implementation's graph also carries ∂dG/∂r (position Hessians need it).
             with torch.enable_grad():
@@ -230,25 +230,6 @@ class DescriptorCache:
             return
         self.entries[key] = (g, dg)
         self.bytes += size
-
-
-# Set by weight_derivatives_only(); a list so the context manager can change it in place.
-_WEIGHT_DERIVATIVES_ONLY = [False]
-
-
-@contextlib.contextmanager
-def weight_derivatives_only():
-    """Within this context, forces and stress computed with ``create_graph=True`` are
-    differentiable with respect to the weights only (what a force or stress loss needs):
-    the kernel's stored dG is used as a constant instead of re-deriving it with torch, which
-    makes force training several times faster. Second derivatives with respect to positions
-    taken from such forces would miss the ∂dG/∂r term; do not use it for Hessians."""
-    previous = _WEIGHT_DERIVATIVES_ONLY[0]
-    _WEIGHT_DERIVATIVES_ONLY[0] = True
-    try:
-        yield
-    finally:
-        _WEIGHT_DERIVATIVES_ONLY[0] = previous
 
 
 def _is_sorted(x: np.ndarray) -> bool:

@@ -18,7 +18,7 @@ from ase.data import atomic_numbers as symbol_to_z
 from ase.data import chemical_symbols
 from torch import nn
 
-from ase_nnip.configuration import ConfigError, parse_config  # noqa: F401  (their old home)
+from ase_nnip.configuration import ConfigError, parse_config
 from ase_nnip.data.graph import AtomicGraph
 
 

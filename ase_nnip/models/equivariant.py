@@ -40,7 +40,7 @@ from ase_nnip.models.equivariant_ops import (
     split_orders,
 )
 from ase_nnip.models.edge_basis_kernel import EdgeBasis, kernel_supports
-from ase_nnip.models.inference import derivatives_differentiable, tabulation_allowed, tensors_key
+from ase_nnip.derivatives import derivatives_differentiable, tabulation_allowed, tensors_key
 from ase_nnip.models.radial import BesselBasis, PolynomialCutoff
 from ase_nnip.models.equivariant_frozen import FrozenEquivariant, frozen_weights_of
 from ase_nnip.models.radial_table import RadialTable, table_supports

@@ -1,6 +1,6 @@
 """The equivariant model's energies with frozen weights, as one autograd Function.
 
-Inside :func:`~ase_nnip.models.inference.frozen_weights` (the calculator's calls) no
+Inside :func:`~ase_nnip.derivatives.frozen_weights` (the calculator's calls) no
 derivative with respect to the weights is taken, so the forward needs no autograd graph
 and the backward (∂E/∂edge vectors, from which autograd makes forces and stress) can be
 written out by hand: one pass back through the readout, each block's gate, path mixing,
@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from ase_nnip.compiled import call_parallel
 from ase_nnip.models.equivariant_ops import _normalization_constant
-from ase_nnip.models.inference import tensors_key
+from ase_nnip.derivatives import tensors_key
 from ase_nnip.models.radial_table import _add_row_dots, _edge_vector_gradient, _tabulated_features
 from ase_nnip.models.tp_kernel import tensor_product_sum, tensor_product_sum_backward
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ase_nnip.models.e3nn_compat import normalize2mom, o3
-from ase_nnip.models.inference import derivatives_differentiable
+from ase_nnip.derivatives import derivatives_differentiable
 from ase_nnip.models.tp_kernel import CouplingPlan, TensorProductSum, kernel_available
 
 
@@ -155,7 +155,7 @@ class EdgeTensorProduct(nn.Module):
     Shapes: x (N, K_in, C), Y (E, K_sh), R (E, P, C), edges in an :class:`EdgeLayout`
     → (N, W, C). On CPU the compiled kernel evaluates it (only the non-zero coupling
     coefficients), unless the call's derivatives will be differentiated again
-    (:func:`~ase_nnip.models.inference.differentiable_derivatives`); :meth:`torch_sum` is
+    (:func:`~ase_nnip.derivatives.differentiable_derivatives`); :meth:`torch_sum` is
     the same in torch.
     """
 

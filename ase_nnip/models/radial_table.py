@@ -2,7 +2,7 @@
 
 Each interaction block's radial MLP turns an edge length r into weights R_b(r) (E, P_b, C):
 a smooth function of one scalar. With the weights held constant
-(:func:`ase_nnip.models.inference.frozen_weights`, the calculator's calls), the model
+(:func:`ase_nnip.derivatives.frozen_weights`, the calculator's calls), the model
 tabulates all R_b and dR_b/dr at spacing h on [0, r_c] (evaluated in float64 with
 forward-mode differentiation) and interpolates with cubic Hermite splines:
 

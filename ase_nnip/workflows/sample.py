@@ -26,7 +26,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from ase_nnip.workflows.dynamics import berendsen, mass_density_g_cm3  # noqa: F401  (mass_density_g_cm3: public here too)
+from ase_nnip.workflows.dynamics import berendsen, mass_density_g_cm3
 
 def find_molecules(atoms: Atoms, bond_scale: float = 1.2) -> list[np.ndarray]:
     """Atom indices of each molecule: connected components of the bond graph, bonds being

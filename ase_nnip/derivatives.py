@@ -2,6 +2,9 @@
 
 * Weights held constant: what a model may precompute when no derivative with respect to
   its weights will be taken in a call (the calculator's calls: MD, relaxations, sampling).
+* Weight derivatives only: forces and stress with ``create_graph=True`` will be
+  differentiated with respect to the weights only (a force loss, Fisher information), never
+  the positions again; kernels may then keep their stored position derivatives as constants.
 * Differentiable derivatives: the forces and stress of a call will themselves be
   differentiated (``predict(..., create_graph=True)``: a force loss, a Hessian); models then
   use their torch definitions rather than compiled kernels, whose differentiable backward
@@ -66,6 +69,28 @@ def derivatives_differentiable() -> bool:
     return _DIFFERENTIABLE.get()
 
 
+_WEIGHTS_ONLY = contextvars.ContextVar("ase_nnip_weight_derivatives_only", default=False)
+
+
+@contextlib.contextmanager
+def weight_derivatives_only():
+    """Within this context, derivatives of forces and stress are taken with respect to the
+    weights only (what a force or stress loss needs): the symmetry-function kernel's stored
+    dG is then used as a constant instead of re-deriving it with torch, which makes force
+    training several times faster. Second derivatives with respect to positions taken from
+    such forces would miss the ∂dG/∂r term; do not use it for Hessians."""
+    token = _WEIGHTS_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _WEIGHTS_ONLY.reset(token)
+
+
+def only_weight_derivatives() -> bool:
+    """True inside :func:`weight_derivatives_only`."""
+    return _WEIGHTS_ONLY.get()
+
+
 def tensors_key(tensors) -> tuple:
     """Identifies the current values of ``tensors``: storage, in-place version, dtype and
     device of each. A cache keyed on it is rebuilt after an optimiser step, a
@@ -77,7 +102,9 @@ __all__ = [
     "derivatives_differentiable",
     "differentiable_derivatives",
     "frozen_weights",
+    "only_weight_derivatives",
     "tabulation_allowed",
     "tensors_key",
+    "weight_derivatives_only",
     "weights_frozen",
 ]

@@ -1,5 +1,0 @@
-"""Moved to :mod:`ase_nnip.io.hdf5_format` (this alias goes in the next release)."""
-
-from ase_nnip._moved import moved
-
-moved(__name__, "ase_nnip.io.hdf5_format")
