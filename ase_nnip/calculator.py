@@ -35,7 +35,8 @@ from ase_nnip.models import AtomisticModel
 from ase_nnip.models.base import DTYPES, model_dtype
 from ase_nnip.derivatives import frozen_weights
 from ase_nnip.properties import predict
-from ase_nnip.threads import call_threads, torch_threads, validate_thread_setting
+from ase_nnip.core.threads import call_threads, torch_threads, validate_thread_setting
+from ase_nnip.errors import InputError
 
 
 
@@ -50,7 +51,7 @@ class VerletNeighborList:
 
     def __init__(self, cutoff: float, skin: float):
         if skin < 0:
-            raise ValueError(f"skin must be >= 0, got {skin}")
+            raise InputError(f"skin must be >= 0, got {skin}")
         self.cutoff = float(cutoff)
         self.skin = float(skin)
         self.builds = 0
@@ -94,7 +95,7 @@ class UncertaintyEstimator(Protocol):
     :class:`~ase_nnip.ltau.LTAUEstimator` is one; a committee or any other method can be).
 
     result_keys: the keys ``predict`` returns, added to the calculator's properties.
-    check_model(fingerprint): raise ValueError if the estimator belongs to another model.
+    check_model(fingerprint): raise InputError if the estimator belongs to another model.
     predict(descriptors (N, d)): {key: per-atom array (N,) or structure value}.
     """
 
@@ -185,7 +186,7 @@ class NNIPCalculator(Calculator):
         dtype: "float32" / "float64" / torch dtype to run in (default: the model's).
         num_threads: torch threads for this calculator's own calls (the process's setting is
             restored after each call). ``"auto"`` (default): one thread below
-            :data:`ase_nnip.threads.SMALL_SYSTEM_ATOMS` atoms, where a second thread buys
+            :data:`ase_nnip.core.threads.SMALL_SYSTEM_ATOMS` atoms, where a second thread buys
             little and, on a shared machine, makes a call slower; larger systems run on
             the process's setting (md-harness sets it to the node's cores shared among its
             ranks). An int: that many threads. ``None``: torch's setting, untouched.
@@ -224,11 +225,11 @@ class NNIPCalculator(Calculator):
         self.num_threads = validate_thread_setting(num_threads, "num_threads")
         if isinstance(dtype, str):
             if dtype not in DTYPES:
-                raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+                raise InputError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
             dtype = DTYPES[dtype]
         members = list(model) if isinstance(model, (list, tuple)) else [model]
         if not members:
-            raise ValueError("a committee needs at least one model")
+            raise InputError("a committee needs at least one model")
         self.members = [_prepared(m, device, dtype) for m in members]
         _check_committee(self.members)
         model = self.model = self.members[0]
@@ -273,9 +274,9 @@ class NNIPCalculator(Calculator):
         atoms = self.atoms
         if not np.all(np.isfinite(atoms.positions)):
             bad = np.nonzero(~np.all(np.isfinite(atoms.positions), axis=1))[0]
-            raise ValueError(f"non-finite positions for atom(s) {bad[:10].tolist()}: cannot evaluate the model")
+            raise InputError(f"non-finite positions for atom(s) {bad[:10].tolist()}: cannot evaluate the model")
         if len(atoms) == 0:
-            raise ValueError("the Atoms object has no atoms: there is nothing to evaluate")
+            raise InputError("the Atoms object has no atoms: there is nothing to evaluate")
         self.model.check_atomic_numbers(atoms.numbers)
         want_stress = "stress" in properties
         if want_stress and not atoms.pbc.all():
@@ -312,7 +313,7 @@ class NNIPCalculator(Calculator):
         squared = np.einsum("ij,ij->i", vectors, vectors)
         closest = int(np.argmin(squared))
         if squared[closest] < COINCIDENT_A**2:
-            raise ValueError(
+            raise InputError(
                 f"atoms {int(i[closest])} and {int(j[closest])} are {np.sqrt(squared[closest]):.2g} Å apart "
                 f"(an image of one another or the same position): the model is undefined there"
             )
@@ -331,11 +332,11 @@ def check_device(device) -> None:
     try:
         kind = torch.device(device).type
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device {device!r} is not a torch device: {err}") from None
+        raise InputError(f"device {device!r} is not a torch device: {err}") from None
     if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} is not available: this torch ({torch.__version__}) sees no CUDA GPU")
+        raise InputError(f"device {device!r} is not available: this torch ({torch.__version__}) sees no CUDA GPU")
     if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"device {device!r} is not available on this machine")
+        raise InputError(f"device {device!r} is not available on this machine")
 
 
 #: Pairs closer than this (Å) are coincident atoms: the edge direction is undefined (NaN).
@@ -361,7 +362,7 @@ def _check_committee(members: list) -> None:
     first = members[0]
     for k, m in enumerate(members[1:], start=1):
         if m.cutoff != first.cutoff or list(m.species) != list(first.species):
-            raise ValueError(
+            raise InputError(
                 f"committee member {k} has cutoff {m.cutoff} Å and species {m.species}, member 0 "
                 f"{first.cutoff} Å and {first.species}: members must share both"
             )

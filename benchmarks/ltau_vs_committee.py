@@ -37,7 +37,8 @@ from ase_nnip.calculator import committee_results, member_results
 from ase_nnip.data import GraphDataset, LabelKeys, load_structures, split_indices
 from ase_nnip.io.model_file import load_model
 from ase_nnip.ltau import LTAUEstimator
-from ase_nnip.ltau.calibration import auroc, calibration_curve, spearman, structure_max
+from ase_nnip.core.statistics import auroc, spearman
+from ase_nnip.ltau.calibration import calibration_curve, structure_max
 from ase_nnip.models.base import model_dtype
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,12 +71,12 @@ def committee_probability(force_std, tau, scale=1.0):
 def metrics(signal, p_exceed, errors, ids, tau) -> dict:
     exceeds = errors > tau
     return {
-        "spearman_atom": spearman(signal, errors),
+        "spearman_atom": spearman(signal, errors).rho,
         "auroc_atom": auroc(signal, exceeds),
         "ece": calibration_curve(p_exceed, exceeds).ece,
         "predicted_exceedance": float(np.mean(p_exceed)),
         "observed_exceedance": float(np.mean(exceeds)),
-        "spearman_structure": spearman(structure_max(signal, ids), structure_max(errors, ids)),
+        "spearman_structure": spearman(structure_max(signal, ids), structure_max(errors, ids)).rho,
     }
 
 

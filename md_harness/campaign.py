@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from md_harness.config import ConfigError, HarnessConfig, _check_known, _read_yaml, build_config
+from ase_nnip.core.errors import ConfigError
+from md_harness.config import HarnessConfig, _check_known, _read_yaml, build_config
 
 #: Keys a model entry may set; every other key is the shared protocol.
 MODEL_KEYS = ("label", "model", "model_kwargs", "uncertainty", "model_cutoff_A")

@@ -15,15 +15,16 @@ import numpy as np
 from ase import units
 from ase.neighborlist import neighbor_list
 
-from ase_nnip.workflows.dynamics import density_g_cm3
+from ase_nnip.core.dynamics import density_g_cm3
 from md_harness.detectors import bonds_per_atom, min_cell_height_A, neighbor_search_copy
+from md_harness.errors import HarnessError
 
 MIN_DISTANCE_A = 0.5
 VOLUME_STEP = 5e-3  # relative volume change of the finite difference
 PRESSURE_FLOOR_EV_A3 = 1e-4  # ≈ 160 bar: below this a sign disagreement is noise
 
 
-class LaunchCheckError(RuntimeError):
+class LaunchCheckError(HarnessError):
     """One or more checks before launch failed; the message lists them all."""
 
 

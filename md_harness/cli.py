@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from ase_nnip.cli.landscape_options import data_options, fisher_options, grid_options, user_errors
-
+from ase_nnip.core.cli_errors import PATH_ERRORS, user_error_messages, user_errors
 from md_harness import __version__
 
 #: Exit status of `md-harness run` when it stopped with unfinished replicas.
@@ -21,7 +20,30 @@ def _keys_epilog() -> str:
     return "\b\nConfig keys (units in the names):\n" + "\n".join(f"  {line}" for line in describe_keys().splitlines())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
+#: Entry-point group whose commands join ``md-harness`` (``compare`` comes from the studies layer).
+PLUGIN_GROUP = "md_harness.commands"
+
+
+class PluginGroup(click.Group):
+    """The harness's own commands plus those registered under :data:`PLUGIN_GROUP`, loaded only
+    when listed or called (so ``md-harness run`` never imports a plugin)."""
+
+    def _plugins(self) -> dict:
+        from importlib.metadata import entry_points
+
+        return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP) if ep.name not in self.commands}
+
+    def list_commands(self, ctx):
+        return sorted({*self.commands, *self._plugins()})
+
+    def get_command(self, ctx, name):
+        if name in self.commands:
+            return self.commands[name]
+        plugin = self._plugins().get(name)
+        return plugin.load() if plugin is not None else None
+
+
+@click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
 @click.version_option(__version__, prog_name="md-harness")
 def main():
     """MD stability runs for interatomic potentials: run replicas, report time to failure."""
@@ -63,13 +85,11 @@ def run(config_file, overrides, output, mpi, quiet):
       3  stopped early (wall_time_limit_s or a signal): some replicas are unfinished;
          run the same command again to resume them
     """
+    from ase_nnip.core.configuration import parse_overrides
     from md_harness.campaign import is_campaign_file
-    from md_harness.checks import LaunchCheckError
-    from md_harness.config import ConfigError, load_config, parse_overrides
-    from md_harness.models import ModelError
+    from md_harness.config import load_config
     from md_harness.runner import CampaignAborted, run_campaign
     from md_harness.scheduler import get_world
-    from md_harness.store import ResultsFileError
 
     comm = get_world(mpi)
     rank = comm.Get_rank() if comm is not None else 0
@@ -78,21 +98,18 @@ def run(config_file, overrides, output, mpi, quiet):
     # WARNING.
     logging.basicConfig(level=logging.WARNING, format=f"md-harness[{rank}] %(message)s" if comm is not None else "md-harness: %(message)s")
     logging.getLogger("md_harness").setLevel(level)
-    try:
-        values = parse_overrides(overrides)
-        if is_campaign_file(config_file):
-            _run_campaign_file(config_file, values, output, comm, rank)
-            return
-        if output:
-            values["output"] = output
-        config = load_config(config_file, values)
-        table = run_campaign(config, comm=comm, command=" ".join(sys.argv))
-    except CampaignAborted:
-        sys.exit(1)  # rank 0 reports the reason
-    except (ConfigError, LaunchCheckError, ModelError, ResultsFileError) as err:
-        if rank == 0:
-            raise click.ClickException(str(err)) from err
-        sys.exit(1)
+    with user_error_messages(prints=lambda: rank == 0):
+        try:
+            values = parse_overrides(overrides)
+            if is_campaign_file(config_file):
+                _run_campaign_file(config_file, values, output, comm, rank)
+                return
+            if output:
+                values["output"] = output
+            config = load_config(config_file, values)
+            table = run_campaign(config, comm=comm, command=" ".join(sys.argv))
+        except CampaignAborted:
+            sys.exit(1)  # rank 0 has reported the reason
     if table is not None:
         _exit_on_unfinished(_count_line(table) + f" → {config.output}", table)
 
@@ -150,6 +167,7 @@ def _run_campaign_file(path, values: dict, output, comm, rank: int) -> None:
     "before it (default: the run's warning_min_lead_ps, 0.1 ps).",
 )
 @click.option("--no-plot", is_flag=True, help="Skip the PNG survival plot.")
+@user_errors
 def report(results, prefix, false_alarm_rate, horizon_ps, min_lead_ps, no_plot):
     """Survival statistics of one or more results files (or campaign folders), side by side.
 
@@ -169,21 +187,16 @@ def report(results, prefix, false_alarm_rate, horizon_ps, min_lead_ps, no_plot):
     in words when a signal carries no warning.
     """
     from md_harness.campaign import campaign_results
-    from md_harness.config import ConfigError
     from md_harness.report import write_report
-    from md_harness.store import ResultsFileError
 
     files, skipped = [], {}
-    try:
-        for path in results:
-            if Path(path).is_dir():
-                found, missing = campaign_results(path)
-                files += found
-                skipped.update(missing)
-            else:
-                files.append(path)
-    except ConfigError as err:
-        raise click.ClickException(str(err)) from err
+    for path in results:
+        if Path(path).is_dir():
+            found, missing = campaign_results(path)
+            files += found
+            skipped.update(missing)
+        else:
+            files.append(path)
     if not files:
         raise click.ClickException(f"no results files in {', '.join(results)}")
     if prefix is None:
@@ -195,9 +208,7 @@ def report(results, prefix, false_alarm_rate, horizon_ps, min_lead_ps, no_plot):
             files, prefix, false_alarm_rate=false_alarm_rate, horizon_ps=horizon_ps, plot=not no_plot,
             min_lead_ps=min_lead_ps,
         )
-    except ResultsFileError as err:
-        raise click.ClickException(str(err)) from err
-    except OSError as err:  # e.g. a read-only folder for the report files
+    except PATH_ERRORS as err:  # e.g. a read-only folder for the report files
         raise click.ClickException(f"cannot write the report {prefix}.*: {err.strerror or err}") from err
     click.echo(table)
     for label, why in skipped.items():
@@ -207,6 +218,7 @@ def report(results, prefix, false_alarm_rate, horizon_ps, min_lead_ps, no_plot):
 
 @main.command()
 @click.argument("results", type=click.Path(exists=True, dir_okay=False))
+@user_errors
 def repair(results):
     """Make a damaged RESULTS file resumable again, losing only what is damaged.
 
@@ -215,12 +227,9 @@ def repair(results):
     keeps everything else; the damaged file is kept as RESULTS.damaged. Then run the campaign
     again with the same command. A file HDF5 cannot open at all cannot be repaired.
     """
-    from md_harness.store import ResultsFileError, repair_results
+    from md_harness.store import repair_results
 
-    try:
-        done = repair_results(results)
-    except ResultsFileError as err:
-        raise click.ClickException(str(err)) from err
+    done = repair_results(results)
     reset = done["reset_replicas"]
     click.echo(f"{results}: {done['journal_records']} journal record(s) folded in"
                + (", a torn last record dropped" if done["torn_journal_dropped"] else "")
@@ -230,112 +239,16 @@ def repair(results):
 
 @main.command()
 @click.argument("name", required=False)
+@user_errors
 def presets(name):
     """List the shipped protocol presets and their values (or only NAME's)."""
-    from md_harness.config import ConfigError, load_preset, preset_table
+    from md_harness.config import load_preset, preset_table
 
     if name is None:
         click.echo(preset_table())
         return
-    try:
-        values = load_preset(name)
-    except ConfigError as err:
-        raise click.ClickException(str(err)) from err
+    values = load_preset(name)
     click.echo("\n".join(f"{k}: {v!r}" for k, v in values.items()))
-
-
-
-
-
-
-@main.command("compare")
-@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
-@click.option("--data", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Training data: landscapes and Fisher spectra missing from the files below are computed on it.")
-@click.option("--test", "tests", multiple=True, type=click.Path(dir_okay=False, exists=True),
-              help="Labelled test file (repeatable): energy and force RMSE of every model.")
-@click.option("--harness", multiple=True, type=click.Path(dir_okay=False, exists=True),
-              help="md-harness results file (repeatable), matched to its model by fingerprint: time to failure.")
-@click.option("--landscape", "landscapes", multiple=True, type=click.Path(dir_okay=False, exists=True),
-              help="Landscape file from `ase-nnip landscape` (repeatable), matched to its model by fingerprint.")
-@click.option("--fisher", "fishers", multiple=True, type=click.Path(dir_okay=False, exists=True),
-              help="Fisher file from `ase-nnip fisher` (repeatable), matched to its model by fingerprint.")
-@click.option("--compute-landscapes/--no-compute-landscapes", default=True, show_default=True,
-              help="Compute missing landscapes on --data (costly: directions x steps dataset evaluations per model).")
-@click.option("--compute-fisher/--no-compute-fisher", default=True, show_default=True,
-              help="Compute missing Fisher spectra on --data.")
-@grid_options
-@fisher_options
-@data_options
-@click.option("--energy-temperature", default=4.0, show_default=True, type=float, help="T_E of the loss entropy (meV/atom).")
-@click.option("--forces-temperature", default=40.0, show_default=True, type=float, help="T_F of the loss entropy (meV/Å).")
-@click.option("--alpha", default=0.2, show_default=True, type=float, help="α in S = α S_E + (1 − α) S_F.")
-@click.option("-o", "--output", default="compare", show_default=True,
-              help="Output prefix: writes PREFIX.csv (one row per model) and PREFIX.json (rows and correlations).")
-@user_errors
-def compare(models, data, tests, harness, landscapes, fishers, compute_landscapes, compute_fisher, directions, extent,
-            steps, seed, dtype, batch_size, include_rescaling, exclude, method, top_k, loss_kind, energy_weight,
-            forces_weight, fisher_dtype, max_gradient_memory_gb, energy_key, forces_key, subset, max_structures,
-            energy_temperature, forces_temperature, alpha, output):
-    """Tabulate loss entropy, Fisher summary, training/validation/test RMSEs and MD stability
-    of MODELS (.nnip files; ``ase-nnip compare`` is the deprecated old name of this command).
-
-    Each metric is then rank-correlated (Spearman) over the models with the restricted mean
-    survival time and the fraction surviving of the harness files: a bootstrap 95% interval
-    over models, a permutation null (p and the null's 95% range), and the partial rank
-    correlation at fixed force error (pooled test force RMSE, else the only test file's, else
-    validation). Fewer than 4 models with both values: it says so instead of a number.
-    Writes PREFIX.csv, PREFIX.json and PREFIX_scatter.png (each metric against RMST).
-    Landscapes and Fisher spectra come from the given files where they match a model's
-    fingerprint, otherwise they are computed on --data with the options below.
-    """
-    import csv
-    import json
-
-    from ase_nnip.cli.landscape_options import landscape_settings
-    from md_harness.compare import ComputeOptions, compare_models, format_table, scatter_figure
-    from ase_nnip.landscape.entropy import EntropyParameters
-    from ase_nnip.landscape.files import json_ready
-    from ase_nnip.landscape.parallel import mpi_world, rank_and_size
-
-    comm = mpi_world()
-    options = ComputeOptions(
-        landscape=compute_landscapes,
-        fisher=compute_fisher,
-        settings=landscape_settings("directions", directions, extent, steps, seed, dtype, batch_size,
-                                    include_rescaling, exclude),
-        fisher_method=method,
-        fisher_top_k=top_k,
-        fisher_loss_kind=loss_kind,
-        energy_weight=energy_weight,
-        forces_weight=forces_weight,
-        fisher_dtype=fisher_dtype,
-        max_gradient_memory_gb=max_gradient_memory_gb,
-        energy_key=energy_key,
-        forces_key=forces_key,
-        subset=subset,
-        max_structures=max_structures,
-    )
-    rank = rank_and_size(comm)[0]
-    log = click.echo if rank == 0 else (lambda message: None)
-    result = compare_models(models, data, tests, harness, landscapes, fishers,
-                            EntropyParameters(energy_temperature, forces_temperature, alpha), options, comm, log)
-    if rank != 0:
-        return
-    click.echo(format_table(result))
-    with open(f"{output}.json", "w") as f:
-        json.dump(json_ready(result.to_dict()), f, indent=2, default=str)
-    names = list(dict.fromkeys(key for row in result.rows for key in row))
-    with open(f"{output}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=names)
-        writer.writeheader()
-        writer.writerows(result.rows)
-    written = [f"{output}.csv", f"{output}.json"]
-    figure = scatter_figure(result)
-    if figure is not None:
-        figure.savefig(f"{output}_scatter.png", dpi=120)
-        written.append(f"{output}_scatter.png")
-    click.echo("wrote " + ", ".join(written))
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ from typing import Any, Optional
 
 import yaml
 
-from ase_nnip.configuration import ConfigError, parse_overrides  # noqa: F401  (md_harness.config API)
-from ase_nnip.threads import validate_thread_setting
+from ase_nnip.core.errors import ConfigError
+from ase_nnip.core.threads import validate_thread_setting
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 ENSEMBLES = ("nvt_berendsen", "npt_berendsen")

@@ -22,7 +22,7 @@ import numpy as np
 from ase.data import covalent_radii
 from ase.neighborlist import neighbor_list
 
-from ase_nnip.workflows.dynamics import density_g_cm3
+from ase_nnip.core.dynamics import density_g_cm3
 
 FAILURE_MODES = (
     "non_finite",

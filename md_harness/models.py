@@ -5,8 +5,9 @@ function with ``model_kwargs`` on every rank, so a config naming a factory is as
 as a script (the run logs which module it imports). Model files are data: loading one runs
 no code (no pickle).
 
-``ase_nnip`` (and torch) are imported only when the model is one of our files, so the
-harness runs any ASE calculator without them.
+The harness itself needs only ``ase_nnip.core`` (no torch); ase_nnip's calculator and model
+file reader (and torch) are imported only when the model is one of our files, so any ASE
+calculator runs without them.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from ase_nnip.core.errors import ToolkitError
 from md_harness.config import HarnessConfig
+from md_harness.errors import HarnessError
 
 log = logging.getLogger("md_harness")
 _ANNOUNCED: set = set()  # factory modules whose import was logged (once per process)
 
 
-class ModelError(RuntimeError):
+class ModelError(HarnessError):
     """The model cannot be loaded or does not behave like an ASE calculator."""
 
 
@@ -100,13 +103,11 @@ def resolve_factory(spec: str):
 def make_calculator(config: HarnessConfig):
     """A fresh ASE calculator for one replica (each replica gets its own, so its history is its own)."""
     if is_model_file(config.model):
-        from ase_nnip import NNIPCalculator
-        from ase_nnip.ltau import LTAUFileError
-        from ase_nnip.io.model_file import ModelFileError
+        from ase_nnip.calculator import NNIPCalculator
 
         try:
             return NNIPCalculator(config.model, uncertainty=config.uncertainty, **config.model_kwargs)
-        except (ModelFileError, LTAUFileError, ValueError, TypeError) as err:  # e.g. a .ltau of another model
+        except (ToolkitError, TypeError) as err:  # e.g. a .ltau of another model, an unknown keyword
             raise ModelError(f"model {config.model} with uncertainty {config.uncertainty}: {err}") from err
     factory = resolve_factory(config.model)
     try:

@@ -25,7 +25,7 @@ from ase import Atoms, units
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ase.parallel import DummyMPI
 
-from ase_nnip.workflows.dynamics import berendsen
+from ase_nnip.core.dynamics import berendsen
 from md_harness.config import HarnessConfig
 from md_harness.detectors import FailureDetector, Measurement, Observation
 from md_harness.models import make_calculator

@@ -25,6 +25,7 @@ from typing import Optional
 
 import numpy as np
 
+from ase_nnip.core.statistics import json_ready
 from md_harness.detectors import FAILURE_MODES
 from md_harness.seeds import duplicate_groups
 from md_harness.comparison import compare_models, forest_figure, format_comparison
@@ -459,16 +460,6 @@ def model_comparison(all_results: list[Results], summaries: list[ModelSummary]):
     return compare_models(samples, rmst)
 
 
-def _json_ready(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_ready(v) for v in value]
-    return value
-
-
 def write_report(
     paths, prefix, *, false_alarm_rate: Optional[float] = None, horizon_ps: Optional[float] = None, plot: bool = True,
     min_lead_ps: Optional[float] = None,
@@ -492,7 +483,7 @@ def write_report(
         "comparison": None if comparison is None else comparison.to_dict(),
         "replicas": [asdict(r) for r in replica_rows],
     }
-    written["json"].write_text(json.dumps(_json_ready(payload), indent=2))
+    written["json"].write_text(json.dumps(json_ready(payload), indent=2))
     _write_csv(written["csv"], [_flat(asdict(s)) for s in summaries])
     _write_csv(written["replicas_csv"], [asdict(r) for r in replica_rows])
     if plot:

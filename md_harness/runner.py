@@ -27,9 +27,10 @@ import numpy as np
 from ase import Atoms
 from ase.io import read
 
-from ase_nnip.threads import available_cores, choose_threads
+from ase_nnip.core.threads import available_cores, choose_threads
 from md_harness.checks import LaunchCheckError, launch_checks
-from md_harness.config import ConfigError, HarnessConfig
+from ase_nnip.core.errors import ConfigError
+from md_harness.config import HarnessConfig
 from md_harness.detectors import find_bonds
 from md_harness.models import ModelError, ModelInfo, describe_model, make_calculator
 from md_harness.progress import CampaignProgress
@@ -37,11 +38,12 @@ from md_harness.replica import THERMO_COLUMNS, Protocol
 from md_harness.scheduler import Coordinator, serial_ase, worker_loop
 from md_harness.seeds import replica_seed
 from md_harness.store import ResultsFileError, ResultsLock, ResultsStore, now_iso, provenance_attrs, structure_sha256
+from md_harness.errors import HarnessError
 
 log = logging.getLogger("md_harness")
 
 
-class CampaignAborted(RuntimeError):
+class CampaignAborted(HarnessError):
     """Raised on ranks > 0 when rank 0 could not start the campaign (rank 0 has the message)."""
 
 

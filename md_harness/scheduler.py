@@ -14,7 +14,6 @@ implements as busy loops that would take CPU from ranks still computing.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import deque
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from typing import Callable, Optional
 
 from ase.parallel import DummyMPI
 
+from ase_nnip.core.parallel import launched_by_mpi
 from md_harness.progress import WORKER_REPORT_S, CampaignProgress
 from md_harness.replica import Protocol, ReplicaRecord, ReplicaTask, run_replica
 from md_harness.seeds import duplicate_groups
@@ -33,13 +33,6 @@ TAG_TO_ROOT = 11  # worker → rank 0: ("request",), ("checkpoint", label, ...),
 TAG_TASK = 12  # rank 0 → worker: a ReplicaTask, or None (no more work)
 TAG_STOP = 13  # rank 0 → worker: stop running replicas (wall time or signal on rank 0)
 POLL_S = 0.002
-MPI_ENV = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
-
-
-def launched_by_mpi() -> bool:
-    """Whether this process was started by an MPI launcher (mpiexec, srun, …)."""
-    return any(name in os.environ for name in MPI_ENV)
-
 
 def get_world(use_mpi: Optional[bool] = None):
     """mpi4py's COMM_WORLD, or None for a plain one-process run (use_mpi None: auto-detect)."""

@@ -50,10 +50,11 @@ from typing import Optional
 import h5py
 import numpy as np
 
-from ase_nnip.io.hdf5_format import check_format
+from ase_nnip.core.hdf5_format import check_format
 from md_harness.config import comparable
 from md_harness.journal import Entry, JournalWriter, flatten, journal_path, read_journal, tree_sha256, unflatten
 from md_harness.replica import THERMO_COLUMNS, ReplicaRecord, ReplicaTask
+from md_harness.errors import HarnessError
 
 FORMAT = "md-harness-results"
 FORMAT_VERSION = 1
@@ -73,7 +74,7 @@ TABLE_DTYPE = np.dtype(
 RECORD_ATTRS = ("message", "host", "rank", "initial_momenta_sha256")
 
 
-class ResultsFileError(RuntimeError):
+class ResultsFileError(HarnessError):
     """A results file is unreadable, of another format, or does not match the config resuming it."""
 
 

@@ -41,6 +41,8 @@ from typing import Optional
 
 import numpy as np
 
+from ase_nnip.core.statistics import auroc as auroc_of_scores
+
 #: Signals analysed when a results file has them, most useful first.
 SIGNALS = ("max_force_error_eV_A", "max_ood_distance", "max_uncertainty")
 BOOTSTRAP_SAMPLES = 400
@@ -104,8 +106,6 @@ def first_crossing_before(trace: Trace, threshold: float, end_ps: float) -> floa
 
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
     """P(a positive value > a negative one), ties counted half; NaN when either is empty."""
-    from ase_nnip.ltau.calibration import auroc as auroc_of_scores
-
     scores = np.concatenate([positive, negative])
     return auroc_of_scores(scores, np.arange(len(scores)) < len(positive))
 

@@ -1,5 +1,6 @@
 """Model comparison: Spearman correlations, matching result files to models by fingerprint,
-and `ase-nnip compare` with md-harness results, a landscape file and computed metrics."""
+and `md-harness compare` (a command of the studies layer) with md-harness results, a landscape
+file and computed metrics."""
 
 import json
 from pathlib import Path
@@ -12,8 +13,9 @@ from ase.io import write
 from click.testing import CliRunner
 from test_landscape import labelled_molecules, tiny_model, write_labelled_xyz
 
-from md_harness.cli import main  # the comparison reads harness results: md-harness compare
-from md_harness.compare import correlation_table, match_files, metric_columns, spearman
+from md_harness.cli import main  # `md-harness compare`, loaded from studies.cli by entry point
+from ase_nnip.core.statistics import spearman
+from studies.compare import correlation_table, match_files, metric_columns
 from ase_nnip.landscape.files import save_landscape
 from ase_nnip.landscape.landscapes import Landscape
 from ase_nnip.io.model_file import save_model
@@ -137,7 +139,7 @@ def _fingerprint(path):
 
 
 def test_a_metric_that_fails_is_recorded_not_raised():
-    from md_harness.compare import recorded_failure
+    from studies.compare import recorded_failure
 
     row, messages = {"model": "m.nnip"}, []
     with recorded_failure(row, "fisher_error", messages.append):
@@ -146,10 +148,16 @@ def test_a_metric_that_fails_is_recorded_not_raised():
     assert messages == ["m.nnip: ValueError: structure 3: the loss gradient is not finite"]
 
 
-def test_the_old_ase_nnip_compare_forwards_to_md_harness(tmp_path):
+def test_compare_is_a_plugin_command_of_md_harness():
+    """`md-harness compare` comes from the studies layer through the entry point, and the
+    installed `md-harness` lists it; `ase-nnip compare` (the old forwarding shim) is gone."""
     import subprocess
     import sys
 
-    result = subprocess.run([str(Path(sys.executable).parent / "ase-nnip"), "compare", "--help"], capture_output=True, text=True)
-    assert result.returncode == 0 and "deprecated" in result.stderr
-    assert "Tabulate loss entropy" in result.stdout and "--harness" in result.stdout
+    bin_dir = Path(sys.executable).parent
+    listed = subprocess.run([str(bin_dir / "md-harness"), "--help"], capture_output=True, text=True)
+    assert listed.returncode == 0 and "compare" in listed.stdout
+    result = subprocess.run([str(bin_dir / "md-harness"), "compare", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "Tabulate loss entropy" in result.stdout and "--harness" in result.stdout
+    old = subprocess.run([str(bin_dir / "ase-nnip"), "compare", "--help"], capture_output=True, text=True)
+    assert old.returncode != 0 and "No such command" in old.stderr

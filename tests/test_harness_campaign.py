@@ -13,7 +13,7 @@ from test_harness_mpi import CLI, MPIEXEC, _env, kill_when
 from test_harness_run import assert_same_records, cluster_config, cluster_values, records
 
 from md_harness.campaign import campaign_results, load_campaign, read_manifest, run_campaign_file
-from md_harness.config import ConfigError
+from ase_nnip.core.errors import ConfigError
 from md_harness.runner import run_campaign, run_models
 from md_harness.store import load_results
 

@@ -5,15 +5,9 @@ import yaml
 from click.testing import CliRunner
 
 from md_harness.cli import main
-from md_harness.config import (
-    ConfigError,
-    build_config,
-    config_keys,
-    list_presets,
-    load_config,
-    load_preset,
-    parse_overrides,
-)
+from ase_nnip.core.configuration import parse_overrides
+from ase_nnip.core.errors import ConfigError
+from md_harness.config import build_config, config_keys, list_presets, load_config, load_preset
 
 FACTORY = "md_harness.toy_calculators:ToyWater"
 
@@ -102,7 +96,7 @@ def test_parse_overrides():
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_overrides(["n_replicas"])
     # one parser for both command lines: training keys reach into their section
-    from ase_nnip.configuration import apply_overrides
+    from ase_nnip.core.configuration import apply_overrides
 
     raw = {"training": {"epochs": 3}, "data": {"n_val": 5}}
     out = apply_overrides(raw, parse_overrides(["training.epochs=7", "model.l_max=1"]), sections=True)
@@ -131,7 +125,7 @@ def test_cli_reports_config_errors_without_traceback(tmp_path, structure):
 
 
 def test_threads_per_rank_auto_never_oversubscribes():
-    from ase_nnip.threads import choose_threads
+    from ase_nnip.core.threads import choose_threads
 
     assert choose_threads("auto", 27, 1, 2) == (1, None)  # small molecule: one thread
     assert choose_threads("auto", 192, 1, 2) == (2, None)

@@ -5,7 +5,7 @@ import pytest
 from ase import Atoms
 from ase.io import read
 
-from ase_nnip.workflows.dynamics import AMU_PER_A3_TO_G_PER_CM3, density_g_cm3
+from ase_nnip.core.dynamics import AMU_PER_A3_TO_G_PER_CM3, density_g_cm3
 from md_harness.detectors import (
     FailureDetector,
     Observation,

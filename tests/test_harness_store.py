@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from test_harness_run import assert_same_records, cluster_config, records
 
 from md_harness.cli import main
-from md_harness.config import ConfigError
+from ase_nnip.core.errors import ConfigError
 from md_harness.journal import journal_path, read_journal
 from md_harness.runner import run_campaign
 from md_harness.store import CorruptCheckpointError, ResultsFileError, ResultsLock, ResultsStore, load_results

@@ -12,7 +12,6 @@ from scipy.stats import chi
 from ase_nnip.ltau import EpochWindow, LTAUEstimator, make_ltau_data, sample_confidences
 from ase_nnip.ltau.calibration import (
     CalibrationError,
-    auroc,
     calibrate,
     calibration_curve,
     energy_groups,
@@ -22,6 +21,7 @@ from ase_nnip.ltau.calibration import (
     write_calibration_csv,
     write_calibration_json,
 )
+from ase_nnip.core.statistics import auroc
 from ase_nnip.ltau.error_model import DistanceScale, cdf_rows_at, fit_distance_scale
 from ase_nnip.ltau.evaluation import LabelledAtoms
 from ase_nnip.ltau.synthetic import clustered_descriptors, write_error_trajectory

@@ -4,7 +4,7 @@ correlation at fixed force error; checked by hand and against the residual defin
 import numpy as np
 import pytest
 
-from md_harness.rank_statistics import MIN_MODELS, partial_rho, rank_correlation, spearman_rho
+from studies.rank_statistics import MIN_MODELS, partial_rho, rank_correlation, spearman_rho
 
 
 def test_a_perfect_ranking_over_eight_models():

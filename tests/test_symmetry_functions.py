@@ -23,7 +23,7 @@ from ase_nnip.descriptors import (
     triplet_pairs,
 )
 from ase_nnip.descriptors.default_set import inflection_point, radial_etas
-from ase_nnip.configuration import ConfigError
+from ase_nnip.core.errors import ConfigError
 
 SPECIES = ["H", "O"]
 RC = 3.2

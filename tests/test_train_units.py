@@ -11,7 +11,7 @@ from ase.build import molecule
 from ase_nnip.data import GraphDataset, Structure, collate
 from ase_nnip.data.dataset import DatasetError
 from ase_nnip.models import build_model
-from ase_nnip.configuration import ConfigError
+from ase_nnip.core.errors import ConfigError
 from ase_nnip.properties import predict
 from ase_nnip.train.atom_weights import atom_weights_for_dataset, write_atom_weights
 from ase_nnip.train.averaging import ExponentialMovingAverage, StochasticWeightAverage, weights_swapped

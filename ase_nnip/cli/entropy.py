@@ -2,7 +2,7 @@
 
 import click
 
-from ase_nnip.cli.landscape_options import user_errors
+from ase_nnip.core.cli_errors import user_errors
 
 
 def _floats(text: str) -> list:
@@ -38,7 +38,8 @@ def command(landscapes, energy_temperature, forces_temperature, alpha, k, sensit
     import json
 
     from ase_nnip.landscape.entropy import EntropyParameters, landscape_entropy, sensitivity_table
-    from ase_nnip.landscape.files import json_ready, load_landscape
+    from ase_nnip.core.statistics import json_ready
+    from ase_nnip.landscape.files import load_landscape
 
     params = EntropyParameters(energy_temperature, forces_temperature, alpha, k)
     rows, table = [], []

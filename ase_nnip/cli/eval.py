@@ -2,6 +2,7 @@
 
 import click
 
+from ase_nnip.core.cli_errors import user_errors
 from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
 
 COLUMNS = (
@@ -25,6 +26,7 @@ def _key(value):
 @click.option("--forces-key", default="forces", show_default=True, help="Forces label in DATA ('none': no force errors).")
 @click.option("--batch-size", default=DEFAULT_EVAL_BATCH_SIZE, show_default=True, help="Structures per evaluation batch.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the metrics (eV and meV units) to this JSON file.")
+@user_errors
 def command(model, data, energy_key, forces_key, batch_size, json_path):
     """Energy and force errors of MODEL (.nnip) on each DATA file (any ASE-readable format).
 
@@ -34,38 +36,14 @@ def command(model, data, energy_key, forces_key, batch_size, json_path):
     records the split) is scored separately on its training, validation and remaining frames.
     """
     import json
-    import time
     from pathlib import Path
 
-    from ase.io import read
+    from ase_nnip.io.model_file import load_model
+    from ase_nnip.train.evaluation import evaluate_data_files
 
-    from ase_nnip.data.dataset import DatasetError
-    from ase_nnip.io.model_file import ModelFileError, load_model
-    from ase_nnip.landscape.training_data import split_of_file
-    from ase_nnip.train.evaluation import evaluate_file
-
-    try:
-        m = load_model(model)
-        results = []
-        for path in data:
-            n_frames = len(read(path, ":"))
-            split = split_of_file(m, path, n_frames)
-            parts = [("", None)] if split is None else [(name, idx) for name, idx in split.items() if idx]
-            if split is not None:
-                click.echo(f"{path} is the file the model was trained on: scored separately on its "
-                           + ", ".join(f"{len(idx)} {name}" for name, idx in split.items() if idx)
-                           + " frames (the split the model file records)", err=True)
-            for name, indices in parts:
-                started = time.perf_counter()
-                click.echo(f"evaluating {Path(path).name}{' [' + name + ']' if name else ''}: "
-                           f"{len(indices) if indices is not None else n_frames} structures …", err=True)
-                r = evaluate_file(m, path, _key(energy_key), _key(forces_key), batch_size, indices)
-                r["subset"] = name or "all"
-                r["seconds"] = time.perf_counter() - started
-                results.append(r)
-    except (ModelFileError, DatasetError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
-
+    m = load_model(model)
+    results = evaluate_data_files(m, data, _key(energy_key), _key(forces_key), batch_size,
+                                  log=lambda message: click.echo(message, err=True))
     names = [Path(r["file"]).name + (f" [{r['subset']}]" if r["subset"] != "all" else "") for r in results]
     width = max(len("file"), *map(len, names))
     header = f"{'file':{width}s} {'structs':>7s} " + " ".join(f"{title:>11s}" for _, title in COLUMNS)

@@ -2,7 +2,8 @@
 
 import click
 
-from ase_nnip.cli.landscape_options import data_options, fisher_options, user_errors
+from ase_nnip.cli.landscape_options import data_options, fisher_options
+from ase_nnip.core.cli_errors import user_errors
 
 
 @click.command("fisher")
@@ -31,7 +32,8 @@ def command(model, data, method, top_k, loss_kind, energy_weight, forces_weight,
 
     import torch
 
-    from ase_nnip.landscape.files import json_ready, save_fisher
+    from ase_nnip.core.statistics import json_ready
+    from ase_nnip.landscape.files import save_fisher
     from ase_nnip.landscape.fisher import fisher_spectrum, loss_for_model
     from ase_nnip.landscape.training_data import load_labelled_dataset
     from ase_nnip.io.model_file import load_model

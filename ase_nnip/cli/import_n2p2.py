@@ -2,6 +2,8 @@
 
 import click
 
+from ase_nnip.core.cli_errors import user_errors
+
 
 @click.command("import-n2p2")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
@@ -21,6 +23,7 @@ import click
     help="Precision of the stored network weights.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@user_errors
 def command(directory, output, units, length_unit_a, energy_unit_ev, dtype, overwrite):
     """Import the n2p2/RuNNer potential in DIRECTORY (input.nn, scaling.data, weights.ZZZ.data).
 
@@ -33,18 +36,14 @@ def command(directory, output, units, length_unit_a, energy_unit_ev, dtype, over
     import torch
 
     from ase_nnip.io.model_file import save_model
-    from ase_nnip.configuration import ConfigError
-    from ase_nnip.io.n2p2 import UNIT_SYSTEMS, N2P2Error, import_n2p2, potential_summary
+    from ase_nnip.io.n2p2 import UNIT_SYSTEMS, import_n2p2, potential_summary
 
     if Path(output).exists() and not overwrite:
         raise click.ClickException(f"{output} exists; pass --overwrite to replace it")
     length, energy = UNIT_SYSTEMS[units]
     length = length if length_unit_a is None else length_unit_a
     energy = energy if energy_unit_ev is None else energy_unit_ev
-    try:
-        model = import_n2p2(directory, units=(length, energy), dtype=getattr(torch, dtype))
-    except (N2P2Error, ConfigError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    model = import_n2p2(directory, units=(length, energy), dtype=getattr(torch, dtype))
     fingerprint = save_model(model, output, metadata=model.metadata)
     for key, value in potential_summary(model).items():
         click.echo(f"{key:24s} {value}")

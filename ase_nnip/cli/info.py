@@ -4,25 +4,25 @@ import json
 
 import click
 
+from ase_nnip.core.cli_errors import user_errors
+
 
 @click.command("info")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the header as JSON instead of a summary.")
+@user_errors
 def command(model, as_json):
     """Show the species, cutoff, parameter count and fingerprint of MODEL (.nnip), and its
     full config and metadata with --json. For a .ltau file: the threshold τ (eV/Å) that
     ``uncertainty`` = P(|ΔF| > τ) refers to, k, the calibrated scale s(d, D) and the
     calibration's test metrics."""
-    from ase_nnip.io.model_file import ModelFileError, load_model
+    from ase_nnip.io.model_file import load_model
     from ase_nnip.models import count_parameters
 
     if str(model).endswith(".ltau"):
         _ltau_info(model, as_json)
         return
-    try:
-        m = load_model(model)
-    except ModelFileError as exc:
-        raise click.ClickException(str(exc)) from exc
+    m = load_model(model)
     summary = {
         "file": model,
         "model_type": m.model_type,
@@ -51,12 +51,9 @@ def _readable(value) -> str:
 
 
 def _ltau_info(path, as_json: bool) -> None:
-    from ase_nnip.ltau import LTAUFileError, read_ltau
+    from ase_nnip.ltau import read_ltau
 
-    try:
-        summary = {"file": path, **read_ltau(path).summary()}
-    except LTAUFileError as exc:
-        raise click.ClickException(str(exc)) from exc
+    summary = {"file": path, **read_ltau(path).summary()}
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return

@@ -2,7 +2,8 @@
 
 import click
 
-from ase_nnip.cli.landscape_options import data_options, grid_options, user_errors
+from ase_nnip.cli.landscape_options import data_options, grid_options
+from ase_nnip.core.cli_errors import user_errors
 
 
 @click.command("landscape")
@@ -42,7 +43,7 @@ def command(model, data, directions, extent, steps, seed, dtype, batch_size, inc
     from ase_nnip.landscape.files import save_landscape
     from ase_nnip.landscape.landscapes import DTYPES, DatasetLoss, compute_landscape
     from ase_nnip.cli.landscape_options import landscape_settings
-    from ase_nnip.landscape.parallel import default_threads, mpi_world, rank_and_size
+    from ase_nnip.core.parallel import default_threads, mpi_world, rank_and_size
     from ase_nnip.landscape.training_data import load_labelled_dataset
     from ase_nnip.io.model_file import load_model
 

@@ -1,8 +1,6 @@
-"""Command-line options shared by ``ase-nnip landscape``, ``fisher`` and ``compare``."""
+"""Command-line options shared by ``ase-nnip landscape``, ``fisher`` and ``md-harness compare``."""
 
 from __future__ import annotations
-
-import functools
 
 import click
 
@@ -110,21 +108,4 @@ def landscape_settings(kind, directions, extent, steps, seed, dtype, batch_size,
     )
 
 
-def user_errors(function):
-    """Turn the errors bad input raises into a clean click error message."""
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        from ase_nnip.data.dataset import DatasetError
-        from ase_nnip.landscape.files import ResultFileError
-        from ase_nnip.io.model_file import ModelFileError
-
-        try:
-            return function(*args, **kwargs)
-        except (ModelFileError, DatasetError, ResultFileError, ValueError, FileNotFoundError) as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper
-
-
-__all__ = ["data_options", "fisher_options", "grid_options", "landscape_settings", "user_errors"]
+__all__ = ["data_options", "fisher_options", "grid_options", "landscape_settings"]

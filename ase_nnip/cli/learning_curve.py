@@ -27,14 +27,15 @@ def command(config, sizes, tests, output, members, force_metric, resume, quiet, 
     models' force RMSE over all test files together (loss-landscape paper, section 3.6).
     Writes OUTPUT/learning_curve.json and .csv and prints the table.
     """
-    from ase_nnip.cli.training_options import config_overrides, training_errors
+    from ase_nnip.cli.training_options import config_overrides
+    from ase_nnip.core.cli_errors import user_error_messages
     from ase_nnip.train.learning_curve import learning_curve
 
     try:
         size_list = [int(s) for s in sizes.split(",") if s.strip()]
     except ValueError as exc:
         raise click.BadParameter(f"expected comma-separated integers, got {sizes!r}", param_hint="--sizes") from exc
-    with training_errors():
+    with user_error_messages():
         cfg = config_overrides(config, overrides)
         table = learning_curve(
             cfg, output, size_list, list(tests) or None, members=members, force_metric=force_metric,

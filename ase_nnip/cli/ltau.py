@@ -1,32 +1,14 @@
 """`ase-nnip ltau build | calibrate | weights`: LTAU uncertainty files."""
 
-import contextlib
 from pathlib import Path
 
 import click
 
+from ase_nnip.core.cli_errors import user_error_messages
 from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
 from ase_nnip.ltau.build import DEFAULT_K
 from ase_nnip.ltau.calibration import DEFAULT_BINS
 from ase_nnip.ltau.index import HNSWParams
-
-
-@contextlib.contextmanager
-def _ltau_errors():
-    """Expected input problems become clean CLI errors (exit status 1, no traceback)."""
-    from ase_nnip.data.dataset import DatasetError
-    from ase_nnip.ltau.calibration import CalibrationError
-    from ase_nnip.ltau.confidences import ConfidenceError
-    from ase_nnip.ltau.ltau_file import LTAUFileError
-    from ase_nnip.io.model_file import ModelFileError
-    from ase_nnip.train.trajectory import TrajectoryFileError
-
-    try:
-        yield
-    except (DatasetError, CalibrationError, ConfidenceError, LTAUFileError, ModelFileError, TrajectoryFileError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    except ValueError as exc:  # e.g. a model/LTAU fingerprint mismatch, bad k
-        raise click.ClickException(str(exc)) from exc
 
 
 @click.group("ltau", context_settings={"help_option_names": ["-h", "--help"]})
@@ -85,7 +67,7 @@ def build(model, more_trajectories, trajectories, data_file, output, atol, rtol,
     trajectories = list(trajectories) + list(more_trajectories)
     if not trajectories:
         raise click.UsageError("no error-trajectory files: give them after --trajectories")
-    with _ltau_errors():
+    with user_error_messages():
         from ase_nnip.ltau import EpochWindow, HNSWParams, build_ltau
         from ase_nnip.io.model_file import load_model
 
@@ -161,7 +143,7 @@ def calibrate(model, ltau, data, forces_key, energy_key, group_by, energy_bins, 
     """
     if group_by is not None and energy_bins is not None:
         raise click.UsageError("give --group-by or --bins, not both")
-    with _ltau_errors():
+    with user_error_messages():
         from dataclasses import replace
 
         import numpy as np
@@ -232,7 +214,7 @@ def calibrate(model, ltau, data, forces_key, energy_key, group_by, energy_bins, 
               help="Divide by the mean weight (mean 1), keeping the overall force-loss scale.")
 def weights(ltau, output, mode, strength, normalize):
     """Per-atom force-loss weights from the confidences in LTAU, for re-training (paper section 4.2)."""
-    with _ltau_errors():
+    with user_error_messages():
         from ase_nnip.ltau import read_ltau
         from ase_nnip.ltau.weights import write_ltau_weights
 

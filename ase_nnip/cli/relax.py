@@ -2,6 +2,8 @@
 
 import click
 
+from ase_nnip.core.cli_errors import user_errors
+
 
 @click.command("relax")
 @click.argument("model", type=click.Path(dir_okay=False, exists=True))
@@ -26,6 +28,7 @@ import click
 @click.option("--num-threads", default="auto", show_default=True,
               help="torch threads per model call: 'auto' (one thread below 100 atoms, else torch's setting) "
                    "or a positive integer.")
+@user_errors
 def command(model, structures, ltau_file, output, summary_path, optimizer, fmax, steps, max_uncertainty, group,
             frames, num_threads):
     """Relax every structure of STRUCTURES with MODEL (.nnip) and write them with a summary.
@@ -40,20 +43,16 @@ def command(model, structures, ltau_file, output, summary_path, optimizer, fmax,
     from ase.io import write
 
     from ase_nnip.calculator import NNIPCalculator
-    from ase_nnip.data.dataset import DatasetError, read_structures
-    from ase_nnip.ltau import LTAUEstimator, LTAUFileError
-    from ase_nnip.io.model_file import ModelFileError
+    from ase_nnip.data.dataset import read_structures
+    from ase_nnip.ltau import LTAUEstimator
     from ase_nnip.workflows.relax import STATUSES, optimizer_class, relax_many, write_summary
 
     if (max_uncertainty is not None or group is not None) and ltau_file is None:
         raise click.UsageError("--max-uncertainty and --group need --ltau")
-    try:
-        optimizer_class(optimizer)
-        estimator = LTAUEstimator.load(ltau_file, group=group) if ltau_file else None
-        calc = NNIPCalculator(model, num_threads=num_threads, uncertainty=estimator)
-        frames_in = read_structures(structures, index=frames)
-    except (ModelFileError, LTAUFileError, DatasetError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    optimizer_class(optimizer)
+    estimator = LTAUEstimator.load(ltau_file, group=group) if ltau_file else None
+    calc = NNIPCalculator(model, num_threads=num_threads, uncertainty=estimator)
+    frames_in = read_structures(structures, index=frames)
 
     def progress(result):
         s = result.summary()

@@ -2,6 +2,8 @@
 
 import click
 
+from ase_nnip.core.cli_errors import user_errors
+
 from ase_nnip.workflows.sample import SamplingSettings
 
 _DEFAULT = SamplingSettings()  # the defaults shown in --help are the settings' own
@@ -52,6 +54,7 @@ def _floats(text: str, name: str) -> list[float]:
                    "or a positive integer.")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
               help="Precision the model is evaluated in.")
+@user_errors
 def command(model, start, output, densities_g_cm3, temperatures, timestep_fs, equilibration_steps, frames_per_run,
             interval_steps, ensemble, thermostat, friction_per_fs, taut_fs, pressure_bar, taup_fs,
             compressibility_per_bar, seed, threads, dtype):
@@ -61,10 +64,8 @@ def command(model, start, output, densities_g_cm3, temperatures, timestep_fs, eq
     skipped; the others go on."""
     from pathlib import Path
 
-    from ase.io import read
-
     from ase_nnip.calculator import NNIPCalculator
-    from ase_nnip.io.model_file import ModelFileError
+    from ase_nnip.data.dataset import read_structures
     from ase_nnip.workflows.sample import sample_configurations
 
     if Path(output).exists():
@@ -85,12 +86,9 @@ def command(model, start, output, densities_g_cm3, temperatures, timestep_fs, eq
         compressibility_per_bar=compressibility_per_bar,
         seed=seed,
     )
-    try:
-        settings.validate()
-        calculator = NNIPCalculator(model, dtype=dtype, num_threads=threads)
-        atoms = read(start, index=0)
-    except (ValueError, ModelFileError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    settings.validate()
+    calculator = NNIPCalculator(model, dtype=dtype, num_threads=threads)
+    atoms = read_structures(start, index=0)[0]
     results = sample_configurations(atoms, calculator, settings, output, log=click.echo)
     frames = sum(r.frames for r in results)
     failed = [r for r in results if r.status != "ok"]

@@ -29,10 +29,11 @@ def command(config, output, members, seeds, resume, quiet, overrides):
     Exits with status 2 when a member stopped on a NaN/inf loss.
     """
     from ase_nnip.train import train
-    from ase_nnip.cli.training_options import config_overrides, training_errors
+    from ase_nnip.cli.training_options import config_overrides
+    from ase_nnip.core.cli_errors import user_error_messages
 
     seed_list = [int(s) for s in seeds.split(",") if s.strip()] if seeds else None
-    with training_errors():
+    with user_error_messages():
         cfg = config_overrides(config, overrides)
         result = train(cfg, output, members=members, seeds=seed_list, resume=resume, quiet=quiet)
     for m in result.members:

@@ -1,7 +1,5 @@
 """Helpers of the training command lines (``ase-nnip train`` / ``learning-curve``)."""
 
-import contextlib
-
 import click
 
 set_option = click.option(
@@ -20,7 +18,7 @@ def config_overrides(config_path, overrides):
 
     import yaml
 
-    from ase_nnip.configuration import apply_overrides, parse_overrides
+    from ase_nnip.core.configuration import apply_overrides, parse_overrides
     from ase_nnip.train.config import load_training_config
 
     if not overrides:
@@ -28,17 +26,3 @@ def config_overrides(config_path, overrides):
     raw = yaml.safe_load(Path(config_path).read_text()) or {}
     raw = apply_overrides(raw, parse_overrides(overrides), sections=True)
     return load_training_config(raw, base_dir=Path(config_path).resolve().parent)
-
-
-@contextlib.contextmanager
-def training_errors():
-    """Turn the expected input errors into clean CLI errors (exit status 1, no traceback)."""
-    from ase_nnip.data.dataset import DatasetError
-    from ase_nnip.configuration import ConfigError
-    from ase_nnip.train.checkpoint import CheckpointError
-    from ase_nnip.train.trajectory import TrajectoryFileError
-
-    try:
-        yield
-    except (ConfigError, DatasetError, CheckpointError, TrajectoryFileError) as exc:
-        raise click.ClickException(str(exc)) from exc

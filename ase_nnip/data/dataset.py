@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from ase_nnip.data.graph import AtomicGraph, atoms_to_graph, collate
+from ase_nnip.errors import InputError
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset file is missing, unreadable or lacks a configured label."""
 
 

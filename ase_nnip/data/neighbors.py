@@ -17,6 +17,7 @@ import itertools
 import numpy as np
 
 from ase_nnip.compiled import call_parallel, numba
+from ase_nnip.errors import InputError
 
 # Above this many candidate pair distances (atoms² × images) the k-d tree is used
 # instead of dense numpy broadcasting, which would need too much memory.
@@ -45,7 +46,7 @@ def image_ranges(cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> np.ndarray
         return n
     volume = abs(np.linalg.det(cell))
     if volume < 1e-12:
-        raise ValueError(f"periodic cell has zero volume: cell={cell.tolist()}")
+        raise InputError(f"periodic cell has zero volume: cell={cell.tolist()}")
     for k in range(3):
         if pbc[k]:
             a, b = cell[(k + 1) % 3], cell[(k + 2) % 3]
@@ -62,7 +63,7 @@ def complete_cell(cell, pbc) -> np.ndarray:
     for k in range(3):
         if pbc[k]:
             if np.linalg.norm(cell[k]) < 1e-12:
-                raise ValueError(f"periodic cell has zero volume: cell vector {k} is zero, cell={cell.tolist()}")
+                raise InputError(f"periodic cell has zero volume: cell vector {k} is zero, cell={cell.tolist()}")
             continue
         if np.linalg.norm(cell[k]) < 1e-12:
             a, b = cell[(k + 1) % 3], cell[(k + 2) % 3]
@@ -106,9 +107,9 @@ def neighbor_list(
     cell = np.asarray(cell, dtype=float).reshape(3, 3)
     pbc = np.asarray(pbc, dtype=bool).reshape(3)
     if not np.all(np.isfinite(positions)):
-        raise ValueError("neighbor_list: positions contain NaN or infinity")
+        raise InputError("neighbor_list: positions contain NaN or infinity")
     if cutoff <= 0:
-        raise ValueError(f"neighbor_list: cutoff must be positive, got {cutoff}")
+        raise InputError(f"neighbor_list: cutoff must be positive, got {cutoff}")
     n_atoms = len(positions)
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3), np.int64))
     if n_atoms == 0:
@@ -119,7 +120,7 @@ def neighbor_list(
         volume = abs(np.linalg.det(cell))
         per_atom = n_atoms * (4.0 / 3.0) * np.pi * cutoff**3 / volume
         if per_atom > MAX_NEIGHBORS_PER_ATOM:
-            raise ValueError(
+            raise InputError(
                 f"neighbor_list: {n_atoms} atoms in a {volume:.3g} Å³ cell put about {per_atom:.3g} atoms within "
                 f"{cutoff} Å of each (condensed matter: about 100): the cell is too small for its atoms"
             )

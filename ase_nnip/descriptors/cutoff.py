@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 
 import torch
+from ase_nnip.errors import InputError
 
 # n2p2's integer codes (``cutoff_type`` in input.nn), in its enum order.
 N2P2_CUTOFF_CODES = {0: "hard", 1: "cos", 2: "tanhu", 3: "tanh", 4: "exp", 5: "poly1", 6: "poly2", 7: "poly3", 8: "poly4"}
@@ -34,9 +35,9 @@ _NO_INNER_CUTOFF = ("tanhu", "tanh")
 def check_cutoff_function(name: str, alpha: float = 0.0) -> None:
     """Raise ``ValueError`` for an unknown cutoff name or an inner cutoff outside [0, 1)."""
     if name not in CUTOFF_FUNCTIONS:
-        raise ValueError(f"unknown cutoff function {name!r}; choose one of {list(CUTOFF_FUNCTIONS)}")
+        raise InputError(f"unknown cutoff function {name!r}; choose one of {list(CUTOFF_FUNCTIONS)}")
     if not 0.0 <= float(alpha) < 1.0:
-        raise ValueError(f"cutoff_alpha must satisfy 0 <= alpha < 1, got {alpha}")
+        raise InputError(f"cutoff_alpha must satisfy 0 <= alpha < 1, got {alpha}")
 
 
 def _core(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -53,7 +54,7 @@ def _core(name: str, x: torch.Tensor) -> torch.Tensor:
         return (x * (x * (20.0 * x - 70.0) + 84.0) - 35.0) * x**4 + 1.0
     if name == "poly4":
         return (x * (x * ((315.0 - 70.0 * x) * x - 540.0) + 420.0) - 126.0) * x**5 + 1.0
-    raise ValueError(name)
+    raise InputError(f"unknown cutoff function {name!r}; choose one of {list(CUTOFF_FUNCTIONS)}")
 
 
 def cutoff_function(r: torch.Tensor, rc: float, name: str = "cos", alpha: float = 0.0) -> torch.Tensor:

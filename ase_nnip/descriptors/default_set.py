@@ -27,6 +27,7 @@ from ase_nnip.descriptors.symmetry_functions import (
     SymmetryFunction,
     sort_like_n2p2,
 )
+from ase_nnip.errors import InputError
 
 _GRID_POINTS = 4001
 
@@ -55,7 +56,7 @@ def inflection_point(eta: float, rc: float, cutoff: str = "cos", alpha: float = 
     r, c = radial_term_curvature(eta, rc, cutoff, alpha)
     turns = np.nonzero((c[:-1] < 0) & (c[1:] >= 0))[0]
     if turns.size == 0:
-        raise ValueError(f"exp(-{eta} r^2) f_c(r) with the {cutoff} cutoff has no inflection point below r_c = {rc} Å")
+        raise InputError(f"exp(-{eta} r^2) f_c(r) with the {cutoff} cutoff has no inflection point below r_c = {rc} Å")
     k = turns[0]
     # Linear interpolation of the sign change between the two grid points.
     return float(r[k] - c[k] * (r[k + 1] - r[k]) / (c[k + 1] - c[k]))
@@ -71,7 +72,7 @@ def eta_for_inflection(target_A: float, rc: float, cutoff: str = "cos", alpha: f
     if target_A >= r0:
         if np.isclose(target_A, r0, rtol=1e-6):
             return 0.0
-        raise ValueError(
+        raise InputError(
             f"cannot place an inflection point at {target_A:.3f} Å: with the {cutoff} cutoff and r_c = {rc} Å "
             f"even η = 0 has it at {r0:.3f} Å; increase the cutoff"
         )
@@ -91,7 +92,7 @@ def radial_etas(r_min_A: float, rc_A: float, count: int = 6, cutoff: str = "cos"
     """``count`` η values (Å⁻², ascending, the first 0) whose inflection points are equidistant
     from that of η = 0 down to ``r_min_A``."""
     if count < 2:
-        raise ValueError(f"need at least 2 radial functions per element pair, got {count}")
+        raise InputError(f"need at least 2 radial functions per element pair, got {count}")
     r0 = inflection_point(0.0, rc_A, cutoff, alpha)
     targets = np.linspace(r0, r_min_A, count)
     return [0.0] + [eta_for_inflection(float(t), rc_A, cutoff, alpha) for t in targets[1:]]
@@ -132,7 +133,7 @@ def default_symmetry_functions(
         try:
             etas = radial_etas(r_min[(centre, neighbor)], cutoff_A, radial_per_pair, cutoff, alpha)
         except ValueError as exc:
-            raise ValueError(f"radial functions {centre}–{neighbor} (R_min = {r_min[(centre, neighbor)]:.3f} Å): {exc}") from exc
+            raise InputError(f"radial functions {centre}–{neighbor} (R_min = {r_min[(centre, neighbor)]:.3f} Å): {exc}") from exc
         for eta in etas:
             functions.append(SymmetryFunction(centre, RADIAL, (neighbor,), eta, cutoff_A))
     for centre in species:

@@ -32,7 +32,7 @@ from torch import nn
 from ase_nnip import compiled
 from ase_nnip.descriptors import sf_kernel
 from ase_nnip.descriptors.cutoff import check_cutoff_function, cutoff_function
-from ase_nnip.configuration import ConfigError
+from ase_nnip.core.errors import ConfigError
 
 RADIAL = 2
 ANGULAR_NARROW = 3

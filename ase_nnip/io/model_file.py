@@ -23,15 +23,16 @@ import numpy as np
 import torch
 
 from ase_nnip.version import __version__
-from ase_nnip.io.hdf5_format import atomic_create, open_checked
+from ase_nnip.core.hdf5_format import atomic_create, open_checked
 from ase_nnip.models import AtomisticModel, build_model
+from ase_nnip.errors import InputError
 
 FORMAT = "ase-nnip-model"
 FORMAT_VERSION = 1
 UNITS = {"length": "Angstrom", "energy": "eV", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"}
 
 
-class ModelFileError(ValueError):
+class ModelFileError(InputError):
     """A model file is missing, corrupt, truncated or not an ase-nnip model."""
 
 

@@ -34,6 +34,7 @@ from ase.data import atomic_numbers as symbol_to_z
 
 from ase_nnip.descriptors.cutoff import N2P2_CUTOFF_CODES
 from ase_nnip.descriptors.symmetry_functions import RADIAL, SymmetryFunction, sort_like_n2p2
+from ase_nnip.errors import InputError
 
 # CODATA 2018, the values n2p2's reference results for the water potential were converted with.
 BOHR_A = 0.529177210903
@@ -55,7 +56,7 @@ ACTIVATION_CODES = {
 _SF_KEYWORDS = ("symfunction_short", "symfunction")
 
 
-class N2P2Error(ValueError):
+class N2P2Error(InputError):
     """An n2p2/RuNNer potential file is missing, malformed or uses an unsupported feature."""
 
 

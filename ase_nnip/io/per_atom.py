@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 import numpy as np
 from ase.calculators.calculator import all_properties
 from ase.io import write
+from ase_nnip.errors import InputError
 
 
 #: Left out of the default keys: (N, d) latent features, d columns per atom and frame.
@@ -54,7 +55,7 @@ def copy_results_to_atoms(atoms, keys: Optional[Sequence[str]] = None) -> list[s
     """
     calc = atoms.calc
     if calc is None:
-        raise ValueError("copy_results_to_atoms: the atoms have no calculator")
+        raise InputError("copy_results_to_atoms: the atoms have no calculator")
     keys = results_beyond_ase(calc) if keys is None else list(keys)
     n_atoms = len(atoms)
     copied = []
@@ -69,7 +70,7 @@ def copy_results_to_atoms(atoms, keys: Optional[Sequence[str]] = None) -> list[s
         elif value.shape[0] == n_atoms:
             atoms.arrays[key] = value.copy()
         else:
-            raise ValueError(
+            raise InputError(
                 f"result {key!r} has shape {value.shape}: neither per atom ({n_atoms}, ...) nor a scalar, "
                 "so it has no place in atoms.arrays or atoms.info"
             )

@@ -1,12 +1,11 @@
 """Loss landscapes, loss entropy and Fisher spectra (model comparison against MD time to
-failure reads harness results, so it lives in :mod:`md_harness.compare`).
+failure reads harness results too, so it lives in the studies layer, :mod:`studies.compare`).
 
 Modules (one job each):
 
 - :mod:`.filters`        which parameter entries form one filter (the rule table)
 - :mod:`.directions`     filter-normalised random directions, planes, exact perturb/restore
 - :mod:`.landscapes`     ℓ(t) along directions, on planes, between two weight sets
-- :mod:`.parallel`       splitting grid points over MPI ranks
 - :mod:`.entropy`        loss entropy S(T), S = α S_E + (1 − α) S_F, sensitivity tables
 - :mod:`.fisher`         Fisher information spectrum (exact or Lanczos)
 - :mod:`.training_data`  the structures to evaluate on (the model's training split)

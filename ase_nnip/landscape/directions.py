@@ -16,6 +16,7 @@ from torch import nn
 
 from ase_nnip.landscape.filters import FilterOptions, ParameterFilter, filter_norms, parameter_filters
 from ase_nnip.models.base import model_dtype
+from ase_nnip.errors import InputError
 
 Direction = dict[str, torch.Tensor]
 
@@ -88,12 +89,12 @@ def difference_direction(model: nn.Module, other: nn.Module) -> Direction:
     mine, theirs = dict(model.named_parameters()), dict(other.named_parameters())
     if mine.keys() != theirs.keys():
         missing = sorted(mine.keys() ^ theirs.keys())
-        raise ValueError(f"the two models have different parameters (e.g. {missing[:3]}): cannot interpolate")
+        raise InputError(f"the two models have different parameters (e.g. {missing[:3]}): cannot interpolate")
     out = {}
     for name, p in mine.items():
         q = theirs[name]
         if p.shape != q.shape:
-            raise ValueError(f"parameter {name} has shape {tuple(p.shape)} in one model and {tuple(q.shape)} in the other")
+            raise InputError(f"parameter {name} has shape {tuple(p.shape)} in one model and {tuple(q.shape)} in the other")
         out[name] = q.detach().cpu().double() - p.detach().cpu().double()
     return out
 
@@ -112,7 +113,7 @@ class WeightPerturbation:
         self.params = dict(target.named_parameters())
         self.origin = {name: p.detach().clone() for name, p in base.named_parameters()}
         if self.params.keys() != self.origin.keys():
-            raise ValueError("base and target models have different parameters")
+            raise InputError("base and target models have different parameters")
 
     @torch.no_grad()
     def apply(self, coefficients: Sequence[float], directions: Sequence[Direction]) -> None:

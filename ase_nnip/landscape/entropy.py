@@ -20,6 +20,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from ase_nnip.landscape.landscapes import Landscape
+from ase_nnip.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,9 @@ class EntropyParameters:
         for name in ("energy_temperature", "forces_temperature", "k"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value}")
+                raise InputError(f"{name} must be a positive number, got {value}")
         if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
+            raise InputError(f"alpha must lie in [0, 1], got {self.alpha}")
 
 
 def loss_entropy(losses, temperature: float, k: float = 1.0) -> float:
@@ -47,10 +48,10 @@ def loss_entropy(losses, temperature: float, k: float = 1.0) -> float:
     Non-finite losses count as +inf (no weight). All-infinite losses give −inf.
     """
     if not (np.isfinite(temperature) and temperature > 0 and k > 0):
-        raise ValueError(f"temperature and k must be positive, got T={temperature}, k={k}")
+        raise InputError(f"temperature and k must be positive, got T={temperature}, k={k}")
     values = np.asarray(losses, dtype=float).reshape(-1)
     if values.size == 0:
-        raise ValueError("the loss entropy needs at least one grid point")
+        raise InputError("the loss entropy needs at least one grid point")
     values = np.where(np.isfinite(values), values, np.inf)
     return float(k * logsumexp(-values / (k * temperature)))
 
@@ -64,7 +65,7 @@ def normalized_loss_entropy(losses, temperature: float, k: float = 1.0) -> float
 def combined_entropy(energy_entropy: float, forces_entropy: float, alpha: float) -> float:
     """S = α S_E + (1 − α) S_F (paper eq. 8)."""
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+        raise InputError(f"alpha must lie in [0, 1], got {alpha}")
     return float(alpha * energy_entropy + (1.0 - alpha) * forces_entropy)
 
 

@@ -24,9 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ase_nnip.io.hdf5_format import atomic_create, open_checked
+from ase_nnip.core.hdf5_format import atomic_create, open_checked
 from ase_nnip.landscape.fisher import FisherSpectrum
 from ase_nnip.landscape.landscapes import UNITS, Landscape
+from ase_nnip.core.statistics import json_ready
+from ase_nnip.errors import InputError
 
 LANDSCAPE_FORMAT = "ase-nnip-landscape"
 FISHER_FORMAT = "ase-nnip-fisher"
@@ -34,23 +36,7 @@ FORMAT_VERSION = 1
 LANDSCAPE_DATASETS = {"energy": "energy_rmse_meV_per_atom", "forces": "forces_rmse_meV_per_A"}
 
 
-def json_ready(value):
-    """``value`` with NaN and ±inf floats replaced by None (strict JSON has no NaN) and numpy
-    scalars/arrays turned into Python numbers/lists."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return json_ready(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
-class ResultFileError(ValueError):
+class ResultFileError(InputError):
     """A landscape or Fisher file is missing, truncated or of another kind."""
 
 
@@ -123,7 +109,6 @@ __all__ = [
     "FORMAT_VERSION",
     "LANDSCAPE_FORMAT",
     "ResultFileError",
-    "json_ready",
     "load_fisher",
     "load_landscape",
     "save_fisher",

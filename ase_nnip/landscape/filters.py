@@ -42,6 +42,7 @@ from torch import nn
 
 from ase_nnip.models.equivariant_ops import BlockLinear, EdgeTensorProduct, RadialMLP, SpeciesBlockLinear
 from ase_nnip.models.rescale import PerSpeciesScaleShift
+from ase_nnip.errors import InputError
 
 EXCLUDED = "excluded"
 
@@ -143,7 +144,7 @@ def filter_rule(
     if isinstance(parent, RadialMLP) and len(shape) == 2:
         if tp_paths is not None:
             if shape[1] % tp_paths:
-                raise ValueError(f"{name}: {shape[1]} output columns are not a multiple of {tp_paths} tensor-product paths")
+                raise InputError(f"{name}: {shape[1]} output columns are not a multiple of {tp_paths} tensor-product paths")
             return ParameterFilter("radial_tensor_product_weights:path", _columns(shape) % tp_paths)
         return ParameterFilter("fully_connected:output_neuron", _columns(shape).clone())
     if isinstance(owner, nn.Linear) and name.endswith("weight"):

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ase_nnip.properties import predict
+from ase_nnip.errors import InputError
 
 LOSS_KINDS = ("l1", "l2")
 METHODS = ("auto", "exact", "lanczos")
@@ -47,9 +48,9 @@ class FisherLoss:
 
     def __post_init__(self):
         if self.kind not in LOSS_KINDS:
-            raise ValueError(f"unknown Fisher loss kind {self.kind!r}; expected one of {LOSS_KINDS}")
+            raise InputError(f"unknown Fisher loss kind {self.kind!r}; expected one of {LOSS_KINDS}")
         if self.energy_weight < 0 or self.forces_weight < 0 or self.energy_weight + self.forces_weight == 0:
-            raise ValueError(
+            raise InputError(
                 f"loss weights must be >= 0 and not both 0, got energy {self.energy_weight}, forces {self.forces_weight}"
             )
 
@@ -83,7 +84,7 @@ def structure_gradient(model: nn.Module, graph, loss: FisherLoss, params: list) 
 def _single_graphs(dataset):
     for graph in dataset.graphs:
         if graph.energy is None or graph.forces is None:
-            raise ValueError(f"structure {int(graph.structure_index[0])} has no energy or force labels")
+            raise InputError(f"structure {int(graph.structure_index[0])} has no energy or force labels")
         yield graph
 
 
@@ -94,7 +95,7 @@ def gradient_matrix(model: nn.Module, dataset, loss: FisherLoss) -> np.ndarray:
     for row, graph in enumerate(_single_graphs(dataset)):
         out[row] = structure_gradient(model, graph, loss, params).cpu().numpy()
         if not np.isfinite(out[row]).all():
-            raise ValueError(f"structure {int(graph.structure_index[0])}: the loss gradient is not finite")
+            raise InputError(f"structure {int(graph.structure_index[0])}: the loss gradient is not finite")
     return out
 
 
@@ -141,7 +142,7 @@ def lanczos_eigenvalues(matvec, size: int, k: int, tol: float = 1e-8, seed: int 
     from scipy.sparse.linalg import LinearOperator, eigsh
 
     if not 1 <= k < size:
-        raise ValueError(f"Lanczos needs 1 <= k < number of parameters ({size}), got k = {k}")
+        raise InputError(f"Lanczos needs 1 <= k < number of parameters ({size}), got k = {k}")
     operator = LinearOperator((size, size), matvec=matvec, dtype=np.float64)
     start = np.random.default_rng(seed).standard_normal(size)
     values = eigsh(operator, k=k, which="LA", tol=tol, v0=start, return_eigenvectors=False)
@@ -208,13 +209,13 @@ def fisher_spectrum(
     from ase_nnip.landscape.landscapes import fingerprint_of
 
     if method not in METHODS:
-        raise ValueError(f"unknown Fisher method {method!r}; expected one of {METHODS}")
+        raise InputError(f"unknown Fisher method {method!r}; expected one of {METHODS}")
     start = time.perf_counter()
     with evaluation_copy(model, dtype) as target:
         stream = StreamingFisher(target, dataset, loss)
         n, size = len(dataset), stream.size
         if n == 0 or size == 0:
-            raise ValueError(f"the Fisher matrix needs structures and trainable parameters (got {n} and {size})")
+            raise InputError(f"the Fisher matrix needs structures and trainable parameters (got {n} and {size})")
         fits = 8.0 * n * size <= max_gradient_memory_gb * 1e9
         if method == "auto":
             method = "exact" if fits else "lanczos"
@@ -232,7 +233,7 @@ def fisher_spectrum(
 
                 eigenvalues = lanczos_eigenvalues(kept, size, top_k, tol)
         elif method == "exact":
-            raise ValueError(
+            raise InputError(
                 f"the exact spectrum needs the {n} x {size} gradient matrix ({8e-9 * n * size:.1f} GB) "
                 f"but max_gradient_memory_gb is {max_gradient_memory_gb}: use method 'lanczos' or raise the limit"
             )
@@ -255,7 +256,7 @@ def fisher_spectrum(
 def loss_weights_from_metadata(model) -> Optional[tuple[float, float]]:
     """(energy_weight, forces_weight) in effect at the epoch a model file was saved, from the
     training config in its metadata (loss-weight schedules included), or None."""
-    from ase_nnip.configuration import parse_config
+    from ase_nnip.core.configuration import parse_config
     from ase_nnip.train.config import TrainingOptions, loss_schedule
     from ase_nnip.train.loss import LossSchedule
 

@@ -30,7 +30,8 @@ from ase_nnip.landscape.directions import (
     random_directions,
 )
 from ase_nnip.landscape.filters import FilterOptions, filter_table, parameter_filters
-from ase_nnip.landscape.parallel import evaluate_split, rank_and_size
+from ase_nnip.core.parallel import evaluate_split, rank_and_size
+from ase_nnip.errors import InputError
 
 QUANTITIES = ("energy", "forces")
 UNITS = {"energy": "meV/atom (RMSE per atom)", "forces": "meV/Angstrom (RMSE per component)", "t": "dimensionless"}
@@ -46,7 +47,7 @@ class DatasetLoss:
     def __init__(self, dataset, batch_size: int = DEFAULT_EVAL_BATCH_SIZE):
         missing = [name for name in QUANTITIES if any(getattr(g, name) is None for g in dataset.graphs)]
         if missing:
-            raise ValueError(f"the landscape dataset has structures without {' and '.join(missing)} labels")
+            raise InputError(f"the landscape dataset has structures without {' and '.join(missing)} labels")
         self.dataset = dataset
         self.batch_size = int(batch_size)
 
@@ -61,9 +62,9 @@ def centered_grid(extent: float, steps: int) -> np.ndarray:
     """t = extent · k / h for k = −h … h (steps = 2h + 1): t = 0 is exactly the middle
     point and the grid is exactly symmetric. Even ``steps`` are an error (no centre)."""
     if int(steps) != steps or steps < 3 or steps % 2 == 0:
-        raise ValueError(f"steps must be an odd integer >= 3 so that t = 0 is a grid point, got {steps}")
+        raise InputError(f"steps must be an odd integer >= 3 so that t = 0 is a grid point, got {steps}")
     if not (np.isfinite(extent) and extent > 0):
-        raise ValueError(f"extent must be a positive number, got {extent}")
+        raise InputError(f"extent must be a positive number, got {extent}")
     half = int(steps) // 2
     return float(extent) * (np.arange(-half, half + 1) / half)
 
@@ -72,9 +73,9 @@ def interpolation_grid(extent: float, steps: int) -> np.ndarray:
     """t_k = k / (steps − 1): ``steps`` points on [0, 1] with both ends exact, continued with
     the same spacing for ``extent`` beyond each end (rounded to whole steps)."""
     if int(steps) != steps or steps < 2:
-        raise ValueError(f"an interpolation needs an integer number of steps >= 2, got {steps}")
+        raise InputError(f"an interpolation needs an integer number of steps >= 2, got {steps}")
     if not (np.isfinite(extent) and extent >= 0):
-        raise ValueError(f"extent must be >= 0 for an interpolation, got {extent}")
+        raise InputError(f"extent must be >= 0 for an interpolation, got {extent}")
     pad = int(round(extent * (steps - 1)))
     return np.arange(-pad, int(steps) + pad) / (int(steps) - 1)
 
@@ -97,14 +98,14 @@ class Landscape:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise ValueError(f"unknown landscape kind {self.kind!r}; expected one of {KINDS}")
+            raise InputError(f"unknown landscape kind {self.kind!r}; expected one of {KINDS}")
         self.t = np.asarray(self.t, dtype=float)
         self.energy = np.asarray(self.energy, dtype=float)
         self.forces = np.asarray(self.forces, dtype=float)
 
     def values(self, quantity: str) -> np.ndarray:
         if quantity not in QUANTITIES:
-            raise ValueError(f"unknown quantity {quantity!r}; expected one of {QUANTITIES}")
+            raise InputError(f"unknown quantity {quantity!r}; expected one of {QUANTITIES}")
         return self.energy if quantity == "energy" else self.forces
 
     def averaged(self, quantity: str) -> np.ndarray:
@@ -242,13 +243,13 @@ def compute_landscape(
     from ase_nnip.version import __version__
 
     if settings.kind not in KINDS:
-        raise ValueError(f"unknown landscape kind {settings.kind!r}; expected one of {KINDS}")
+        raise InputError(f"unknown landscape kind {settings.kind!r}; expected one of {KINDS}")
     if settings.dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {settings.dtype!r}")
+        raise InputError(f"dtype must be one of {sorted(DTYPES)}, got {settings.dtype!r}")
     if settings.kind == "directions" and settings.directions < 1:
-        raise ValueError(f"need at least one direction, got {settings.directions}")
+        raise InputError(f"need at least one direction, got {settings.directions}")
     if (settings.kind == "interpolation") != (other is not None):
-        raise ValueError("an interpolation landscape needs the other model (and only it does)")
+        raise InputError("an interpolation landscape needs the other model (and only it does)")
     t = settings.grid()
     dtype = DTYPES[settings.dtype]
     start = time.perf_counter()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
+from ase_nnip.errors import InputError
 
 SUBSETS = ("auto", "all", "training", "validation")
 
@@ -32,17 +33,17 @@ def select_structures(model, path, num_frames: int, subset: str) -> tuple[Option
     from ase_nnip.data import split_indices
 
     if subset not in SUBSETS:
-        raise ValueError(f"unknown subset {subset!r}; expected one of {SUBSETS}")
+        raise InputError(f"unknown subset {subset!r}; expected one of {SUBSETS}")
     split = recorded_split(model)
     same_file = split is not None and Path(str(split.get("data_file") or "")).name == Path(path).name
     if subset == "all" or (subset == "auto" and not same_file):
         return None, {"subset": "all"}
     if split is None:
-        raise ValueError(f"subset {subset!r} needs a model file whose metadata records its training split "
+        raise InputError(f"subset {subset!r} needs a model file whose metadata records its training split "
                          "(n_train, n_val, split_seed)")
     n_train, n_val = int(split["n_train"]), int(split["n_val"])
     if n_train + n_val > num_frames:
-        raise ValueError(
+        raise InputError(
             f"the model was trained on {n_train} of {n_train + n_val} structures of {split['data_file']}, "
             f"but {path} has only {num_frames} frames"
         )
@@ -98,13 +99,13 @@ def load_labelled_dataset(
     chosen = structures if indices is None else [structures[k] for k in indices]
     if max_structures is not None:
         if max_structures < 1:
-            raise ValueError(f"max_structures must be >= 1, got {max_structures}")
+            raise InputError(f"max_structures must be >= 1, got {max_structures}")
         chosen = chosen[:max_structures]
     for s in chosen:
         try:
             model.check_atomic_numbers(s.atoms.numbers)
         except ValueError as exc:
-            raise ValueError(f"{path} frame {s.index}: {exc}") from exc
+            raise InputError(f"{path} frame {s.index}: {exc}") from exc
     dataset = GraphDataset.from_structures(chosen, model.cutoff, dtype=dtype or torch.float32)
     info.update(
         data_file=str(path),

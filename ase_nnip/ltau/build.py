@@ -12,6 +12,7 @@ from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
 from ase_nnip.ltau.confidences import CDF_GRID, ConfidenceError, EpochWindow, SampleConfidences, sample_confidences
 from ase_nnip.ltau.index import HNSWParams, Standardizer, build_index, index_type, serialize_index
 from ase_nnip.ltau.ltau_file import LTAUData, write_ltau
+from ase_nnip.errors import InputError
 
 #: k for molecules such as 3BPA (paper, section 4.1: k = 2 calibrates the 300 K test set).
 DEFAULT_K = 2
@@ -30,11 +31,11 @@ def make_ltau_data(
     """Assemble the ``.ltau`` contents from confidences and the matching (N, d) descriptors."""
     descriptors = np.ascontiguousarray(descriptors, dtype=np.float32)
     if descriptors.ndim != 2 or descriptors.shape[0] != confidences.num_atoms:
-        raise ValueError(
+        raise InputError(
             f"descriptors have shape {descriptors.shape} but there are {confidences.num_atoms} training atoms"
         )
     if not 1 <= int(k) <= confidences.num_atoms:
-        raise ValueError(f"k must be between 1 and the {confidences.num_atoms} training atoms, got {k}")
+        raise InputError(f"k must be between 1 and the {confidences.num_atoms} training atoms, got {k}")
     standardizer = Standardizer.fit(descriptors) if standardize else None
     searchable = standardizer(descriptors) if standardizer is not None else descriptors
     faiss_index = build_index(searchable, index, hnsw, threads)

@@ -27,11 +27,13 @@ from typing import Optional
 import numpy as np
 
 from ase_nnip.ltau.error_model import DistanceScale, fit_distance_scale, probability_below
+from ase_nnip.core.statistics import auroc, spearman
+from ase_nnip.errors import InputError
 
 DEFAULT_BINS = 10
 
 
-class CalibrationError(ValueError):
+class CalibrationError(InputError):
     """Calibration data that cannot determine a scale, or a bad split or grouping."""
 
 
@@ -72,30 +74,6 @@ def calibration_curve(predicted, event, n_bins: int = DEFAULT_BINS) -> Calibrati
         observed=observed.tolist(),
         ece=float(np.sum(np.abs(sum_event - sum_p)) / len(p)),
     )
-
-
-def spearman(a, b) -> float:
-    """Spearman rank correlation (NaN for fewer than 3 values or a constant input)."""
-    from scipy.stats import spearmanr
-
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if len(a) < 3 or np.all(a == a[0]) or np.all(b == b[0]):
-        return float("nan")
-    return float(spearmanr(a, b).statistic)
-
-
-def auroc(score, event) -> float:
-    """Area under the ROC curve of ``score`` for the binary ``event`` (ties count half;
-    NaN when either class is empty): the probability that an event outscores a non-event."""
-    from scipy.stats import rankdata
-
-    score = np.asarray(score, dtype=np.float64)
-    event = np.asarray(event, dtype=bool)
-    n_pos, n_neg = int(event.sum()), int((~event).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[event].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def structure_max(values: np.ndarray, structure: np.ndarray) -> np.ndarray:
@@ -153,9 +131,9 @@ def bootstrap_intervals(uncertainty, force_error, errors, structure, threshold, 
         new_ids = np.concatenate([np.full(len(atoms_of[k]), j) for j, k in enumerate(pick)])
         u, fe, e = uncertainty[rows], force_error[rows], errors[rows]
         samples["ece"].append(calibration_curve(u, e > threshold, n_bins).ece)
-        samples["spearman_atom"].append(spearman(fe, e))
+        samples["spearman_atom"].append(spearman(fe, e).rho)
         samples["auroc_force_error"].append(auroc(fe, e > threshold))
-        samples["spearman_structure"].append(spearman(structure_max(fe, new_ids), structure_max(e, new_ids)))
+        samples["spearman_structure"].append(spearman(structure_max(fe, new_ids), structure_max(e, new_ids)).rho)
     return {name: [float(np.nanquantile(v, 0.025)), float(np.nanquantile(v, 0.975))] for name, v in samples.items()}
 
 
@@ -175,10 +153,10 @@ def group_metrics(grid, table, atoms, scale: DistanceScale, threshold: float, n_
         observed_exceedance=float(exceeds.mean()),
         mean_force_error=float(force_error.mean()),
         mean_actual_error=float(errors.mean()),
-        spearman_atom=spearman(force_error, errors),
+        spearman_atom=spearman(force_error, errors).rho,
         auroc_force_error=auroc(force_error, exceeds),
         auroc_ood_distance=auroc(nb.distance, exceeds),
-        spearman_structure=spearman(structure_max(force_error, atoms.structure), structure_max(errors, atoms.structure)),
+        spearman_structure=spearman(structure_max(force_error, atoms.structure), structure_max(errors, atoms.structure)).rho,
         curve=curve,
         intervals=bootstrap_intervals(uncertainty, force_error, errors, atoms.structure, threshold, n_bins)
         if intervals else {},

@@ -25,6 +25,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ase_nnip.errors import InputError
+
 #: Threshold multipliers of the stored CDF table: 1/16 … 16 in steps of 2^(1/8); 1.0 exactly.
 CDF_GRID = 2.0 ** (np.arange(-32, 33) / 8.0)
 #: Default burn-in: this fraction of a member's last epoch (rounded down) is skipped.
@@ -33,7 +35,7 @@ DEFAULT_BURN_IN_FRACTION = 0.1
 BLOCK_VALUES = 1 << 22
 
 
-class ConfidenceError(ValueError):
+class ConfidenceError(InputError):
     """Trajectory files that cannot be combined, or an empty epoch window."""
 
 
@@ -114,7 +116,7 @@ def cdf_at(cdf_grid: np.ndarray, table: np.ndarray, factor: float) -> np.ndarray
 
     factor = float(factor)
     if not np.isfinite(factor) or factor <= 0:
-        raise ValueError(f"threshold factor must be > 0, got {factor}")
+        raise InputError(f"threshold factor must be > 0, got {factor}")
     n = len(table)
     return CDFPoints(cdf_grid, np.arange(n), np.full(n, factor)).of(np.asarray(table, dtype=np.float64))
 

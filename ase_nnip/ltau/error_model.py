@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+from ase_nnip.errors import InputError
 
 #: Quantiles of the observed errors used as thresholds by the fit.
 FIT_QUANTILES = np.linspace(0.05, 0.95, 19)
@@ -184,16 +185,16 @@ def fit_distance_scale(
     d = np.asarray(neighbors.distance, dtype=np.float64)
     D = np.asarray(neighbors.structure_distance, dtype=np.float64)
     if len(errors) < 10 or not np.all(np.isfinite(errors)) or not np.all(np.isfinite(d)):
-        raise ValueError("need at least 10 atoms with finite force errors and distances to fit s(d, D)")
+        raise InputError("need at least 10 atoms with finite force errors and distances to fit s(d, D)")
     positive = d[d > 0]
     if len(positive) == 0:
-        raise ValueError("every latent distance is zero: s(d, D) cannot be fitted")
+        raise InputError("every latent distance is zero: s(d, D) cannot be fitted")
     d_ref = float(np.median(positive))
     d_min = float(np.quantile(positive, 0.02))
     x = np.quantile(errors, FIT_QUANTILES) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
     x = x[x > 0]
     if len(x) == 0:
-        raise ValueError("all force errors are zero: s(d, D) cannot be fitted")
+        raise InputError("all force errors are zero: s(d, D) cannot be fitted")
     observed = errors[None, :] <= x[:, None]  # (T, n)
     log_d = np.log(np.maximum(d, d_min) / d_ref)
     log_D = np.log(np.maximum(D, d_min) / d_ref)

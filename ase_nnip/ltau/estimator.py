@@ -49,6 +49,7 @@ from ase_nnip.ltau.error_model import (
 )
 from ase_nnip.ltau.index import deserialize_index, faiss_threads, indexed_vectors
 from ase_nnip.ltau.ltau_file import LTAUData, LTAUFileError, read_ltau
+from ase_nnip.errors import InputError
 
 #: Flat search uses BLAS from this many query atoms on (FAISS's own default is far higher).
 FLAT_BLAS_MIN_QUERIES = 16
@@ -91,7 +92,7 @@ class LTAUEstimator:
         self.data = data
         self.k = int(data.k if k is None else k)
         if not 1 <= self.k <= data.num_atoms:
-            raise ValueError(f"k must be between 1 and the {data.num_atoms} training atoms, got {self.k}")
+            raise InputError(f"k must be between 1 and the {data.num_atoms} training atoms, got {self.k}")
         if group is not None:
             warnings.warn("LTAUEstimator(group=...) is deprecated: calibrate once with s(d)", DeprecationWarning, 2)
         self.scale = data.distance_scale(group) if scale is None else scale
@@ -102,7 +103,7 @@ class LTAUEstimator:
                 threshold = float(threshold_factor) * c.atol
         self.threshold = float(data.threshold if threshold is None else threshold)
         if not np.isfinite(self.threshold) or self.threshold <= 0:
-            raise ValueError(f"threshold must be a positive force error in eV/Å, got {self.threshold}")
+            raise InputError(f"threshold must be a positive force error in eV/Å, got {self.threshold}")
         # Per training atom, gathered per query atom and neighbour: contiguous float64.
         self._atom_tau = atom_thresholds(c.atol, c.rtol, c.reference_force_norm)
         self._mean_error = mean_error_multiplier(c.cdf_grid, c.cdf_mean) * self._atom_tau
@@ -128,7 +129,7 @@ class LTAUEstimator:
     def check_model(self, fingerprint: str) -> None:
         """Refuse a model other than the one that made the training descriptors."""
         if fingerprint != self.fingerprint:
-            raise ValueError(
+            raise InputError(
                 f"LTAU index was built from the descriptors of model {self.fingerprint} but the "
                 f"calculator's model is {fingerprint}: descriptors of different models are not "
                 "comparable; build the .ltau file with this model (ase-nnip ltau build)"
@@ -137,7 +138,7 @@ class LTAUEstimator:
     def _query(self, descriptors: np.ndarray) -> np.ndarray:
         x = np.asarray(descriptors)
         if x.ndim != 2 or x.shape[1] != self._index.d:
-            raise ValueError(f"descriptors must have shape (n, {self._index.d}), got {x.shape}")
+            raise InputError(f"descriptors must have shape (n, {self._index.d}), got {x.shape}")
         if self._standardizer is not None:
             return self._standardizer(x)
         if x.dtype != np.float32 or not x.flags.c_contiguous:

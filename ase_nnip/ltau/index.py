@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+from ase_nnip.errors import InputError
 
 INDEX_TYPES = ("flat", "hnsw", "auto")
 #: ``auto`` switches to HNSW above this many training atoms: there a brute-force query costs
@@ -56,7 +57,7 @@ class Standardizer:
 
 def resolve_index_type(kind: str, num_atoms: int) -> str:
     if kind not in INDEX_TYPES:
-        raise ValueError(f"index type must be one of {INDEX_TYPES}, got {kind!r}")
+        raise InputError(f"index type must be one of {INDEX_TYPES}, got {kind!r}")
     if kind == "auto":
         return "hnsw" if num_atoms > AUTO_HNSW_ABOVE else "flat"
     return kind
@@ -73,9 +74,9 @@ def build_index(descriptors: np.ndarray, kind: str = "auto", hnsw: HNSWParams = 
 
     x = np.ascontiguousarray(descriptors, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] == 0:
-        raise ValueError(f"descriptors must be a non-empty (N, d) array, got shape {x.shape}")
+        raise InputError(f"descriptors must be a non-empty (N, d) array, got shape {x.shape}")
     if not np.all(np.isfinite(x)):
-        raise ValueError("descriptors contain NaN or inf: cannot index them")
+        raise InputError("descriptors contain NaN or inf: cannot index them")
     kind = resolve_index_type(kind, x.shape[0])
     if kind == "flat":
         index = faiss.IndexFlatL2(x.shape[1])
@@ -139,7 +140,7 @@ def deserialize_index(data: np.ndarray, ef_search: Optional[int] = None):
     try:
         index = faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
     except Exception as err:  # FAISS raises RuntimeError with a C++ trace for malformed bytes
-        raise ValueError(f"the FAISS index is malformed ({str(err).splitlines()[0][:200]})") from None
+        raise InputError(f"the FAISS index is malformed ({str(err).splitlines()[0][:200]})") from None
     if ef_search is not None and isinstance(index, faiss.IndexHNSWFlat):
         index.hnsw.efSearch = int(ef_search)
     return index

@@ -35,16 +35,17 @@ from typing import Optional
 import numpy as np
 
 from ase_nnip.version import __version__
-from ase_nnip.io.hdf5_format import atomic_create, open_checked
+from ase_nnip.core.hdf5_format import atomic_create, open_checked
 from ase_nnip.ltau.confidences import EpochWindow, SampleConfidences
 from ase_nnip.ltau.error_model import DistanceScale
 from ase_nnip.ltau.index import HNSWParams, Standardizer, build_index, serialize_index
+from ase_nnip.errors import InputError
 
 FORMAT = "ase-nnip-ltau"
 FORMAT_VERSION = 1
 
 
-class LTAUFileError(ValueError):
+class LTAUFileError(InputError):
     """A ``.ltau`` file is missing, corrupt or of another format."""
 
 

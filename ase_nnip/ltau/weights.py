@@ -13,6 +13,7 @@ scale, and hence the tuned energy/force balance, is unchanged.
 from __future__ import annotations
 
 import numpy as np
+from ase_nnip.errors import InputError
 
 MODES = ("easy", "hard")
 #: λ of the paper's appendix E.
@@ -22,10 +23,10 @@ DEFAULT_STRENGTH = {"easy": 2.0, "hard": 4.5}
 def confidence_weights(mean, std, mode: str, strength=None, normalize: bool = True) -> np.ndarray:
     """Weights (N,) float64 for μ_M(p_i) ``mean`` and σ_M(p_i) ``std`` (N,)."""
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        raise InputError(f"mode must be one of {MODES}, got {mode!r}")
     strength = DEFAULT_STRENGTH[mode] if strength is None else float(strength)
     if not np.isfinite(strength):
-        raise ValueError(f"strength must be finite, got {strength}")
+        raise InputError(f"strength must be finite, got {strength}")
     mean = np.asarray(mean, dtype=np.float64)
     std = np.asarray(std, dtype=np.float64)
     score = (mean if mode == "easy" else 1.0 - mean) + std

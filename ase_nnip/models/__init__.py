@@ -7,7 +7,7 @@ tests/test_model_contract.py runs the physics every model must obey on it.
 
 from __future__ import annotations
 
-from ase_nnip.configuration import ConfigError
+from ase_nnip.core.errors import ConfigError
 from ase_nnip.models.base import AtomisticModel, ModelOutput, count_parameters
 
 

@@ -5,7 +5,7 @@ per-atom descriptors.  Forces and stress are *not* computed here: they are deriv
 for every model type, in :mod:`ase_nnip.properties`.
 
 Each model type declares its options (with defaults) in a dataclass; unknown keys are an
-error that lists the valid ones (:mod:`ase_nnip.configuration`).
+error that lists the valid ones (:mod:`ase_nnip.core.configuration`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from ase.data import atomic_numbers as symbol_to_z
 from ase.data import chemical_symbols
 from torch import nn
 
-from ase_nnip.configuration import ConfigError, parse_config
+from ase_nnip.core.configuration import parse_config
+from ase_nnip.core.errors import ConfigError
 from ase_nnip.data.graph import AtomicGraph
+from ase_nnip.errors import InputError
 
 
 class ModelOutput(NamedTuple):
@@ -132,7 +134,7 @@ class AtomisticModel(nn.Module):
         unknown = sorted({int(z) for z in numbers} - set(self.atomic_numbers))
         if unknown:
             names = ", ".join(chemical_symbols[z] for z in unknown)
-            raise ValueError(
+            raise InputError(
                 f"element(s) {names} not supported: this model was trained on {', '.join(self.species)}"
             )
 

@@ -29,7 +29,8 @@ from ase_nnip.descriptors.symmetry_functions import (
     symmetry_function_statistics,
 )
 from ase_nnip.models.base import AtomisticModel, CommonConfig
-from ase_nnip.configuration import ConfigError, parse_config
+from ase_nnip.core.configuration import parse_config
+from ase_nnip.core.errors import ConfigError
 from ase_nnip.models.rescale import auto_scale_and_shift, per_species_values
 
 # Activation functions by name; the n2p2 letter codes map onto these in ase_nnip.io.n2p2.

@@ -29,7 +29,7 @@ from torch import nn
 from ase_nnip.data.graph import AtomicGraph
 from ase_nnip.models.e3nn_compat import o3
 from ase_nnip.models.base import AtomisticModel, CommonConfig
-from ase_nnip.configuration import ConfigError
+from ase_nnip.core.errors import ConfigError
 from ase_nnip.models.equivariant_ops import (
     BlockLinear,
     EdgeTensorProduct,

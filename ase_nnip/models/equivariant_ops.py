@@ -23,6 +23,7 @@ from torch import nn
 from ase_nnip.models.e3nn_compat import normalize2mom, o3
 from ase_nnip.derivatives import derivatives_differentiable
 from ase_nnip.models.tp_kernel import CouplingPlan, TensorProductSum, kernel_available
+from ase_nnip.errors import InputError
 
 
 def num_components(l_max: int) -> int:
@@ -168,7 +169,7 @@ class EdgeTensorProduct(nn.Module):
                     if abs(l1 - l2) <= l3 <= l1 + l2 and (l1 + l2 + l3) % 2 == 0:
                         paths.append((l1, l2, l3))
         if not paths:
-            raise ValueError(f"no tensor-product paths for l_in={l_in}, l_sh={l_sh}, l_out={l_out}")
+            raise InputError(f"no tensor-product paths for l_in={l_in}, l_sh={l_sh}, l_out={l_out}")
         self.paths = paths
         self.num_paths = len(paths)
         self.paths_per_order = {l: sum(1 for *_, l3 in paths if l3 == l) for l in range(l_out + 1)}

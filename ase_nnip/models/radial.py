@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+from ase_nnip.errors import InputError
 
 
 class BesselBasis(nn.Module):
@@ -41,7 +42,7 @@ class PolynomialCutoff(nn.Module):
     def __init__(self, cutoff: float, p: int = 6):
         super().__init__()
         if p < 2:
-            raise ValueError(f"polynomial cutoff exponent p must be >= 2, got {p}")
+            raise InputError(f"polynomial cutoff exponent p must be >= 2, got {p}")
         self.cutoff = float(cutoff)
         self.p = float(p)
 

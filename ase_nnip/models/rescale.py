@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ase_nnip.configuration import ConfigError
+from ase_nnip.core.errors import ConfigError
+from ase_nnip.errors import InputError
 
 
 class PerSpeciesScaleShift(nn.Module):
@@ -35,7 +36,7 @@ def per_species_values(value, species: list[str], name: str) -> list[float]:
     if isinstance(value, dict):
         missing = [s for s in species if s not in value]
         if missing:
-            raise ValueError(f"{name} has no value for element(s) {missing}; give a number or all of {species}")
+            raise InputError(f"{name} has no value for element(s) {missing}; give a number or all of {species}")
         return [float(value[s]) for s in species]
     return [float(value)] * len(species)
 

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 
 from ase_nnip.data.dataset import DatasetError
-from ase_nnip.io.hdf5_format import atomic_create, open_checked
+from ase_nnip.core.hdf5_format import atomic_create, open_checked
 from ase_nnip.train.loss import AtomWeights
+from ase_nnip.errors import InputError
 
 FORMAT = "ase-nnip-atom-weights"
 FORMAT_VERSION = 1
@@ -25,9 +26,9 @@ def write_atom_weights(path, structure_index, atom_index, weight) -> None:
     atom_index = np.asarray(atom_index, dtype=np.int32).reshape(-1)
     weight = np.asarray(weight, dtype=np.float32).reshape(-1)
     if not (len(structure_index) == len(atom_index) == len(weight)):
-        raise ValueError("structure_index, atom_index and weight must have the same length")
+        raise InputError("structure_index, atom_index and weight must have the same length")
     if not np.all(np.isfinite(weight)) or np.any(weight < 0):
-        raise ValueError("atom weights must be finite and >= 0")
+        raise InputError("atom weights must be finite and >= 0")
     with atomic_create(path, FORMAT, FORMAT_VERSION) as f:
         f.create_dataset("structure_index", data=structure_index)
         f.create_dataset("atom_index", data=atom_index)

@@ -17,12 +17,14 @@ from typing import Optional
 
 import torch
 
+from ase_nnip.errors import InputError
+
 FORMAT = "ase-nnip-checkpoint"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^epoch_(\d+)\.pt$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint is missing, corrupt or does not match the run being resumed."""
 
 
@@ -90,7 +92,7 @@ def load_checkpoint_model(path, weights: str = "evaluation"):
     from ase_nnip.models import build_model
 
     if weights not in ("evaluation", "raw"):
-        raise ValueError(f"weights must be 'evaluation' or 'raw', got {weights!r}")
+        raise InputError(f"weights must be 'evaluation' or 'raw', got {weights!r}")
     state = load_checkpoint(path)
     model = build_model(json.loads(state["model_config"]))
     dtype = next(v.dtype for v in state["model_state"].values() if v.is_floating_point())

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
-from ase_nnip.configuration import ConfigError, parse_config
+from ase_nnip.core.configuration import parse_config
+from ase_nnip.core.errors import ConfigError
 from ase_nnip.train.schedulers import SchedulerConfig
 
 DTYPES = ("float32", "float64")

@@ -24,7 +24,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 
 from ase_nnip.version import __version__
-from ase_nnip.configuration import ConfigError
+from ase_nnip.core.errors import ConfigError
 from ase_nnip.train.checkpoint import CheckpointError
 from ase_nnip.train.config import TrainConfig, config_differences, load_training_config
 from ase_nnip.train.data import prepare_training_data

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -59,6 +59,43 @@ def evaluate_file(
     out.update(metrics)
     out.update(to_mev(metrics))
     return out
+
+
+def evaluate_data_files(
+    model,
+    paths,
+    energy_key: Optional[str] = "energy",
+    forces_key: Optional[str] = "forces",
+    batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
+    log: Callable[[str], None] = lambda message: None,
+) -> list[dict]:
+    """:func:`evaluate_file` on each of ``paths``, with a ``subset`` (``"all"``, or for the file
+    the model was trained on, as its metadata records: ``"training"``, ``"validation"`` and
+    ``"rest"`` scored separately) and ``seconds`` per row; ``log`` gets progress lines."""
+    import time
+    from pathlib import Path
+
+    from ase_nnip.data.dataset import read_structures
+    from ase_nnip.landscape.training_data import split_of_file
+
+    rows = []
+    for path in paths:
+        n_frames = len(read_structures(path, ":"))
+        split = split_of_file(model, path, n_frames)
+        parts = [("", None)] if split is None else [(name, idx) for name, idx in split.items() if idx]
+        if split is not None:
+            log(f"{path} is the file the model was trained on: scored separately on its "
+                + ", ".join(f"{len(idx)} {name}" for name, idx in split.items() if idx)
+                + " frames (the split the model file records)")
+        for name, indices in parts:
+            started = time.perf_counter()
+            log(f"evaluating {Path(path).name}{' [' + name + ']' if name else ''}: "
+                f"{len(indices) if indices is not None else n_frames} structures …")
+            row = evaluate_file(model, path, energy_key, forces_key, batch_size, indices)
+            row["subset"] = name or "all"
+            row["seconds"] = time.perf_counter() - started
+            rows.append(row)
+    return rows
 
 
 def pooled_force_rmse(results: list[dict], key: str = "force_rmse_component") -> float:

@@ -15,10 +15,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ase_nnip.configuration import ConfigError
+from ase_nnip.core.errors import ConfigError
 from ase_nnip.train.config import load_training_config
 from ase_nnip.train.ensemble import train
 from ase_nnip.train.evaluation import pooled_force_rmse
+from ase_nnip.errors import InputError
 
 FORCE_METRICS = ("force_rmse_component", "force_rmse_vector")
 
@@ -28,9 +29,9 @@ def fit_learning_curve(n_train: Sequence[float], errors: Sequence[float]) -> dic
     n = np.asarray(n_train, dtype=float)
     eps = np.asarray(errors, dtype=float)
     if len(n) < 2 or len(np.unique(n)) < 2:
-        raise ValueError("a learning-curve fit needs at least two different training-set sizes")
+        raise InputError("a learning-curve fit needs at least two different training-set sizes")
     if np.any(n <= 0) or np.any(eps <= 0) or not np.all(np.isfinite(eps)):
-        raise ValueError(f"sizes and errors must be positive and finite, got {n.tolist()} and {eps.tolist()}")
+        raise InputError(f"sizes and errors must be positive and finite, got {n.tolist()} and {eps.tolist()}")
     m, b = np.polyfit(np.log(eps), np.log(n), 1)
     a, c = np.polyfit(np.log(n), np.log(eps), 1)
     return {"slope_m": float(m), "intercept_b": float(b), "error_exponent": float(a), "error_intercept": float(c)}

@@ -6,7 +6,8 @@ import dataclasses
 
 import torch
 
-from ase_nnip.configuration import parse_config
+from ase_nnip.core.configuration import parse_config
+from ase_nnip.errors import InputError
 
 
 @dataclasses.dataclass
@@ -46,7 +47,7 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, scheduler: dict):
         )
     if cfg.name == "exponential":
         return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.gamma)
-    raise ValueError(f"unknown scheduler {cfg.name!r}")
+    raise InputError(f"unknown scheduler {cfg.name!r}")
 
 
 def step_lr_scheduler(scheduler, monitor) -> None:

@@ -36,8 +36,9 @@ from typing import Iterator, Optional
 import numpy as np
 
 from ase_nnip.version import __version__
-from ase_nnip.io.hdf5_format import atomic_create, check_format
+from ase_nnip.core.hdf5_format import atomic_create, check_format
 from ase_nnip.train.metrics_log import METRIC_NAMES
+from ase_nnip.errors import InputError
 
 FORMAT = "ase-nnip-error-trajectory"
 FORMAT_VERSION = 1
@@ -46,7 +47,7 @@ UNITS = {"force_error": "eV/Angstrom", "energy_error": "eV"}
 MAX_CHUNK_COLUMNS = 1 << 20
 
 
-class TrajectoryFileError(ValueError):
+class TrajectoryFileError(InputError):
     """An error-trajectory file is missing, of another format or inconsistent."""
 
 
@@ -274,7 +275,7 @@ class ErrorTrajectoryReader:
     def iter_rows(self, chunk_rows: int = 64, name: str = "force_error_norm") -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (epochs (k,), block (k, width)) for consecutive groups of ``chunk_rows`` rows."""
         if chunk_rows < 1:
-            raise ValueError("chunk_rows must be >= 1")
+            raise InputError("chunk_rows must be >= 1")
         ds = self._file[name]
         epochs = self.epochs()
         for start in range(0, self.num_rows, chunk_rows):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
 import numpy as np
+from ase_nnip.errors import InputError
 
 STATUSES = ("converged", "not_converged", "untrusted", "error")
 SUMMARY_COLUMNS = (
@@ -132,7 +133,7 @@ def optimizer_class(name: str):
             n for n in dir(ase.optimize) if isinstance(getattr(ase.optimize, n), type)
             and issubclass(getattr(ase.optimize, n), Optimizer)
         )
-        raise ValueError(f"unknown ASE optimizer {name!r}; choose one of {names}")
+        raise InputError(f"unknown ASE optimizer {name!r}; choose one of {names}")
     return cls
 
 
@@ -182,14 +183,14 @@ def relax(
     cls = optimizer_class(optimizer)
     calc = calc if calc is not None else atoms.calc
     if calc is None:
-        raise ValueError("no calculator: pass calc= or attach one to the atoms")
+        raise InputError("no calculator: pass calc= or attach one to the atoms")
     if max_uncertainty_threshold is not None and getattr(calc, "uncertainty", None) is None:
-        raise ValueError(
+        raise InputError(
             "max_uncertainty_threshold needs a calculator with an uncertainty estimator "
             "(NNIPCalculator(..., uncertainty='model.ltau'))"
         )
     if fmax <= 0 or steps < 0:
-        raise ValueError(f"fmax must be > 0 and steps >= 0, got fmax={fmax}, steps={steps}")
+        raise InputError(f"fmax must be > 0 and steps >= 0, got fmax={fmax}, steps={steps}")
     work = atoms.copy()
     work.calc = calc
     record: list[RelaxStep] = []

@@ -26,7 +26,8 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from ase_nnip.workflows.dynamics import berendsen, mass_density_g_cm3
+from ase_nnip.core.dynamics import berendsen, mass_density_g_cm3
+from ase_nnip.errors import InputError, NNIPError
 
 def find_molecules(atoms: Atoms, bond_scale: float = 1.2) -> list[np.ndarray]:
     """Atom indices of each molecule: connected components of the bond graph, bonds being
@@ -49,9 +50,9 @@ def scale_to_density(atoms: Atoms, density_g_cm3: float, molecules: Optional[Seq
     lengths and angles are unchanged. ``molecules`` defaults to :func:`find_molecules`.
     """
     if not atoms.pbc.all():
-        raise ValueError("scale_to_density needs a cell periodic in all three directions")
+        raise InputError("scale_to_density needs a cell periodic in all three directions")
     if density_g_cm3 <= 0:
-        raise ValueError(f"density must be positive, got {density_g_cm3} g/cm³")
+        raise InputError(f"density must be positive, got {density_g_cm3} g/cm³")
     factor = (mass_density_g_cm3(atoms) / density_g_cm3) ** (1.0 / 3.0)
     out = atoms.copy()
     molecules = find_molecules(atoms) if molecules is None else molecules
@@ -103,15 +104,15 @@ class SamplingSettings:
 
     def validate(self) -> None:
         if self.ensemble not in ("nvt", "npt"):
-            raise ValueError(f"ensemble must be 'nvt' or 'npt', got {self.ensemble!r}")
+            raise InputError(f"ensemble must be 'nvt' or 'npt', got {self.ensemble!r}")
         if self.thermostat not in ("langevin", "berendsen"):
-            raise ValueError(f"thermostat must be 'langevin' or 'berendsen', got {self.thermostat!r}")
+            raise InputError(f"thermostat must be 'langevin' or 'berendsen', got {self.thermostat!r}")
         if not self.densities_g_cm3 or not self.temperatures_K:
-            raise ValueError("give at least one density and one temperature")
+            raise InputError("give at least one density and one temperature")
         if min(self.densities_g_cm3) <= 0 or min(self.temperatures_K) <= 0:
-            raise ValueError("densities and temperatures must be positive")
+            raise InputError("densities and temperatures must be positive")
         if self.timestep_fs <= 0 or self.interval_steps < 1 or self.frames_per_run < 1 or self.equilibration_steps < 0:
-            raise ValueError("need timestep_fs > 0, interval_steps >= 1, frames_per_run >= 1, equilibration_steps >= 0")
+            raise InputError("need timestep_fs > 0, interval_steps >= 1, frames_per_run >= 1, equilibration_steps >= 0")
 
 
 @dataclasses.dataclass
@@ -126,7 +127,7 @@ class RunResult:
     seconds: float = 0.0
 
 
-class UnstableRun(RuntimeError):
+class UnstableRun(NNIPError, RuntimeError):
     """The dynamics left the physical regime (non-finite results or runaway temperature)."""
 
 

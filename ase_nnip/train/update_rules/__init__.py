@@ -9,7 +9,7 @@ of :class:`~ase_nnip.train.update_rules.base.UpdateRule` and add it to
 
 from __future__ import annotations
 
-from ase_nnip.configuration import ConfigError
+from ase_nnip.core.errors import ConfigError
 from ase_nnip.train.update_rules.base import NonFiniteLossError, UpdateRule
 
 
@@ -34,7 +34,7 @@ def update_rule_class(name: str) -> type:
 
 def build_update_rule(model, optimizer: dict, scheduler: dict, loss) -> UpdateRule:
     """Instantiate the rule named ``optimizer["name"]`` for ``model``."""
-    from ase_nnip.configuration import parse_config
+    from ase_nnip.core.configuration import parse_config
 
     cls = update_rule_class(optimizer["name"])
     options = parse_config(cls.options_class, optimizer, f"training.optimizer ({optimizer['name']})")

@@ -24,9 +24,10 @@ from typing import ClassVar, Iterator, Optional
 import torch
 
 from ase_nnip.data.graph import AtomicGraph
+from ase_nnip.errors import InputError, NNIPError
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(NNIPError, FloatingPointError):
     """The loss or its gradient became NaN/inf during an update (training stops cleanly)."""
 
 
@@ -77,7 +78,7 @@ class UpdateRule:
 
     def set_lr(self, lr: float) -> None:
         """Set the learning rate (used by SWA)."""
-        raise ValueError(f"optimizer {self.options.name!r} has no learning rate to set (swa_lr)")
+        raise InputError(f"optimizer {self.options.name!r} has no learning rate to set (swa_lr)")
 
     def state_dict(self) -> dict:
         return {}

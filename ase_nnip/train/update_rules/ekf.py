@@ -57,11 +57,12 @@ from typing import Optional, Sequence
 
 import torch
 
-from ase_nnip.configuration import ConfigError
+from ase_nnip.core.errors import ConfigError
 from ase_nnip.models.base import DTYPES
 from ase_nnip.train.schedulers import build_lr_scheduler, step_lr_scheduler
 from ase_nnip.train.update_rules.base import NonFiniteLossError, UpdateRule
 from ase_nnip.train.update_rules.schedule import BatchSchedule, LabelUpdate, parse_schedule, scaled_errors
+from ase_nnip.errors import InputError
 
 BLOCK_MODES = ("global", "per_element", "per_layer", "per_tensor", "fixed")
 COVARIANCE_DTYPES = DTYPES
@@ -346,7 +347,7 @@ class ExtendedKalmanFilterRule(UpdateRule):
 
     def load_state_dict(self, state: dict) -> None:
         if list(state["block_sizes"]) != self.block_sizes:
-            raise ValueError(
+            raise InputError(
                 f"EKF state has covariance blocks of sizes {list(state['block_sizes'])[:8]}... "
                 f"but this model and options give {self.block_sizes[:8]}..."
             )

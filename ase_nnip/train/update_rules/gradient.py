@@ -12,6 +12,7 @@ from ase_nnip.properties import predict
 from ase_nnip.train.schedulers import build_lr_scheduler, step_lr_scheduler
 from ase_nnip.train.update_rules.base import NonFiniteLossError, UpdateRule
 from ase_nnip.train.update_rules.schedule import BatchSchedule, LabelUpdate, parse_schedule, scaled_errors
+from ase_nnip.errors import InputError
 
 
 @dataclasses.dataclass
@@ -51,7 +52,7 @@ class GradientRule(UpdateRule):
     def __init__(self, model, options: GradientOptions, scheduler: dict, loss):
         super().__init__(model, options, scheduler, loss)
         if options.lr <= 0:
-            raise ValueError(f"training.optimizer.lr must be positive, got {options.lr}")
+            raise InputError(f"training.optimizer.lr must be positive, got {options.lr}")
         self.params = [p for p in model.parameters() if p.requires_grad]
         if options.name in ("adam", "amsgrad"):
             self.optimizer = torch.optim.Adam(

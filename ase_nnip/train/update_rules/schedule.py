@@ -38,9 +38,11 @@ from typing import Iterator, Optional, Union
 import torch
 
 from ase_nnip.data.graph import AtomicGraph
-from ase_nnip.configuration import ConfigError, parse_config
+from ase_nnip.core.configuration import parse_config
+from ase_nnip.core.errors import ConfigError
 from ase_nnip.properties import predict
 from ase_nnip.train.loss import LossWeights
+from ase_nnip.errors import InputError
 
 SCHEDULES = ("batches", "random_label", "energy_then_forces")
 
@@ -215,6 +217,6 @@ def scaled_errors(model: torch.nn.Module, update: LabelUpdate, weights: LossWeig
         errors = (pred.stress - graph.stress).reshape(-1)
         parts.append(math.sqrt(weights.stress / errors.numel()) * errors)
     if not parts:
-        raise ValueError("the update has no label with a non-zero loss weight")
+        raise InputError("the update has no label with a non-zero loss weight")
     dtype = next(model.parameters()).dtype
     return torch.cat([p.to(dtype) for p in parts])

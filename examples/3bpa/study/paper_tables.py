@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from md_harness.rank_statistics import rank_correlation
+from studies.rank_statistics import rank_correlation
 from md_harness.statistics import kaplan_meier, rmst_interval
 
 RUN_LENGTH_PS = 6.0

@@ -9,13 +9,20 @@ from __future__ import annotations
 import os
 from typing import Callable, Optional, Sequence, TypeVar
 
+from ase_nnip.core.threads import core_share
+
 T = TypeVar("T")
 MPI_LAUNCHER_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
 
 
+def launched_by_mpi() -> bool:
+    """Whether this process was started by an MPI launcher (mpiexec, srun, …)."""
+    return any(name in os.environ for name in MPI_LAUNCHER_VARIABLES)
+
+
 def mpi_world():
     """mpi4py's COMM_WORLD when running under an MPI launcher with > 1 rank, else None."""
-    if not any(name in os.environ for name in MPI_LAUNCHER_VARIABLES):
+    if not launched_by_mpi():
         return None
     from mpi4py import MPI
 
@@ -57,8 +64,7 @@ def evaluate_split(tasks: Sequence, evaluate: Callable[[object], T], comm=None) 
 
 def default_threads(comm, cpu_count: Optional[int] = None) -> int:
     """Threads per rank that share the node's cores without oversubscribing them."""
-    cores = cpu_count or os.cpu_count() or 1
-    return max(1, cores // rank_and_size(comm)[1])
+    return core_share(cpu_count or os.cpu_count() or 1, rank_and_size(comm)[1])
 
 
-__all__ = ["default_threads", "evaluate_split", "mpi_world", "rank_and_size"]
+__all__ = ["default_threads", "evaluate_split", "launched_by_mpi", "mpi_world", "rank_and_size"]

@@ -1,7 +1,7 @@
 """Config handling shared by models, training, n2p2 import and md_harness.
 
-- :class:`ConfigError`: a config (file, section, ``--set`` override) has an unknown key or
-  an invalid value; the message names the key and the value.
+- :class:`~ase_nnip.core.errors.ConfigError` (raised here): an unknown key or an invalid
+  value; the message names the key and the value.
 - :func:`parse_config`: a dataclass of options from a dict, unknown keys listed.
 - :func:`parse_overrides` / :func:`apply_overrides`: the ``--set KEY=VALUE`` options of both
   command lines (values parsed as YAML; ``section.key`` reaches into a section).
@@ -12,9 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable
 
-
-class ConfigError(ValueError):
-    """A config has unknown keys or invalid values (the message names them)."""
+from ase_nnip.core.errors import ConfigError
 
 
 def parse_config(config_cls, config: dict, what: str = "model config"):

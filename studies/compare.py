@@ -3,7 +3,7 @@ errors and MD time to failure, with the rank correlation of each metric with the
 mean survival time and the fraction surviving (the loss-entropy paper's figure 5 question:
 which training-set metric predicts stability?), each with its bootstrap interval over
 models, a permutation null, and the partial correlation at fixed force error
-(:mod:`md_harness.rank_statistics`).
+(:mod:`studies.rank_statistics`).
 
 Inputs are matched to models by fingerprint: a landscape or Fisher file records the
 fingerprint of the model it was computed for, and an md-harness results file that of the
@@ -21,8 +21,10 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from ase_nnip.core.statistics import spearman
 from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
-from md_harness.rank_statistics import MIN_MODELS
+from ase_nnip.errors import InputError
+from studies.rank_statistics import MIN_MODELS
 
 #: Time-to-failure columns from the harness summary (ps): median (NaN while more than half
 #: the replicas survive) and restricted mean survival time up to the run length.
@@ -66,27 +68,13 @@ def match_files(paths: Sequence, fingerprints: Sequence[str], fingerprint_of: Ca
     for path in paths:
         fp = fingerprint_of(path)
         if fp not in fingerprints:
-            raise ValueError(
+            raise InputError(
                 f"{what} file {path} was made for model {str(fp)[:12] or '(unknown)'}, which is none of the compared models"
             )
         if fp in out:
-            raise ValueError(f"{what} files {out[fp]} and {path} are both for model {fp[:12]}")
+            raise InputError(f"{what} files {out[fp]} and {path} are both for model {fp[:12]}")
         out[fp] = path
     return out
-
-
-def spearman(values, reference) -> tuple[float, float, int]:
-    """(Spearman ρ, two-sided p-value, number of pairs) over the pairs where both are finite;
-    NaN when fewer than 3 pairs or either side is constant."""
-    from scipy.stats import spearmanr
-
-    x, y = np.asarray(values, dtype=float), np.asarray(reference, dtype=float)
-    keep = np.isfinite(x) & np.isfinite(y)
-    n = int(keep.sum())
-    if n < 3 or np.ptp(x[keep]) == 0 or np.ptp(y[keep]) == 0:
-        return float("nan"), float("nan"), n
-    result = spearmanr(x[keep], y[keep])
-    return float(result.statistic), float(result.pvalue), n
 
 
 #: Columns that are candidate predictors of stability (correlated with the stability measures).
@@ -115,10 +103,10 @@ def force_error_column(rows: list[dict]) -> Optional[str]:
 
 
 def correlation_table(rows: list[dict], metrics: Optional[Sequence[str]] = None, seed: int = 0) -> list[dict]:
-    """:func:`~md_harness.rank_statistics.rank_correlation` of every metric column (default
+    """:func:`~studies.rank_statistics.rank_correlation` of every metric column (default
     :func:`metric_columns`) with each stability measure that some model has, with the
     partial correlation at fixed force error (:func:`force_error_column`)."""
-    from md_harness.rank_statistics import rank_correlation
+    from studies.rank_statistics import rank_correlation
 
     metrics = list(metrics or metric_columns(rows))
     control = force_error_column(rows)
@@ -280,7 +268,7 @@ def compare_models(
     settings = options.settings or LandscapeSettings()
     fingerprints = [read_model_file(p)[2]["fingerprint"] for p in model_paths]
     if len(set(fingerprints)) != len(fingerprints):
-        raise ValueError("the same model (same fingerprint) is given twice")
+        raise InputError("the same model (same fingerprint) is given twice")
     landscape_files = match_files(landscapes, fingerprints, lambda p: load_landscape(p).provenance.get("model_fingerprint"), "landscape")
     fisher_files = match_files(fishers, fingerprints, lambda p: load_fisher(p).provenance.get("model_fingerprint"), "Fisher")
     summaries = {}
@@ -394,10 +382,33 @@ def format_table(comparison: Comparison) -> str:
 
 
 def correlation_text(c: dict) -> str:
-    """One correlation (a :class:`~md_harness.rank_statistics.RankCorrelation` dict) in words."""
-    from md_harness.rank_statistics import RankCorrelation
+    """One correlation (a :class:`~studies.rank_statistics.RankCorrelation` dict) in words."""
+    from studies.rank_statistics import RankCorrelation
 
     return RankCorrelation(**c).text()
+
+
+def write_comparison(result: Comparison, prefix: str) -> list[str]:
+    """Write ``PREFIX.json`` (rows and correlations), ``PREFIX.csv`` (one row per model) and,
+    when there is something to plot, ``PREFIX_scatter.png``; return the paths written."""
+    import csv
+    import json
+
+    from ase_nnip.core.statistics import json_ready
+
+    with open(f"{prefix}.json", "w") as f:
+        json.dump(json_ready(result.to_dict()), f, indent=2, default=str)
+    names = list(dict.fromkeys(key for row in result.rows for key in row))
+    with open(f"{prefix}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=names)
+        writer.writeheader()
+        writer.writerows(result.rows)
+    written = [f"{prefix}.csv", f"{prefix}.json"]
+    figure = scatter_figure(result)
+    if figure is not None:
+        figure.savefig(f"{prefix}_scatter.png", dpi=120)
+        written.append(f"{prefix}_scatter.png")
+    return written
 
 
 def scatter_figure(comparison: Comparison, reference: str = "ttf_rmst_ps"):
@@ -454,6 +465,6 @@ __all__ = [
     "recorded_failure",
     "format_table",
     "scatter_figure",
+    "write_comparison",
     "split_error_columns",
-    "spearman",
 ]

@@ -14,6 +14,8 @@ import os
 from contextlib import contextmanager
 from typing import Iterator, Optional, Union
 
+from ase_nnip.core.errors import ConfigError
+
 SMALL_SYSTEM_ATOMS = 100
 
 ThreadSetting = Union[int, str, None]
@@ -27,18 +29,23 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def core_share(cores: int, processes: int) -> int:
+    """Threads per process when ``processes`` share ``cores`` without oversubscribing (≥ 1)."""
+    return max(1, cores // max(1, processes))
+
+
 def validate_thread_setting(setting: ThreadSetting, name: str = "num_threads") -> ThreadSetting:
-    """``'auto'``, ``None`` or a positive int; anything else is a ValueError naming ``name``."""
+    """``"auto"``, ``None`` or a positive int; anything else is a ConfigError naming ``name``."""
     if setting is None or setting == "auto":
         return setting
     if isinstance(setting, bool) or not isinstance(setting, (int, str)):
-        raise ValueError(f"{name} must be 'auto', null or a positive integer, got {setting!r}")
+        raise ConfigError(f"{name} must be 'auto', null or a positive integer, got {setting!r}")
     try:
         threads = int(setting)
     except ValueError:
-        raise ValueError(f"{name} must be 'auto', null or a positive integer, got {setting!r}") from None
+        raise ConfigError(f"{name} must be 'auto', null or a positive integer, got {setting!r}") from None
     if threads < 1:
-        raise ValueError(f"{name} must be 'auto', null or a positive integer, got {setting!r}")
+        raise ConfigError(f"{name} must be 'auto', null or a positive integer, got {setting!r}")
     return threads
 
 
@@ -50,7 +57,7 @@ def choose_threads(setting: ThreadSetting, n_atoms: int, ranks_on_node: int, cor
     used as given, with a warning when processes × threads exceeds the cores (threads
     would then compete and run far slower).
     """
-    share = max(1, cores // max(1, ranks_on_node))
+    share = core_share(cores, ranks_on_node)
     if setting is None:
         return None, None
     if setting == "auto":
