@@ -11,7 +11,7 @@ equivariant model with random weights (its descriptors have the right size and c
 real 3BPA geometries) and the confidences are random numbers, which does not change the cost.
 
 Part 2, HNSW: a synthetic 1,000,000-atom index (clustered descriptors on a low-dimensional
-manifold, see ase_nnip.ltau.synthetic), paper settings M=32, efConstruction=40, efSearch=16:
+manifold, see ase_nnip.testing.synthetic_ltau), paper settings M=32, efConstruction=40, efSearch=16:
 build time, query time per atom in batches and per 27-atom structure, and recall@k against
 exact (flat) search on a sample of queries; also for larger efSearch.
 
@@ -35,7 +35,7 @@ from ase_nnip import NNIPCalculator, load_model
 from ase_nnip.ltau import EpochWindow, LTAUEstimator, SampleConfidences, make_ltau_data, read_ltau
 from ase_nnip.ltau.confidences import CDF_GRID
 from ase_nnip.ltau.index import HNSWParams, build_index, faiss_threads
-from ase_nnip.ltau.synthetic import clustered_descriptors
+from ase_nnip.testing.synthetic_ltau import clustered_descriptors
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -16,7 +16,7 @@ from ase import units
 from ase.neighborlist import neighbor_list
 
 from ase_nnip.core.dynamics import density_g_cm3
-from md_harness.detectors import bonds_per_atom, min_cell_height_A, neighbor_search_copy
+from md_harness.geometry import bonds_per_atom, min_cell_height_A, neighbor_search_copy
 from md_harness.errors import HarnessError
 
 MIN_DISTANCE_A = 0.5

@@ -27,28 +27,25 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 ENSEMBLES = ("nvt_berendsen", "npt_berendsen")
 FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
-# Keys that may change when a results file is resumed: they steer the run, not its physics.
-RUN_CONTROL_KEYS = frozenset(
-    {"output", "wall_time_limit_s", "checkpoint_every_steps", "threads_per_rank", "description", "label", "n_replicas", "progress_interval_s",
-     "warning_false_alarm_rate", "warning_horizon_ps", "warning_min_lead_ps"}
-)
-# Keys of the physics of a protocol: a run that changes one of its preset's is named after both
-# (e.g. "3bpa-nvt-1600K[temperature_K=4200]") unless it names its protocol itself.
-PHYSICS_KEYS = (
-    "ensemble", "temperature_K", "initial_temperature_K", "timestep_fs", "thermostat_tau_fs", "pressure_bar",
-    "barostat_tau_fs", "compressibility_per_bar", "bond_margin_A", "bond_rupture_A", "bond_pairs",
-    "temperature_blowup_factor", "reference_density_g_cm3", "density_band_fraction", "density_bounds_g_cm3",
-    "density_window_ps", "box_min_cutoffs",
-)
-# Keys that name files: on resume their *content* must match (model identity, structure hash).
-PATH_KEYS = ("model", "uncertainty", "structure")
-
-
 _REQUIRED = object()
 
 
-def _key(default, help: str, types: tuple, *, nullable: bool = False, choices: tuple = ()):
-    metadata = {"help": help, "types": types, "nullable": nullable, "choices": choices, "required": default is _REQUIRED}
+#: The sections of a config, in the order ``--help`` lists them.
+SECTIONS = ("run", "protocol", "detectors", "report")
+#: What a key may do when a results file is resumed: differ (it steers the run, not its
+#: physics), name a file whose content must be the same (model identity, structure hash), or
+#: be the same value.
+ON_RESUME = ("may change", "same content", "must match")
+
+
+def _key(default, help: str, types: tuple, *, section: str, nullable: bool = False, choices: tuple = (),
+         on_resume: str = "must match", physics: bool = False):
+    """A config key: its default, help line, accepted types and its metadata. ``physics``: a
+    key of the protocol's physics, so that a run changing its preset's value is named after
+    both (e.g. "3bpa-nvt-1600K[temperature_K=4200]") unless it names its protocol itself."""
+    assert section in SECTIONS and on_resume in ON_RESUME
+    metadata = {"help": help, "types": types, "nullable": nullable, "choices": choices, "required": default is _REQUIRED,
+                "section": section, "on_resume": on_resume, "physics": physics}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return dataclasses.field(default=None if default is _REQUIRED else default, metadata=metadata)
@@ -61,21 +58,21 @@ NUM = (int, float)
 class HarnessConfig:
     """All settings of one stability campaign (one model × one protocol × n replicas)."""
 
-    # what is run
-    preset: Optional[str] = _key(None, "preset whose values are the defaults of every other key (md-harness presets)", (str,), nullable=True)
-    protocol: str = _key(_REQUIRED, "protocol name; enters the replica seeds and reports (default: the preset name)", (str,))
-    description: str = _key("", "free text stored with the results", (str,))
-    label: Optional[str] = _key(None, "name of the model in reports and plots (default: the results file's stem)", (str,), nullable=True)
+    # run: what is run, where results go, how the run is steered (most may change on resume)
+    description: str = _key("", "free text stored with the results", (str,), section="run", on_resume="may change")
+    label: Optional[str] = _key(None, "name of the model in reports and plots (default: the results file's stem)", (str,), nullable=True, section="run", on_resume="may change")
     model: str = _key(
         _REQUIRED,
         "model file (ase_nnip .nnip: data, runs no code) or 'module:factory' returning any ASE calculator "
         "(imports that module and calls the factory on every rank: a config naming a factory is a program)",
         (str,),
+        section="run", on_resume="same content",
     )
-    model_kwargs: dict = _key({}, "keyword arguments for NNIPCalculator or for the factory", (dict,))
-    uncertainty: Optional[str] = _key(None, "uncertainty estimator file (.ltau) attached to an .nnip model", (str,), nullable=True)
+    model_kwargs: dict = _key({}, "keyword arguments for NNIPCalculator or for the factory", (dict,), section="run")
+    uncertainty: Optional[str] = _key(None, "uncertainty estimator file (.ltau) attached to an .nnip model", (str,), nullable=True, section="run", on_resume="same content")
     model_cutoff_A: Optional[float] = _key(
-        None, "model cutoff for the box-size check (default: cutoff_A of an .nnip model)", NUM, nullable=True
+        None, "model cutoff for the box-size check (default: cutoff_A of an .nnip model)", NUM, nullable=True,
+        section="run",
     )
     threads_per_rank: Any = _key(
         "auto",
@@ -83,60 +80,67 @@ class HarnessConfig:
         "ranks; never more than cores/ranks), a number, or null (torch's own default, which ignores other ranks)",
         (int, str),
         nullable=True,
+        section="run", on_resume="may change",
     )
-    structure: str = _key(_REQUIRED, "start structure, any file ase.io.read understands", (str,))
-    structure_index: int = _key(0, "frame of the structure file to start from", (int,))
-    output: Optional[str] = _key(None, "results file (HDF5); default: <config file stem>.h5 in the current directory", (str,), nullable=True)
-    # protocol
-    ensemble: str = _key(_REQUIRED, "integrator: ASE NVTBerendsen or NPTBerendsen", (str,), choices=ENSEMBLES)
-    temperature_K: float = _key(_REQUIRED, "thermostat target temperature", NUM)
+    output: Optional[str] = _key(None, "results file (HDF5); default: <config file stem>.h5 in the current directory", (str,), nullable=True, section="run", on_resume="may change")
+    thermo_stride_steps: int = _key(10, "log a thermo row every this many steps (and at failure)", (int,), section="run")
+    checkpoint_every_steps: int = _key(500, "send a restart checkpoint every this many steps", (int,), section="run", on_resume="may change")
+    last_frames: int = _key(20, "positions of this many last steps are kept (written when a replica ends)", (int,), section="run")
+    progress_interval_s: float = _key(60.0, "seconds between progress log lines when not on a terminal", NUM, section="run", on_resume="may change")
+    wall_time_limit_s: Optional[float] = _key(
+        None, "stop after this wall time; running replicas are checkpointed as unfinished", NUM, nullable=True,
+        section="run", on_resume="may change",
+    )
+    # protocol: the MD every replica runs
+    preset: Optional[str] = _key(None, "preset whose values are the defaults of every other key (md-harness presets)", (str,), nullable=True, section="protocol")
+    protocol: str = _key(_REQUIRED, "protocol name; enters the replica seeds and reports (default: the preset name)", (str,), section="protocol")
+    structure: str = _key(_REQUIRED, "start structure, any file ase.io.read understands", (str,), section="protocol", on_resume="same content")
+    structure_index: int = _key(0, "frame of the structure file to start from", (int,), section="protocol")
+    ensemble: str = _key(_REQUIRED, "integrator: ASE NVTBerendsen or NPTBerendsen", (str,), choices=ENSEMBLES, section="protocol", physics=True)
+    temperature_K: float = _key(_REQUIRED, "thermostat target temperature", NUM, section="protocol", physics=True)
     initial_temperature_K: Optional[float] = _key(
-        None, "Maxwell-Boltzmann temperature of the initial velocities (default: temperature_K)", NUM, nullable=True
+        None, "Maxwell-Boltzmann temperature of the initial velocities (default: temperature_K)", NUM, nullable=True,
+        section="protocol", physics=True,
     )
-    timestep_fs: float = _key(_REQUIRED, "MD time step", NUM)
-    thermostat_tau_fs: float = _key(_REQUIRED, "Berendsen thermostat time constant", NUM)
-    pressure_bar: Optional[float] = _key(None, "barostat target pressure (npt only)", NUM, nullable=True)
-    barostat_tau_fs: Optional[float] = _key(None, "Berendsen barostat time constant (npt only)", NUM, nullable=True)
-    compressibility_per_bar: Optional[float] = _key(None, "compressibility used by the barostat (npt only)", NUM, nullable=True)
-    duration_ps: float = _key(_REQUIRED, "length of each replica; a replica reaching it has survived", NUM)
-    n_replicas: int = _key(_REQUIRED, "number of independent replicas", (int,))
-    seed: int = _key(0, "base seed; replica seeds derive from (seed, model, protocol, replica index)", (int,))
-    # failure detection
-    bond_margin_A: float = _key(0.3, "bonded if distance < sum of ASE covalent radii + this margin (first frame)", NUM)
-    bond_rupture_A: float = _key(2.0, "failure when any bonded distance exceeds this", NUM)
+    timestep_fs: float = _key(_REQUIRED, "MD time step", NUM, section="protocol", physics=True)
+    thermostat_tau_fs: float = _key(_REQUIRED, "Berendsen thermostat time constant", NUM, section="protocol", physics=True)
+    pressure_bar: Optional[float] = _key(None, "barostat target pressure (npt only)", NUM, nullable=True, section="protocol", physics=True)
+    barostat_tau_fs: Optional[float] = _key(None, "Berendsen barostat time constant (npt only)", NUM, nullable=True, section="protocol", physics=True)
+    compressibility_per_bar: Optional[float] = _key(None, "compressibility used by the barostat (npt only)", NUM, nullable=True, section="protocol", physics=True)
+    duration_ps: float = _key(_REQUIRED, "length of each replica; a replica reaching it has survived", NUM, section="protocol")
+    n_replicas: int = _key(_REQUIRED, "number of independent replicas", (int,), section="protocol", on_resume="may change")
+    seed: int = _key(0, "base seed; replica seeds derive from (seed, model, protocol, replica index)", (int,), section="protocol")
+    # detectors: when a replica has failed, and launch checks of the start structure
+    bond_margin_A: float = _key(0.3, "bonded if distance < sum of ASE covalent radii + this margin (first frame)", NUM, section="detectors", physics=True)
+    bond_rupture_A: float = _key(2.0, "failure when any bonded distance exceeds this", NUM, section="detectors", physics=True)
     bond_pairs: Optional[list] = _key(
-        None, "element pairs whose bonds are monitored, e.g. [[O, H]] (null: all bonds)", (list,), nullable=True
+        None, "element pairs whose bonds are monitored, e.g. [[O, H]] (null: all bonds)", (list,), nullable=True,
+        section="detectors", physics=True,
     )
-    expected_bonds: Optional[int] = _key(None, "launch check: number of monitored bonds in the start structure", (int,), nullable=True)
+    expected_bonds: Optional[int] = _key(None, "launch check: number of monitored bonds in the start structure", (int,), nullable=True, section="detectors")
     expected_bond_counts: Optional[dict] = _key(
-        None, "launch check: monitored bonds per atom of an element, e.g. {O: 2, H: 1}", (dict,), nullable=True
+        None, "launch check: monitored bonds per atom of an element, e.g. {O: 2, H: 1}", (dict,), nullable=True,
+        section="detectors",
     )
-    temperature_blowup_factor: float = _key(10.0, "failure when the temperature exceeds this times temperature_K", NUM)
-    reference_density_g_cm3: Optional[float] = _key(None, "centre of the density band (npt only)", NUM, nullable=True)
-    density_band_fraction: float = _key(0.25, "failure when the running-mean density leaves reference × (1 ± this)", NUM)
-    density_bounds_g_cm3: list = _key([0.3, 2.0], "failure when the instantaneous density leaves [low, high]", (list,))
-    density_window_ps: float = _key(1.0, "window of the running-mean density", NUM)
-    box_min_cutoffs: float = _key(2.0, "failure when a cell height falls below this many model cutoffs (npt only)", NUM)
-    max_initial_force_eV_A: float = _key(50.0, "launch check: largest force allowed on the start structure", NUM)
+    temperature_blowup_factor: float = _key(10.0, "failure when the temperature exceeds this times temperature_K", NUM, section="detectors", physics=True)
+    reference_density_g_cm3: Optional[float] = _key(None, "centre of the density band (npt only)", NUM, nullable=True, section="detectors", physics=True)
+    density_band_fraction: float = _key(0.25, "failure when the running-mean density leaves reference × (1 ± this)", NUM, section="detectors", physics=True)
+    density_bounds_g_cm3: list = _key([0.3, 2.0], "failure when the instantaneous density leaves [low, high]", (list,), section="detectors", physics=True)
+    density_window_ps: float = _key(1.0, "window of the running-mean density", NUM, section="detectors", physics=True)
+    box_min_cutoffs: float = _key(2.0, "failure when a cell height falls below this many model cutoffs (npt only)", NUM, section="detectors", physics=True)
+    max_initial_force_eV_A: float = _key(50.0, "launch check: largest force allowed on the start structure", NUM, section="detectors")
+    # report: early-warning and density analysis (computed when reporting)
     warning_false_alarm_rate: float = _key(
-        0.1, "report: warning threshold = the level that this fraction of surviving replicas ever exceeds", NUM
+        0.1, "report: warning threshold = the level that this fraction of surviving replicas ever exceeds", NUM,
+        section="report", on_resume="may change",
     )
-    warning_horizon_ps: float = _key(0.1, "report: a thermo row 'fails within the next Δt' for this Δt (per-step AUROC)", NUM)
+    warning_horizon_ps: float = _key(0.1, "report: a thermo row 'fails within the next Δt' for this Δt (per-step AUROC)", NUM, section="report", on_resume="may change")
     warning_min_lead_ps: float = _key(
-        0.1, "report: a failure counts as warned only if the signal crossed its threshold at least this long before", NUM)
-    # analysis
-    density_average_last_ps: float = _key(50.0, "density is averaged over this last part of a surviving replica", NUM)
+        0.1, "report: a failure counts as warned only if the signal crossed its threshold at least this long before", NUM, section="report", on_resume="may change")
+    density_average_last_ps: float = _key(50.0, "density is averaged over this last part of a surviving replica", NUM, section="report")
     density_blocks: int = _key(
         5, "not used since the density error comes from automatic blocking (Flyvbjerg-Petersen, Lee et al.) and "
-        "the replica spread; kept so that older configs and results files still load", (int,))
-    # output
-    thermo_stride_steps: int = _key(10, "log a thermo row every this many steps (and at failure)", (int,))
-    checkpoint_every_steps: int = _key(500, "send a restart checkpoint every this many steps", (int,))
-    last_frames: int = _key(20, "positions of this many last steps are kept (written when a replica ends)", (int,))
-    progress_interval_s: float = _key(60.0, "seconds between progress log lines when not on a terminal", NUM)
-    wall_time_limit_s: Optional[float] = _key(
-        None, "stop after this wall time; running replicas are checkpointed as unfinished", NUM, nullable=True
-    )
+        "the replica spread; kept so that older configs and results files still load", (int,), section="report")
 
     @property
     def is_npt(self) -> bool:
@@ -150,6 +154,11 @@ class HarnessConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def section(self, name: str) -> dict:
+        """{key: value} of one section (:data:`SECTIONS`)."""
+        return {k: getattr(self, k) for k in keys_where(section=name)}
+
+
 
 def config_keys() -> dict[str, dict]:
     """{key: metadata (help, types, nullable, choices, required, default)} in declaration order."""
@@ -159,13 +168,30 @@ def config_keys() -> dict[str, dict]:
     }
 
 
+def keys_where(**wanted) -> tuple[str, ...]:
+    """The keys whose metadata has every ``wanted`` value, e.g. ``keys_where(section="report")``."""
+    return tuple(k for k, m in config_keys().items() if all(m[name] == value for name, value in wanted.items()))
+
+
 def describe_keys() -> str:
-    """One line per key: name, default and help, for ``--help`` and docs."""
+    """One line per key (name, default, help), under its section, for ``--help`` and docs."""
     lines = []
-    for name, meta in config_keys().items():
-        default = "required" if meta["required"] else f"default {meta['default']!r}"
-        lines.append(f"{name} ({default}): {meta['help']}")
+    for section in SECTIONS:
+        lines.append(f"[{section}]")
+        for name in keys_where(section=section):
+            meta = config_keys()[name]
+            default = "required" if meta["required"] else f"default {meta['default']!r}"
+            resume = "; may change on resume" if meta["on_resume"] == "may change" else ""
+            lines.append(f"{name} ({default}{resume}): {meta['help']}")
     return "\n".join(lines)
+
+
+#: Keys that may change when a results file is resumed: they steer the run, not its physics.
+RUN_CONTROL_KEYS = frozenset(keys_where(on_resume="may change"))
+#: Keys that name files: on resume their *content* must match (model identity, structure hash).
+PATH_KEYS = keys_where(on_resume="same content")
+#: Keys of the physics of a protocol (see ``physics`` in :func:`_key`).
+PHYSICS_KEYS = keys_where(physics=True)
 
 
 def list_presets() -> list[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol as TypingProtocol
+from typing import Callable, Optional, Protocol
 
 import numpy as np
 from ase import Atoms, units
@@ -57,7 +57,7 @@ CALCULATOR_ERRORS = (Exception, KeyboardInterrupt, SystemExit)
 
 
 @dataclass(frozen=True)
-class Protocol:
+class ReplicaProtocol:
     """What every replica of a campaign shares: config, start structure, bonds, model cutoff."""
 
     config: HarnessConfig
@@ -97,7 +97,7 @@ class ReplicaRecord:
     rank: int = 0
 
 
-class ReplicaSink(TypingProtocol):
+class ReplicaSink(Protocol):
     def checkpoint(self, record: ReplicaRecord, state: dict, thermo: np.ndarray) -> None: ...
 
     def finish(self, record: ReplicaRecord, thermo: np.ndarray, frames: dict, state: Optional[dict]) -> None: ...
@@ -193,7 +193,7 @@ def failure_frames_path(config: HarnessConfig, index: int) -> Optional[Path]:
     return out.with_name(out.stem + "_failures") / f"replica_{index:05d}.xyz"
 
 
-def write_failure_frames(protocol: "Protocol", record: "ReplicaRecord", frames: "FrameRing", calc) -> None:
+def write_failure_frames(protocol: "ReplicaProtocol", record: "ReplicaRecord", frames: "FrameRing", calc) -> None:
     """The kept last frames before a failure as extended XYZ with the calculator's forces and,
     where it has them, per-atom ``force_error`` (eV/Å), ``uncertainty`` and ``ood_distance``
     arrays, so that the breaking atoms can be seen in any viewer. A problem here is logged
@@ -244,7 +244,7 @@ class ReplicaRun:
     records a failure; :meth:`run` loops until the replica fails, survives or is asked to stop.
     """
 
-    def __init__(self, protocol: Protocol, task: ReplicaTask, sink: ReplicaSink, rank: int = 0):
+    def __init__(self, protocol: ReplicaProtocol, task: ReplicaTask, sink: ReplicaSink, rank: int = 0):
         self.protocol, self.config, self.task, self.sink = protocol, protocol.config, task, sink
         self.record = ReplicaRecord(index=task.index, seed=task.seed, host=socket.gethostname(), rank=rank)
         self.atoms = protocol.start.copy()
@@ -388,7 +388,7 @@ class ReplicaRun:
 
 
 def run_replica(
-    protocol: Protocol,
+    protocol: ReplicaProtocol,
     task: ReplicaTask,
     sink: ReplicaSink,
     *,

@@ -31,10 +31,10 @@ from ase_nnip.core.threads import available_cores, choose_threads
 from md_harness.checks import LaunchCheckError, launch_checks
 from ase_nnip.core.errors import ConfigError
 from md_harness.config import HarnessConfig
-from md_harness.detectors import find_bonds
+from md_harness.geometry import find_bonds
 from md_harness.models import ModelError, ModelInfo, describe_model, make_calculator
 from md_harness.progress import CampaignProgress
-from md_harness.replica import THERMO_COLUMNS, Protocol
+from md_harness.replica import THERMO_COLUMNS, ReplicaProtocol
 from md_harness.scheduler import Coordinator, serial_ase, worker_loop
 from md_harness.seeds import replica_seed
 from md_harness.store import ResultsFileError, ResultsLock, ResultsStore, now_iso, provenance_attrs, structure_sha256
@@ -92,10 +92,10 @@ def read_start_structure(config: HarnessConfig) -> Atoms:
     return Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
 
 
-def load_protocol(config: HarnessConfig, info: ModelInfo) -> Protocol:
+def load_protocol(config: HarnessConfig, info: ModelInfo) -> ReplicaProtocol:
     """Start structure and its monitored bonds."""
     start = read_start_structure(config)
-    return Protocol(config, start, find_bonds(start, config.bond_margin_A, config.bond_pairs), info.cutoff_A)
+    return ReplicaProtocol(config, start, find_bonds(start, config.bond_margin_A, config.bond_pairs), info.cutoff_A)
 
 
 #: More replicas than this in one file is a mistake, not a campaign.
@@ -119,7 +119,7 @@ def check_sizes(config: HarnessConfig, n_atoms: int) -> None:
                           f"{config.output} (file, journal, one copy), {free / 2**30:.1f} GiB are free")
 
 
-def prepare(config: HarnessConfig, hosts: list[str], command: str) -> tuple[Protocol, ResultsStore, list]:
+def prepare(config: HarnessConfig, hosts: list[str], command: str) -> tuple[ReplicaProtocol, ResultsStore, list]:
     """Rank 0: start structure, bonds, checks, results file (new or resumed, locked), the queue of tasks."""
     if config.output is None:
         raise ConfigError("no output file: set the 'output' key or --output")
@@ -192,7 +192,7 @@ MODEL_ERRORS = (ConfigError, LaunchCheckError, ModelError, ResultsFileError)
 class PreparedModel:
     """One model of a campaign after its launch checks: protocol, open results file, tasks."""
 
-    protocol: Protocol
+    protocol: ReplicaProtocol
     store: ResultsStore
     tasks: list
 

@@ -23,7 +23,7 @@ from ase.parallel import DummyMPI
 
 from ase_nnip.core.parallel import launched_by_mpi
 from md_harness.progress import WORKER_REPORT_S, CampaignProgress
-from md_harness.replica import Protocol, ReplicaRecord, ReplicaTask, run_replica
+from md_harness.replica import ReplicaProtocol, ReplicaRecord, ReplicaTask, run_replica
 from md_harness.seeds import duplicate_groups
 
 log = logging.getLogger("md_harness")
@@ -192,7 +192,7 @@ class Coordinator:
 
     def run(self, protocols: dict, local_stop: Callable[[], bool]) -> None:
         """Rank 0's loop: run tasks from the queue while serving workers, until all are done.
-        ``protocols``: {model label: Protocol}."""
+        ``protocols``: {model label: ReplicaProtocol}."""
         while True:
             self.serve()
             task = self.next_task()
@@ -211,7 +211,7 @@ class Coordinator:
 
 def worker_loop(comm, protocols: dict, local_stop: Callable[[], bool]) -> None:
     """Ranks > 0: ask rank 0 for tasks and run them until told there are no more.
-    ``protocols``: {model label: Protocol}, as rank 0 broadcast them."""
+    ``protocols``: {model label: ReplicaProtocol}, as rank 0 broadcast them."""
     reporter = ProgressReporter(comm)
     stopped = False
 

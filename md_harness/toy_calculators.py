@@ -1,9 +1,9 @@
-"""Cheap calculators for exercising the harness (smoke runs, tests, benchmarks); not physics.
+"""A cheap calculator for trying the harness (smoke runs, the shipped toy example, benchmarks);
+not physics.
 
 - :class:`ToyWater`: flexible toy water with stress, stateless (results depend on the
   positions and cell only), so restarts reproduce an uninterrupted run bit for bit.
-- :class:`FaultyCalculator`: wraps another calculator and breaks after a number of calls
-  (raises, or returns NaN) to check that failures are recorded rather than crashing a run.
+- :func:`water_grid`: water molecules on a grid, a start structure for it.
 
 Use them from a config as ``model: md_harness.toy_calculators:ToyWater``.
 """
@@ -97,46 +97,6 @@ class ToyWater(Calculator):
         if pbc.all():
             s = virial / atoms.get_volume()
             self.results["stress"] = full_3x3_to_voigt_6_stress(s)
-
-
-class FaultyCalculator(Calculator):
-    """Another calculator that breaks on its ``fail_after + 1``-th evaluation and after.
-
-    Args:
-        base: calculator to wrap (default :class:`ToyWater`); a ``module:factory`` string or an instance.
-        base_kwargs: keyword arguments for the factory.
-        fail_after: evaluations that succeed before the failure.
-        mode: "raise" (RuntimeError) or "nan" (energy, forces and stress become NaN).
-    """
-
-    implemented_properties = ["energy", "free_energy", "forces", "stress"]
-    nolabel = True
-
-    def __init__(self, base="md_harness.toy_calculators:ToyWater", base_kwargs=None, fail_after=100, mode="raise"):
-        super().__init__()
-        if mode not in ("raise", "nan"):
-            raise ValueError(f"mode must be 'raise' or 'nan', got {mode!r}")
-        if isinstance(base, str):
-            from md_harness.models import resolve_factory
-
-            base = resolve_factory(base)(**(base_kwargs or {}))
-        self.base = base
-        self.fail_after = int(fail_after)
-        self.mode = mode
-        self.calls = 0
-        self.cutoff = getattr(base, "cutoff", None)
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
-        self.calls += 1
-        if self.calls > self.fail_after and self.mode == "raise":
-            raise RuntimeError(f"FaultyCalculator: deliberate failure on evaluation {self.calls}")
-        self.base.calculate(self.atoms, properties, system_changes)
-        self.results = {k: np.copy(v) if isinstance(v, np.ndarray) else v for k, v in self.base.results.items()}
-        if self.calls > self.fail_after:
-            for key, value in self.results.items():
-                self.results[key] = np.full_like(np.asarray(value, dtype=float), np.nan)
-            self.results["energy"] = self.results["free_energy"] = float("nan")
 
 
 def water_grid(n_per_side: int = 2, spacing_A: float = 3.0, periodic: bool = False, seed: int = 0):

@@ -42,6 +42,7 @@ from typing import Optional
 import numpy as np
 
 from ase_nnip.core.statistics import auroc as auroc_of_scores
+from ase_nnip.core.statistics import wilson_interval
 
 #: Signals analysed when a results file has them, most useful first.
 SIGNALS = ("max_force_error_eV_A", "max_ood_distance", "max_uncertainty")
@@ -78,19 +79,6 @@ class WarningAnalysis:
     auroc: float = float("nan")
     auroc_ci: list = field(default_factory=lambda: [float("nan"), float("nan")])
     verdict: str = ""
-
-
-def wilson_interval(k: int, n: int, level: float = 0.95) -> list:
-    """Wilson score interval of a binomial proportion k/n."""
-    if n == 0:
-        return [float("nan"), float("nan")]
-    z = NormalDist().inv_cdf(0.5 + level / 2)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    lower = 0.0 if k == 0 else max(0.0, centre - half)  # exact at the ends (no rounding residue)
-    upper = 1.0 if k == n else min(1.0, centre + half)
-    return [float(lower), float(upper)]
 
 
 def _finite(trace: Trace) -> Trace:

@@ -128,7 +128,7 @@ def test_the_report_of_a_campaign_compares_its_models(tmp_path):
 
     from md_harness.cli import main
 
-    models = [{"label": "breaks", "model": "md_harness.toy_calculators:FaultyCalculator",
+    models = [{"label": "breaks", "model": "harness_doubles:FaultyCalculator",
                "model_kwargs": {"fail_after": 20}},
               {"label": "steady", "model": TOY}, {"label": "steady-too", "model": TOY, "model_kwargs": {"k_oh_eV_A2": 46.0}}]
     path = campaign_file(tmp_path, models=models, n_replicas=4, duration_ps=0.02)

@@ -6,15 +6,8 @@ from ase import Atoms
 from ase.io import read
 
 from ase_nnip.core.dynamics import AMU_PER_A3_TO_G_PER_CM3, density_g_cm3
-from md_harness.detectors import (
-    FailureDetector,
-    Observation,
-    RunningMean,
-    bond_lengths,
-    bonds_per_atom,
-    find_bonds,
-    min_cell_height_A,
-)
+from md_harness.detectors import FailureDetector, Observation, RunningMean
+from md_harness.geometry import bond_lengths, bonds_per_atom, find_bonds, min_cell_height_A
 
 
 def first_failure(detector, observations):

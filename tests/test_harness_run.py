@@ -11,7 +11,7 @@ from ase.io import write
 
 from md_harness.checks import LaunchCheckError
 from md_harness.config import build_config
-from md_harness.replica import Protocol, ReplicaRecord, ReplicaTask, initial_momenta, run_replica
+from md_harness.replica import ReplicaProtocol, ReplicaRecord, ReplicaTask, initial_momenta, run_replica
 from md_harness.report import summarize
 from md_harness.models import describe_model
 from md_harness.runner import load_protocol, run_campaign
@@ -21,7 +21,7 @@ from md_harness.store import ResultsFileError, ResultsLock, ResultsStore, load_r
 from md_harness.toy_calculators import ToyWater, water_grid
 
 TOY = "md_harness.toy_calculators:ToyWater"
-FAULTY = "md_harness.toy_calculators:FaultyCalculator"
+FAULTY = "harness_doubles:FaultyCalculator"
 
 
 def cluster_values(tmp_path, **overrides) -> dict:
@@ -239,7 +239,7 @@ def test_harness_errors_are_recorded_not_raised(tmp_path):
     def broken_factory(config):
         raise OSError("model file vanished")
 
-    protocol = Protocol(config, water_grid(), np.zeros((0, 2), dtype=int), None, make_calculator=broken_factory)
+    protocol = ReplicaProtocol(config, water_grid(), np.zeros((0, 2), dtype=int), None, make_calculator=broken_factory)
     sink = ListSink()
     record = run_replica(protocol, ReplicaTask(0, 123), sink)
     assert record.status == "error" and "model file vanished" in record.message and sink.finished == [record]

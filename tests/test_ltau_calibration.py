@@ -24,7 +24,7 @@ from ase_nnip.ltau.calibration import (
 from ase_nnip.core.statistics import auroc
 from ase_nnip.ltau.error_model import DistanceScale, cdf_rows_at, fit_distance_scale
 from ase_nnip.ltau.evaluation import LabelledAtoms
-from ase_nnip.ltau.synthetic import clustered_descriptors, write_error_trajectory
+from ase_nnip.testing.synthetic_ltau import clustered_descriptors, write_error_trajectory
 from ase_nnip.ltau.weights import confidence_weights, write_ltau_weights
 from ase_nnip.train.atom_weights import read_atom_weights
 

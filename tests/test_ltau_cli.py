@@ -16,7 +16,7 @@ from structures import TINY_MODEL_CONFIGS
 from ase_nnip import NNIPCalculator, save_model
 from ase_nnip.cli import main
 from ase_nnip.ltau import LTAUEstimator, read_ltau
-from ase_nnip.ltau.synthetic import write_error_trajectory
+from ase_nnip.testing.synthetic_ltau import write_error_trajectory
 from ase_nnip.models import build_model
 from ase_nnip.train.atom_weights import read_atom_weights
 
@@ -124,7 +124,7 @@ def test_calibrate_fits_on_one_split_and_stores_the_scale(run, tmp_path):
     assert read_ltau(tmp_path / "c.ltau").calibration == data.calibration  # nothing fitted, nothing written
     r = invoke("ltau", "calibrate", t / "m.nnip", tmp_path / "c.ltau", tmp_path / "cold.xyz", "--bins", "2",
                "--energy-key", "nokey")
-    assert r.exit_code == 1 and "--bins needs an energy under 'nokey'" in r.output and "cold.xyz" in r.output
+    assert r.exit_code == 1 and "(--bins) need an energy under 'nokey'" in r.output and "cold.xyz" in r.output
     r = invoke("ltau", "calibrate", t / "m.nnip", tmp_path / "c.ltau", tmp_path / "cold.xyz", "--group-by", "nokey")
     assert r.exit_code == 1 and "no info key 'nokey'" in r.output
     r = invoke("ltau", "calibrate", t / "m.nnip", tmp_path / "c.ltau", tmp_path / "cold.xyz", "--group-by", "file",

@@ -5,7 +5,7 @@ import pytest
 
 from ase_nnip.ltau import ConfidenceError, EpochWindow, sample_confidences
 from ase_nnip.ltau.confidences import CDF_GRID, cdf_at
-from ase_nnip.ltau.synthetic import write_error_trajectory
+from ase_nnip.testing.synthetic_ltau import write_error_trajectory
 
 COUNTS = [3, 4, 2]  # atoms per training structure
 N = sum(COUNTS)

@@ -25,7 +25,7 @@ from ase_nnip.ltau import (
 )
 from ase_nnip.ltau.confidences import cdf_at
 from ase_nnip.ltau.error_model import DistanceScale
-from ase_nnip.ltau.synthetic import clustered_descriptors, write_error_trajectory
+from ase_nnip.testing.synthetic_ltau import clustered_descriptors, write_error_trajectory
 from ase_nnip.models import build_model
 
 CONFIG = {**TINY_MODEL_CONFIGS["equivariant"], "l_max": 1, "avg_num_neighbors": 6.0}  # the shared tiny model, smaller

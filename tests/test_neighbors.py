@@ -1,10 +1,29 @@
-"""Neighbour list against an O(N²) brute force over all periodic images."""
+"""Neighbour list against ASE's (``ase.neighborlist.primitive_neighbor_list``): an independent
+oracle that shares no code with ours."""
 
 import numpy as np
 import pytest
+from ase.neighborlist import primitive_neighbor_list
 
 from ase_nnip.data import neighbors
-from ase_nnip.data.neighbors import brute_force_neighbor_list, image_ranges, neighbor_list
+from ase_nnip.data.neighbors import image_ranges, neighbor_list
+
+
+def ase_neighbor_list(positions, cell, pbc, cutoff):
+    """(i, j, S) from ASE for d = r_j − r_i + S·cell, |d| < cutoff, self-pairs excluded.
+
+    ASE needs a cell vector in every direction; a non-periodic direction with an unset (zero)
+    vector gets one longer than the structure, which changes nothing there."""
+    positions, cell = np.asarray(positions, float), np.array(cell, float)
+    pbc = np.asarray(pbc, bool)
+    span = np.ptp(positions, axis=0).max() + cutoff + 1.0 if len(positions) else 1.0
+    for k in range(3):
+        if not pbc[k] and not np.any(cell[k]):
+            axis = np.zeros(3)
+            axis[k] = span
+            cell[k] = axis
+    return primitive_neighbor_list("ijS", pbc, cell, positions, cutoff, self_interaction=False,
+                                   use_scaled_positions=False)
 
 
 def as_set(i, j, s):
@@ -13,7 +32,7 @@ def as_set(i, j, s):
 
 def check(positions, cell, pbc, cutoff):
     got = neighbor_list(positions, cell, pbc, cutoff)
-    ref = brute_force_neighbor_list(positions, cell, pbc, cutoff)
+    ref = ase_neighbor_list(positions, cell, pbc, cutoff)
     assert as_set(*got) == as_set(*ref)
     assert len(got[0]) == len(ref[0])  # no duplicates
     # Every returned vector is shorter than the cutoff.
@@ -69,13 +88,26 @@ def test_tree_path_matches_dense_path(monkeypatch):
     assert len(dense[0]) == len(tree[0])
 
 
-def test_water_box_against_brute_force(shared_data):
+def test_water_box_against_ase(shared_data):
     from ase.io import read
 
     atoms = read(shared_data / "water-hdnnp" / "water64.extxyz")
-    sub = atoms[:24]  # brute force is O(N² × images): keep it small, but keep the real cell
+    i, j, s = check(atoms.positions, atoms.cell.array, atoms.pbc, 6.0)
+    assert len(i) > 64 * 40
+    sub = atoms[:24]  # a small cell: the cutoff reaches past the nearest images
     sub.cell = np.diag([6.0, 6.0, 6.0])
     check(sub.positions, sub.cell.array, sub.pbc, 5.0)
+
+
+def test_the_oracle_check_catches_a_missing_pair(monkeypatch):
+    """A planted bug (the last pair dropped) fails the comparison with ASE."""
+    rng = np.random.default_rng(6)
+    pos = rng.uniform(0, 5, size=(8, 3))
+    cell = np.diag([5.0, 5.0, 5.0])
+    real = neighbors.neighbor_list
+    monkeypatch.setattr(neighbors, "neighbor_list", lambda *a: tuple(x[:-1] for x in real(*a)))
+    got = neighbors.neighbor_list(pos, cell, [True] * 3, 3.0)
+    assert as_set(*got) != as_set(*ase_neighbor_list(pos, cell, [True] * 3, 3.0))
 
 
 def test_invalid_input():

@@ -17,7 +17,7 @@ from structures import TINY_MODEL_CONFIGS
 from ase_nnip import NNIPCalculator, save_model
 from ase_nnip.cli import main
 from ase_nnip.ltau import EpochWindow, build_ltau
-from ase_nnip.ltau.synthetic import write_error_trajectory
+from ase_nnip.testing.synthetic_ltau import write_error_trajectory
 from ase_nnip.models import build_model
 from ase_nnip.workflows.relax import SUMMARY_COLUMNS, relax, relax_many
 

@@ -27,42 +27,16 @@ def command(model, data, method, top_k, loss_kind, energy_weight, forces_weight,
     (≈ one training epoch at batch size 1); exact eigenvalues by an SVD of the gradient
     matrix, or the largest --top-k by Lanczos for models too large for it.
     """
-    import json
-    from pathlib import Path
+    from ase_nnip.core.threads import torch_threads
+    from ase_nnip.landscape.workflow import fisher_from_files
 
-    import torch
-
-    from ase_nnip.core.statistics import json_ready
-    from ase_nnip.landscape.files import save_fisher
-    from ase_nnip.landscape.fisher import fisher_spectrum, loss_for_model
-    from ase_nnip.landscape.training_data import load_labelled_dataset
-    from ase_nnip.io.model_file import load_model
-    from ase_nnip.models.base import DTYPES
-
-    if threads:
-        torch.set_num_threads(threads)
-    dtype = DTYPES[fisher_dtype]
-    m = load_model(model)
-    loss = loss_for_model(m, loss_kind, energy_weight, forces_weight)
-    dataset, info = load_labelled_dataset(m, data, energy_key, forces_key, subset, max_structures, dtype)
-    click.echo(f"Fisher spectrum of {model} on {info['num_structures']} structures of {data} ({info['subset']}), "
-               f"loss {loss.kind}, w_E {loss.energy_weight:g}, w_F {loss.forces_weight:g}")
-    spectrum = fisher_spectrum(m, dataset, loss, method, top_k, max_gradient_memory_gb, dtype)
-    spectrum.provenance.update(model_file=str(model), data=info)
-    save_fisher(spectrum, output)
-    written = [output]
-    summary = spectrum.summary()
-    if json_path:
-        with open(json_path, "w") as f:
-            payload = {"summary": summary, "eigenvalues": spectrum.eigenvalues, "provenance": spectrum.provenance}
-            json.dump(json_ready(payload), f, indent=2, default=str)
-        written.append(json_path)
-    if plot:
-        from ase_nnip.landscape.plots import plot_fisher_histogram
-
-        png = Path(output).with_suffix(".png")
-        plot_fisher_histogram(spectrum.eigenvalues, png, title=f"{Path(model).name}: Fisher eigenvalues ({spectrum.method})")
-        written.append(str(png))
-    for key, value in summary.items():
+    with torch_threads(threads):
+        run = fisher_from_files(
+            model, data, method=method, top_k=top_k, loss_kind=loss_kind, energy_weight=energy_weight,
+            forces_weight=forces_weight, dtype=fisher_dtype, max_gradient_memory_gb=max_gradient_memory_gb,
+            energy_key=energy_key, forces_key=forces_key, subset=subset, max_structures=max_structures, output=output,
+            json_path=json_path, plot=plot, log=click.echo,
+        )
+    for key, value in run.spectrum.summary().items():
         click.echo(f"{key:26s} {value:.6g}" if isinstance(value, float) else f"{key:26s} {value}")
-    click.echo(f"{spectrum.provenance['wall_time_s']:.1f} s; wrote {', '.join(written)}")
+    click.echo(f"{run.spectrum.provenance['wall_time_s']:.1f} s; wrote {', '.join(run.written)}")

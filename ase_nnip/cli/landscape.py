@@ -37,46 +37,24 @@ def command(model, data, directions, extent, steps, seed, dtype, batch_size, inc
     """
     import json
 
-    import torch
-
-    from ase_nnip.landscape.entropy import landscape_entropy
-    from ase_nnip.landscape.files import save_landscape
-    from ase_nnip.landscape.landscapes import DTYPES, DatasetLoss, compute_landscape
     from ase_nnip.cli.landscape_options import landscape_settings
     from ase_nnip.core.parallel import default_threads, mpi_world, rank_and_size
-    from ase_nnip.landscape.training_data import load_labelled_dataset
-    from ase_nnip.io.model_file import load_model
+    from ase_nnip.core.threads import torch_threads
+    from ase_nnip.landscape.entropy import landscape_entropy
+    from ase_nnip.landscape.workflow import landscape_from_files
 
     if plane and other_model:
         raise click.UsageError("choose either --plane or --interpolate, not both")
     kind = "plane" if plane else "interpolation" if other_model else "directions"
     comm = mpi_world()
-    rank, size = rank_and_size(comm)
-    torch.set_num_threads(threads or default_threads(comm))
     settings = landscape_settings(kind, directions, extent, steps, seed, dtype, batch_size, include_rescaling, exclude)
-    settings.grid()  # bad grid options fail before any loading
-    m = load_model(model)
-    other = load_model(other_model) if other_model else None
-    dataset, info = load_labelled_dataset(m, data, energy_key, forces_key, subset, max_structures, DTYPES[dtype])
-    if rank == 0:
-        n = len(settings.grid())
-        points = n * {"directions": settings.directions, "plane": n, "interpolation": 1}[kind]
-        click.echo(f"{kind} landscape of {model} on {info['num_structures']} structures of {data} "
-                   f"({info['subset']}): {points} evaluations on {size} rank(s)")
-    landscape = compute_landscape(m, DatasetLoss(dataset, batch_size), settings, other, comm)
-    landscape.provenance.update(model_file=str(model), other_model_file=other_model, data=info)
-    if rank != 0:
+    with torch_threads(threads or default_threads(comm)):
+        run = landscape_from_files(model, data, settings, other_model_path=other_model, energy_key=energy_key,
+                                   forces_key=forces_key, subset=subset, max_structures=max_structures, output=output,
+                                   plot=plot, comm=comm, log=click.echo)
+    if rank_and_size(comm)[0] != 0:
         return
-    save_landscape(landscape, output)
-    written = [output]
-    if plot:
-        from pathlib import Path
-
-        from ase_nnip.landscape.plots import plot_landscape
-
-        png = Path(output).with_suffix(".png")
-        plot_landscape(landscape, png, title=f"{Path(model).name}: {kind}")
-        written.append(str(png))
+    landscape = run.landscape
     centre = {"directions": settings.steps // 2, "plane": None, "interpolation": None}[kind]
     if centre is not None:
         click.echo(f"at t = 0: energy RMSE {landscape.energy[0, centre]:.3f} meV/atom, "
@@ -85,4 +63,4 @@ def command(model, data, directions, extent, steps, seed, dtype, batch_size, inc
     click.echo("loss entropy (T_E 4 meV/atom, T_F 40 meV/Å, α 0.2): " + json.dumps(
         {k: round(entropy[k], 4) for k in ("S_E", "S_F", "S", "S_normalized")}))
     click.echo(f"{landscape.provenance['evaluations']} evaluations in {landscape.provenance['wall_time_s']:.1f} s; "
-               f"wrote {', '.join(written)}")
+               f"wrote {', '.join(run.written)}")

@@ -1,7 +1,5 @@
 """`ase-nnip ltau build | calibrate | weights`: LTAU uncertainty files."""
 
-from pathlib import Path
-
 import click
 
 from ase_nnip.core.cli_errors import user_error_messages
@@ -144,61 +142,23 @@ def calibrate(model, ltau, data, forces_key, energy_key, group_by, energy_bins, 
     if group_by is not None and energy_bins is not None:
         raise click.UsageError("give --group-by or --bins, not both")
     with user_error_messages():
-        from dataclasses import replace
+        from ase_nnip.ltau.workflow import calibrate_files
 
-        import numpy as np
-
-        from ase_nnip.ltau import LTAUEstimator, read_ltau, write_ltau
-        from ase_nnip.ltau.calibration import (
-            calibrate as run_calibration,
-            energy_groups,
-            format_report,
-            plot_calibration,
-            write_calibration_csv,
-            write_calibration_json,
+        run = calibrate_files(
+            model, ltau, data, forces_key=forces_key, energy_key=energy_key, group_by=group_by,
+            energy_bins=energy_bins, fit_fraction=fit_fraction, split_seed=split_seed, threshold=threshold, k=k,
+            n_bins=n_bins, scale=scale, output_prefix=output_prefix, save_path=save_path, batch_size=batch_size,
         )
-        from ase_nnip.ltau.error_model import DistanceScale
-        from ase_nnip.ltau.evaluation import labelled_atoms
-        from ase_nnip.io.model_file import load_model
+    from ase_nnip.ltau.calibration import format_report
 
-        m = load_model(model)
-        ltau_data = read_ltau(ltau)
-        if k is not None:
-            ltau_data = replace(ltau_data, k=int(k))
-        estimator = LTAUEstimator(ltau_data, threshold=threshold)
-        atoms = labelled_atoms(m, estimator, list(data), forces_key, energy_key, group_by, batch_size)
-        how = group_by
-        if energy_bins is not None:
-            unlabelled = ~np.isfinite(atoms.structure_energy)
-            if unlabelled.any():
-                files = sorted({atoms.files[k] for k in atoms.structure_file[unlabelled]})
-                raise click.ClickException(
-                    f"--bins needs an energy under '{energy_key}' (--energy-key) on every frame; missing in {files}"
-                )
-            labels, how = energy_groups(atoms.structure_energy, energy_bins)
-            atoms.groups = labels[atoms.structure]
-        c = ltau_data.confidences
-        fixed = DistanceScale.constant(scale) if scale is not None else (estimator.scale if fit_fraction == 0 else None)
-        report = run_calibration(
-            c.cdf_grid, c.cdf_mean, atoms, estimator.threshold, estimator.k, fit_fraction, split_seed, n_bins, fixed, how
-        )
-        prefix = Path(output_prefix) if output_prefix else Path(ltau).with_name(Path(ltau).stem + "_calibration")
-        prefix.parent.mkdir(parents=True, exist_ok=True)
-        paths = [Path(f"{prefix}.{ext}") for ext in ("png", "json", "csv")]
-        plot_calibration(report, paths[0])
-        write_calibration_json(report, paths[1])
-        write_calibration_csv(report, paths[2])
-        stored = save_path is not None and fixed is None
-        if stored:
-            write_ltau(ltau_data.with_calibration(report.ltau_calibration()), save_path)
-    click.echo(format_report(report))
-    if stored:
-        note = f"; calibration stored in {save_path}"
-    elif fixed is None:
+    click.echo(format_report(run.report))
+    if run.stored_in:
+        note = f"; calibration stored in {run.stored_in}"
+    elif run.fitted:
         note = f"; the fitted calibration was not stored ({ltau} unchanged): add --save FILE to keep it"
     else:
         note = "; nothing was fitted, nothing to store"
-    click.echo("wrote " + ", ".join(str(p) for p in paths) + note)
+    click.echo("wrote " + ", ".join(str(p) for p in run.written) + note)
 
 
 @command.command("weights")

@@ -38,37 +38,24 @@ def command(model, structures, ltau_file, output, summary_path, optimizer, fmax,
     uncertainty (largest atomic uncertainty per step). A structure whose calculation fails
     is recorded as an error and the run goes on.
     """
-    from pathlib import Path
-
-    from ase.io import write
-
-    from ase_nnip.calculator import NNIPCalculator
-    from ase_nnip.data.dataset import read_structures
-    from ase_nnip.ltau import LTAUEstimator
-    from ase_nnip.workflows.relax import STATUSES, optimizer_class, relax_many, write_summary
+    from ase_nnip.workflows.relax import STATUSES, relax_file
 
     if (max_uncertainty is not None or group is not None) and ltau_file is None:
         raise click.UsageError("--max-uncertainty and --group need --ltau")
-    optimizer_class(optimizer)
-    estimator = LTAUEstimator.load(ltau_file, group=group) if ltau_file else None
-    calc = NNIPCalculator(model, num_threads=num_threads, uncertainty=estimator)
-    frames_in = read_structures(structures, index=frames)
 
-    def progress(result):
+    def progress(result, total):
         s = result.summary()
         click.echo(
-            f"[{s['index'] + 1}/{len(frames_in)}] {s['formula']:14s} {s['status']:13s} steps {s['steps']:4d} "
+            f"[{s['index'] + 1}/{total}] {s['formula']:14s} {s['status']:13s} steps {s['steps']:4d} "
             f"E {s['final_energy_eV']:.4f} eV  fmax {s['final_fmax_eV_per_A']:.3g}  "
             f"max unc {s['max_uncertainty']:.3f}" + (f"  ({s['error']})" if s["error"] else "")
         )
 
-    results = relax_many(
-        frames_in, calc, progress=progress, optimizer=optimizer, fmax=fmax, steps=steps,
+    results, summary_path = relax_file(
+        model, structures, output, summary_path=summary_path, ltau_path=ltau_file, group=group, frames=frames,
+        num_threads=num_threads, progress=progress, optimizer=optimizer, fmax=fmax, steps=steps,
         max_uncertainty_threshold=max_uncertainty,
     )
-    write(output, [r.atoms for r in results], format="extxyz")
-    summary_path = summary_path or str(Path(output).with_suffix("")) + "_summary.csv"
-    write_summary(results, summary_path)
     counts = {status: sum(r.status == status for r in results) for status in STATUSES}
     click.echo(f"wrote {output} and {summary_path}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     if results and all(r.status == "error" for r in results):

@@ -62,14 +62,8 @@ def command(model, start, output, densities_g_cm3, temperatures, timestep_fs, eq
     decorrelated frames labelled with its energy, forces and stress (e.g. a water training
     set from an imported n2p2 potential standing in for DFT). Failed runs are reported and
     skipped; the others go on."""
-    from pathlib import Path
+    from ase_nnip.workflows.sample import sample_from_files
 
-    from ase_nnip.calculator import NNIPCalculator
-    from ase_nnip.data.dataset import read_structures
-    from ase_nnip.workflows.sample import sample_configurations
-
-    if Path(output).exists():
-        raise click.ClickException(f"{output} exists; choose a new file (frames are appended as they come)")
     settings = SamplingSettings(
         densities_g_cm3=_floats(densities_g_cm3, "--densities-g-cm3"),
         temperatures_K=_floats(temperatures, "--temperatures-K"),
@@ -86,10 +80,7 @@ def command(model, start, output, densities_g_cm3, temperatures, timestep_fs, eq
         compressibility_per_bar=compressibility_per_bar,
         seed=seed,
     )
-    settings.validate()
-    calculator = NNIPCalculator(model, dtype=dtype, num_threads=threads)
-    atoms = read_structures(start, index=0)[0]
-    results = sample_configurations(atoms, calculator, settings, output, log=click.echo)
+    results = sample_from_files(model, start, output, settings, dtype=dtype, num_threads=threads, log=click.echo)
     frames = sum(r.frames for r in results)
     failed = [r for r in results if r.status != "ok"]
     click.echo(f"wrote {frames} frames to {output} ({len(failed)} of {len(results)} runs failed)")

@@ -1,4 +1,5 @@
-"""Statistics helpers both packages use: rank correlation, AUROC, JSON-safe values."""
+"""Statistics helpers both packages use: rank correlation, AUROC, a binomial interval,
+JSON-safe values."""
 
 from __future__ import annotations
 
@@ -43,6 +44,21 @@ def auroc(score, event) -> float:
     return float((ranks[event].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def wilson_interval(k: int, n: int, level: float = 0.95) -> list[float]:
+    """Wilson score interval [lower, upper] of a binomial proportion k/n (NaNs for n = 0)."""
+    from statistics import NormalDist
+
+    if n == 0:
+        return [float("nan"), float("nan")]
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    lower = 0.0 if k == 0 else max(0.0, centre - half)  # exact at the ends (no rounding residue)
+    upper = 1.0 if k == n else min(1.0, centre + half)
+    return [float(lower), float(upper)]
+
+
 def json_ready(value):
     """``value`` with NaN and ±inf floats replaced by None (strict JSON has no NaN), numpy
     scalars and arrays turned into Python numbers and lists, and dict keys into strings."""
@@ -59,4 +75,4 @@ def json_ready(value):
     return value
 
 
-__all__ = ["SpearmanResult", "auroc", "json_ready", "spearman"]
+__all__ = ["SpearmanResult", "auroc", "json_ready", "spearman", "wilson_interval"]

@@ -213,27 +213,3 @@ def _pairs_tree(wrapped, cell, images, cutoff):
     strict = pairs["v"] < cutoff
     i, flat = i[strict], flat[strict]
     return i, flat % n_atoms, flat // n_atoms
-
-
-def brute_force_neighbor_list(positions, cell, pbc, cutoff):
-    """O(N² × images) reference implementation used by the tests; same outputs as
-    :func:`neighbor_list` but without wrapping or trees."""
-    positions = np.asarray(positions, dtype=float)
-    cell = np.asarray(cell, dtype=float)
-    pbc = np.asarray(pbc, dtype=bool)
-    # Unwrapped atoms can be far outside the cell, so search generously.
-    extent = np.ptp(positions, axis=0).max() if len(positions) else 0.0
-    n = image_ranges(cell, pbc, cutoff + 2 * extent) if pbc.any() else np.zeros(3, int)
-    out = []
-    for a in range(len(positions)):
-        for b in range(len(positions)):
-            for s in itertools.product(*(range(-n[k], n[k] + 1) for k in range(3))):
-                s = np.array(s)
-                if a == b and not s.any():
-                    continue
-                if np.linalg.norm(positions[b] + s @ cell - positions[a]) < cutoff:
-                    out.append((a, b, *s))
-    if not out:
-        return np.zeros(0, int), np.zeros(0, int), np.zeros((0, 3), int)
-    arr = np.array(sorted(out))
-    return arr[:, 0], arr[:, 1], arr[:, 2:]

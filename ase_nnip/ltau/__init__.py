@@ -17,7 +17,6 @@ Modules (one job each):
 - :mod:`.evaluation`   neighbours and actual force errors of labelled data
 - :mod:`.calibration`  fit/test split, ECE, Spearman, AUROC per group, reliability diagram
 - :mod:`.weights`      per-atom loss weights that up-weight easy or hard atoms
-- :mod:`.synthetic`    synthetic trajectories and descriptors (tests, benchmarks)
 
 Command line: ``ase-nnip ltau build | calibrate | weights``; uncertainty-aware relaxations
 in :mod:`ase_nnip.workflows.relax` (``ase-nnip relax``).

@@ -129,6 +129,14 @@ class AtomisticModel(nn.Module):
     def descriptor_dim(self) -> int:
         raise NotImplementedError
 
+    @property
+    def message_passing_steps(self) -> int:
+        """Neighbour-list hops over which an atom's energy depends on others: E_i changes with
+        r_j only if j is at most this many hops (each shorter than the cutoff) from i. 1 for a
+        model of each atom's own environment (Behler–Parrinello); the receptive field is
+        this many cutoffs."""
+        return 1
+
     def check_atomic_numbers(self, numbers) -> None:
         """Raise ``ValueError`` naming any element the model was not trained on."""
         unknown = sorted({int(z) for z in numbers} - set(self.atomic_numbers))

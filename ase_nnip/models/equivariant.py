@@ -220,6 +220,10 @@ class EquivariantModel(AtomisticModel):
     def descriptor_dim(self) -> int:
         return self.options.num_channels
 
+    @property
+    def message_passing_steps(self) -> int:
+        return self.options.num_layers
+
     @classmethod
     def config_from_data(cls, config: dict, dataset) -> dict:
         config = dict(config)

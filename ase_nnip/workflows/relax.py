@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
 import numpy as np
+
 from ase_nnip.errors import InputError
 
 STATUSES = ("converged", "not_converged", "untrusted", "error")
@@ -238,6 +239,47 @@ def relax_many(
         if progress is not None:
             progress(result)
     return results
+
+
+def relax_file(
+    model_path,
+    structures_path,
+    output,
+    *,
+    summary_path=None,
+    ltau_path=None,
+    group: Optional[str] = None,
+    frames: str = ":",
+    num_threads="auto",
+    progress: Optional[Callable[[RelaxResult, int], None]] = None,
+    **relax_kwargs,
+) -> tuple[list[RelaxResult], str]:
+    """Relax the frames ``frames`` of ``structures_path`` with the model in ``model_path`` (and
+    its LTAU file ``ltau_path``, calibration ``group``); write them to ``output`` (extxyz) and
+    the per-structure summary to ``summary_path`` (default: OUTPUT without suffix +
+    ``_summary.csv``). ``relax_kwargs`` go to :func:`relax` (optimizer, fmax, steps,
+    max_uncertainty_threshold); ``progress(result, number of structures)`` is called as each
+    is done. Returns (results, summary path)."""
+    from pathlib import Path
+
+    from ase.io import write
+
+    from ase_nnip.calculator import NNIPCalculator
+    from ase_nnip.data.dataset import read_structures
+    from ase_nnip.ltau import LTAUEstimator
+
+    if (relax_kwargs.get("max_uncertainty_threshold") is not None or group is not None) and ltau_path is None:
+        raise InputError("a maximum uncertainty or a calibration group needs an LTAU file")
+    optimizer_class(relax_kwargs.get("optimizer", "BFGS"))
+    estimator = LTAUEstimator.load(ltau_path, group=group) if ltau_path else None
+    calc = NNIPCalculator(model_path, num_threads=num_threads, uncertainty=estimator)
+    structures = read_structures(structures_path, index=frames)
+    report = None if progress is None else (lambda result: progress(result, len(structures)))
+    results = relax_many(structures, calc, progress=report, **relax_kwargs)
+    write(output, [r.atoms for r in results], format="extxyz")
+    summary_path = str(summary_path or str(Path(output).with_suffix("")) + "_summary.csv")
+    write_summary(results, summary_path)
+    return results, summary_path
 
 
 def write_summary(results: Iterable[RelaxResult], path) -> None:

@@ -232,3 +232,29 @@ def sample_configurations(
     }
     Path(str(output) + ".json").write_text(json.dumps(summary, indent=2, default=list))
     return results
+
+
+def sample_from_files(
+    model_path,
+    start_path,
+    output,
+    settings: SamplingSettings,
+    *,
+    dtype: str = "float64",
+    num_threads="auto",
+    log: Callable[[str], None] = print,
+) -> list[RunResult]:
+    """:func:`sample_configurations` from the first frame of ``start_path`` with the model in
+    ``model_path``; refuses an existing ``output`` (frames are appended as they come)."""
+    from pathlib import Path
+
+    from ase_nnip.calculator import NNIPCalculator
+    from ase_nnip.data.dataset import read_structures
+
+    if Path(output).exists():
+        raise InputError(f"{output} exists; choose a new file (frames are appended as they come)")
+    settings.validate()
+    calculator = NNIPCalculator(model_path, dtype=dtype, num_threads=num_threads)
+    start = read_structures(start_path, index=0)[0]
+    return sample_configurations(start, calculator, settings, output, log=log)
+

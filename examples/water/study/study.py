@@ -175,7 +175,7 @@ def stage_fisher(args) -> list[str]:
 
 
 def stage_report(args) -> list[str]:
-    from report import write_report  # noqa: PLC0415 - the report pulls in matplotlib and the model code
+    from studies.water_report import write_report  # noqa: PLC0415 - the report pulls in matplotlib and the model code
 
     write_report(HERE, VARIANTS, SEEDS, MD_PROTOCOL, TEACHER_REPLICAS, EPOCHS)
     return []

@@ -13,6 +13,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ase_nnip.errors import InputError
+
 
 def write_error_trajectory(
     path,
@@ -37,7 +39,7 @@ def write_error_trajectory(
     counts = np.asarray(atoms_per_structure, dtype=np.int32)
     n = int(counts.sum())
     if errors.ndim != 2 or errors.shape[1] != n:
-        raise ValueError(f"errors must have shape (rows, {n}), got {errors.shape}")
+        raise InputError(f"errors must have shape (rows, {n}), got {errors.shape}")
     ids = np.arange(len(counts), dtype=np.int64) if structure_ids is None else np.asarray(structure_ids, np.int64)
     table = AtomTable(
         structure_index=np.repeat(ids, counts),

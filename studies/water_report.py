@@ -1,4 +1,5 @@
-"""Tables and figures of the Adam-versus-EKF water study (``python study.py --stage report``).
+"""Tables and figures of the Adam-versus-EKF water study (``examples/water/study``,
+``python study.py --stage report``).
 
 Reads what the other stages produced (runs/, data/) and writes results/summary.json,
 results/table.md and results/*.png. Anything missing (a model not trained, an MD run not
@@ -12,35 +13,23 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from ase import units
+from ase.io import read
+from matplotlib.figure import Figure
+from scipy import stats
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from ase import units  # noqa: E402
-from ase.io import read  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from ase_nnip.calculator import NNIPCalculator  # noqa: E402
-from ase_nnip.landscape.files import load_fisher  # noqa: E402
-from md_harness.report import summarize  # noqa: E402
-from md_harness.statistics import block_means, kaplan_meier  # noqa: E402
-from md_harness.store import load_results  # noqa: E402
+from ase_nnip.calculator import NNIPCalculator
+from ase_nnip.core.statistics import wilson_interval
+from ase_nnip.landscape.files import load_fisher
+from md_harness.report import summarize
+from md_harness.statistics import block_means, kaplan_meier
+from md_harness.store import load_results
 
 COLORS = {"adam-lr1e-3": "tab:blue", "adam-lr3e-3": "tab:cyan", "ekf": "tab:red", "teacher": "black"}
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion k/n."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
-
-
-def test_errors(model_file: Path, frames) -> dict:
+def held_out_errors(model_file: Path, frames) -> dict:
     """Energy RMSE (meV/atom), force-component RMSE (meV/Å) and the mean error of the
     virial pressure −tr(σ)/3 (GPa; what sets the NPT density) on labelled frames."""
     calc = NNIPCalculator(str(model_file), num_threads=1)
@@ -142,7 +131,7 @@ def write_report(here: Path, variants: dict, seeds, protocol: dict, teacher_repl
                 continue
             entry = {"variant": variant, "seed": seed, **last_metrics(member / "metrics.csv")}
             if frames:
-                entry.update({f"test_{k}": v for k, v in test_errors(member / "model.nnip", frames).items()})
+                entry.update({f"test_{k}": v for k, v in held_out_errors(member / "model.nnip", frames).items()})
             md = md_summary(here / "runs" / "md" / f"{name}.h5")
             if md is None or not md["complete"]:
                 missing.append(f"{name}: MD {'not run' if md is None else 'unfinished'}")
@@ -171,7 +160,7 @@ def write_report(here: Path, variants: dict, seeds, protocol: dict, teacher_repl
         densities = [m["md"]["density_g_cm3"] for m in survived]
         rho, rho_sd, n_rho = mean_sd(densities)
         rho_se = rho_sd / math.sqrt(n_rho) if n_rho > 1 else float("nan")
-        lo, hi = wilson(len(stable), len(runs))
+        lo, hi = wilson_interval(len(stable), len(runs))
         largest = [m["fisher"]["largest"] for m in group if "fisher" in m]
         trace = [m["fisher"]["trace"] for m in group if "fisher" in m]
         per_variant[variant] = {
@@ -300,16 +289,16 @@ def format_table(summary: dict) -> str:
 
 
 def finish(fig, path, ax=None) -> None:
-    """Legend (if ``ax``), tight layout, write ``path`` at 130 dpi and close."""
+    """Legend (if ``ax``), tight layout, write ``path`` at 130 dpi."""
     if ax is not None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
-    plt.close(fig)
 
 
 def plot_density(models, teacher, variants, protocol, path):
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     for m in models.values():
         if m["md"]:
             for t, rho in m["md"]["traces"]:
@@ -327,7 +316,8 @@ def plot_density(models, teacher, variants, protocol, path):
 
 
 def plot_survival(models, teacher, variants, protocol, path):
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     groups = {v: [m["md"] for m in models.values() if m["variant"] == v and m["md"] and m["md"]["complete"]] for v in variants}
     if teacher and teacher["complete"]:
         groups["teacher"] = [teacher]
@@ -352,7 +342,8 @@ def plot_survival(models, teacher, variants, protocol, path):
 
 
 def plot_fisher(models, variants, path):
-    fig, axes = plt.subplots(1, len(variants), figsize=(4 * len(variants), 3.6), sharey=True)
+    fig = Figure(figsize=(4 * len(variants), 3.6))
+    axes = fig.subplots(1, len(variants), sharey=True)
     for ax, variant in zip(np.atleast_1d(axes), variants):
         spectra = [np.asarray(m["fisher"]["eigenvalues"]) for m in models.values() if m["variant"] == variant and "fisher" in m]
         for eig in spectra:
@@ -366,7 +357,8 @@ def plot_fisher(models, variants, path):
 
 
 def plot_learning(models, variants, path):
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for m in models.values():
         ax.plot(np.arange(1, len(m["val_force_curve"]) + 1), m["val_force_curve"], color=COLORS.get(m["variant"], "gray"),
                 lw=0.8, alpha=0.8)
