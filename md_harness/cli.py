@@ -116,7 +116,8 @@ def run(config_file, overrides, output, mpi, quiet):
 
 def _count_line(table) -> str:
     statuses = [s.decode() for s in table["status"]]
-    return ", ".join(f"{statuses.count(s)} {s}" for s in ("failed", "survived", "unfinished", "error"))
+    counts = [(s, statuses.count(s)) for s in ("failed", "survived", "stopped", "unfinished", "error")]
+    return ", ".join(f"{n} {s}" for s, n in counts if n or s != "stopped")
 
 
 def _exit_on_unfinished(line: str, *tables) -> None:
@@ -166,9 +167,16 @@ def _run_campaign_file(path, values: dict, output, comm, rank: int) -> None:
     help="Early warning: a failure counts as warned only if the signal crossed the threshold at least this long "
     "before it (default: the run's warning_min_lead_ps, 0.1 ps).",
 )
+@click.option(
+    "--uncertainty-stop", "stop_threshold", type=click.FloatRange(min=0.0, min_open=True), default=None,
+    help="Evaluate an uncertainty threshold (eV/Å) on the logged max force_error after the fact: the failures it "
+         "precedes, by how much, and its false stops on survivors (default: the run's uncertainty_stop_eV_A).",
+)
+@click.option("--stop-rows", type=click.IntRange(min=1), default=None,
+              help="Consecutive thermo rows above --uncertainty-stop that fire it (default: uncertainty_stop_rows).")
 @click.option("--no-plot", is_flag=True, help="Skip the PNG survival plot.")
 @user_errors
-def report(results, prefix, false_alarm_rate, horizon_ps, min_lead_ps, no_plot):
+def report(results, prefix, false_alarm_rate, horizon_ps, min_lead_ps, stop_threshold, stop_rows, no_plot):
     """Survival statistics of one or more results files (or campaign folders), side by side.
 
     Kaplan–Meier survival with a 95% log-log confidence band (failures are events, survived and
@@ -206,7 +214,7 @@ def report(results, prefix, false_alarm_rate, horizon_ps, min_lead_ps, no_plot):
     try:
         table, written = write_report(
             files, prefix, false_alarm_rate=false_alarm_rate, horizon_ps=horizon_ps, plot=not no_plot,
-            min_lead_ps=min_lead_ps,
+            min_lead_ps=min_lead_ps, stop_threshold_eV_A=stop_threshold, stop_rows=stop_rows,
         )
     except PATH_ERRORS as err:  # e.g. a read-only folder for the report files
         raise click.ClickException(f"cannot write the report {prefix}.*: {err.strerror or err}") from err

@@ -24,7 +24,9 @@ from ase_nnip.core.errors import ConfigError
 from ase_nnip.core.threads import validate_thread_setting
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
-ENSEMBLES = ("nvt_berendsen", "npt_berendsen")
+#: Ensembles with a thermostat time constant.
+TAU_ENSEMBLES = ("nvt_berendsen", "npt_berendsen", "nvt_bussi", "nvt_nose_hoover", "npt_mtk")
+from md_harness.ensembles import CONSERVING, ENSEMBLES, NPT
 FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 _REQUIRED = object()
@@ -96,17 +98,32 @@ class HarnessConfig:
     protocol: str = _key(_REQUIRED, "protocol name; enters the replica seeds and reports (default: the preset name)", (str,), section="protocol")
     structure: str = _key(_REQUIRED, "start structure, any file ase.io.read understands", (str,), section="protocol", on_resume="same content")
     structure_index: int = _key(0, "frame of the structure file to start from", (int,), section="protocol")
-    ensemble: str = _key(_REQUIRED, "integrator: ASE NVTBerendsen or NPTBerendsen", (str,), choices=ENSEMBLES, section="protocol", physics=True)
+    ensemble: str = _key(
+        _REQUIRED,
+        "integrator (md_harness/ensembles.py): nvt_berendsen, npt_berendsen (the papers'; Berendsen samples no "
+        "ensemble), nve, nvt_langevin, nvt_bussi, nvt_nose_hoover, npt_mtk (isotropic MTK with Nose-Hoover chains)",
+        (str,), choices=ENSEMBLES, section="protocol", physics=True)
     temperature_K: float = _key(_REQUIRED, "thermostat target temperature", NUM, section="protocol", physics=True)
     initial_temperature_K: Optional[float] = _key(
         None, "Maxwell-Boltzmann temperature of the initial velocities (default: temperature_K)", NUM, nullable=True,
         section="protocol", physics=True,
     )
     timestep_fs: float = _key(_REQUIRED, "MD time step", NUM, section="protocol", physics=True)
-    thermostat_tau_fs: float = _key(_REQUIRED, "Berendsen thermostat time constant", NUM, section="protocol", physics=True)
+    thermostat_tau_fs: Optional[float] = _key(
+        None, "thermostat time constant (Berendsen, Bussi, Nose-Hoover chain, MTK); not used by nve and nvt_langevin",
+        NUM, nullable=True, section="protocol", physics=True)
+    friction_per_fs: float = _key(0.01, "Langevin friction (nvt_langevin)", NUM, section="protocol", physics=True)
+    nose_hoover_chain_length: int = _key(3, "thermostat (and MTK barostat) chain length (nvt_nose_hoover, npt_mtk)",
+                                         (int,), section="protocol", physics=True)
+    final_temperature_K: Optional[float] = _key(
+        None, "ramp: the thermostat target goes linearly from temperature_K at t = 0 to this at duration_ps "
+        "(null: constant)", NUM, nullable=True, section="protocol", physics=True)
+    final_pressure_bar: Optional[float] = _key(
+        None, "ramp: the barostat target goes linearly from pressure_bar to this (npt only; null: constant)", NUM,
+        nullable=True, section="protocol", physics=True)
     pressure_bar: Optional[float] = _key(None, "barostat target pressure (npt only)", NUM, nullable=True, section="protocol", physics=True)
-    barostat_tau_fs: Optional[float] = _key(None, "Berendsen barostat time constant (npt only)", NUM, nullable=True, section="protocol", physics=True)
-    compressibility_per_bar: Optional[float] = _key(None, "compressibility used by the barostat (npt only)", NUM, nullable=True, section="protocol", physics=True)
+    barostat_tau_fs: Optional[float] = _key(None, "barostat time constant (npt only)", NUM, nullable=True, section="protocol", physics=True)
+    compressibility_per_bar: Optional[float] = _key(None, "compressibility used by the barostat (npt_berendsen only)", NUM, nullable=True, section="protocol", physics=True)
     duration_ps: float = _key(_REQUIRED, "length of each replica; a replica reaching it has survived", NUM, section="protocol")
     n_replicas: int = _key(_REQUIRED, "number of independent replicas", (int,), section="protocol", on_resume="may change")
     seed: int = _key(0, "base seed; replica seeds derive from (seed, model, protocol, replica index)", (int,), section="protocol")
@@ -122,7 +139,21 @@ class HarnessConfig:
         None, "launch check: monitored bonds per atom of an element, e.g. {O: 2, H: 1}", (dict,), nullable=True,
         section="detectors",
     )
-    temperature_blowup_factor: float = _key(10.0, "failure when the temperature exceeds this times temperature_K", NUM, section="detectors", physics=True)
+    temperature_blowup_factor: float = _key(10.0, "failure when the temperature exceeds this times the thermostat target (of a ramp: at that step)", NUM, section="detectors", physics=True)
+    max_energy_drift_eV_per_atom: Optional[float] = _key(
+        None, "failure (energy_drift) when the conserved energy per atom (nve, nvt_nose_hoover, npt_mtk) moves this far "
+        "from its value after the first fifth of the run (LAMBench's warm-up); null: only reported", NUM,
+        nullable=True, section="detectors", physics=True)
+    uncertainty_stop_eV_A: Optional[float] = _key(
+        None, "uncertainty threshold: fires when the largest predicted per-atom force error (force_error) exceeds this "
+        "for uncertainty_stop_rows thermo rows in a row; its first firing is recorded (null: off)", NUM,
+        nullable=True, section="detectors", physics=True)
+    uncertainty_stop_rows: int = _key(1, "consecutive thermo rows above uncertainty_stop_eV_A that fire it", (int,),
+                                      section="detectors", physics=True)
+    uncertainty_stop_ends_run: bool = _key(
+        False, "true: a replica whose uncertainty threshold fires ends as 'stopped' (not a model failure); "
+        "false: it runs on, so the report can say how far ahead of a failure the threshold fired", (bool,),
+        section="detectors", physics=True)
     reference_density_g_cm3: Optional[float] = _key(None, "centre of the density band (npt only)", NUM, nullable=True, section="detectors", physics=True)
     density_band_fraction: float = _key(0.25, "failure when the running-mean density leaves reference × (1 ± this)", NUM, section="detectors", physics=True)
     density_bounds_g_cm3: list = _key([0.3, 2.0], "failure when the instantaneous density leaves [low, high]", (list,), section="detectors", physics=True)
@@ -144,7 +175,7 @@ class HarnessConfig:
 
     @property
     def is_npt(self) -> bool:
-        return self.ensemble == "npt_berendsen"
+        return self.ensemble in NPT
 
     @property
     def n_steps(self) -> int:
@@ -315,7 +346,29 @@ def _positive(config, source, *names):
 
 
 def _check_consistency(config: HarnessConfig, source: str) -> None:
-    _positive(config, source, "temperature_K", "timestep_fs", "thermostat_tau_fs", "duration_ps", "n_replicas")
+    _positive(config, source, "temperature_K", "timestep_fs", "duration_ps", "n_replicas")
+    if config.ensemble in TAU_ENSEMBLES:
+        _positive(config, source, "thermostat_tau_fs")
+    if config.ensemble == "nvt_langevin":
+        _positive(config, source, "friction_per_fs")
+    if config.ensemble in ("nvt_nose_hoover", "npt_mtk"):
+        _positive(config, source, "nose_hoover_chain_length")
+    if config.final_temperature_K is not None:
+        if config.ensemble == "nve":
+            raise ConfigError(f"{source}: a temperature ramp (final_temperature_K) needs a thermostat, not nve")
+        _positive(config, source, "final_temperature_K")
+    if config.final_pressure_bar is not None and not config.is_npt:
+        raise ConfigError(f"{source}: a pressure ramp (final_pressure_bar) needs an npt ensemble, not {config.ensemble}")
+    if config.max_energy_drift_eV_per_atom is not None:
+        if config.ensemble not in CONSERVING:
+            raise ConfigError(f"{source}: max_energy_drift_eV_per_atom needs an ensemble with a conserved energy "
+                              f"({', '.join(CONSERVING)}), not {config.ensemble}")
+        _positive(config, source, "max_energy_drift_eV_per_atom")
+        if config.final_temperature_K is not None or config.final_pressure_bar is not None:
+            raise ConfigError(f"{source}: max_energy_drift_eV_per_atom cannot be used with a ramp (a ramp changes "
+                              "the conserved energy itself)")
+    if config.uncertainty_stop_eV_A is not None:
+        _positive(config, source, "uncertainty_stop_eV_A", "uncertainty_stop_rows")
     _positive(config, source, "thermo_stride_steps", "checkpoint_every_steps", "bond_rupture_A", "density_window_ps")
     _positive(config, source, "temperature_blowup_factor", "max_initial_force_eV_A", "density_blocks")
     _positive(config, source, "warning_horizon_ps", "progress_interval_s")
@@ -346,9 +399,11 @@ def _check_consistency(config: HarnessConfig, source: str) -> None:
     if len(bounds) != 2 or not all(isinstance(b, (int, float)) for b in bounds) or not 0 <= bounds[0] < bounds[1]:
         raise ConfigError(f"{source}: key 'density_bounds_g_cm3' must be [low, high] with 0 <= low < high, got {bounds!r}")
     if config.is_npt:
-        _positive(config, source, "barostat_tau_fs", "compressibility_per_bar", "reference_density_g_cm3")
+        _positive(config, source, "barostat_tau_fs", "reference_density_g_cm3")
+        if config.ensemble == "npt_berendsen":
+            _positive(config, source, "compressibility_per_bar")
         if config.pressure_bar is None:
-            raise ConfigError(f"{source}: ensemble npt_berendsen needs 'pressure_bar'")
+            raise ConfigError(f"{source}: ensemble {config.ensemble} needs 'pressure_bar'")
         if not 0 < config.density_band_fraction < 1:
             raise ConfigError(f"{source}: key 'density_band_fraction' must be in (0, 1), got {config.density_band_fraction}")
     if config.uncertainty is not None and FACTORY_PATTERN.match(config.model) and not Path(config.model).exists():
@@ -366,5 +421,9 @@ def preset_table() -> str:
 
 
 def comparable(config_dict: dict) -> dict[str, Any]:
-    """The keys that must agree between a results file and the config that resumes it."""
-    return {k: v for k, v in config_dict.items() if k not in RUN_CONTROL_KEYS and k not in PATH_KEYS}
+    """The keys that must agree between a results file and the config that resumes it; a key
+    the file's md-harness did not have yet counts as its default (what that version ran)."""
+    out = {k: v for k, v in config_dict.items() if k not in RUN_CONTROL_KEYS and k not in PATH_KEYS}
+    for name in keys_where(on_resume="must match"):
+        out.setdefault(name, config_keys()[name]["default"])
+    return out

@@ -1,6 +1,7 @@
 """One replica: a pure function of (protocol, model, seed), resumable from a checkpoint.
 
-:func:`run_replica` integrates with ASE's Berendsen NVT/NPT, runs the failure detectors
+:func:`run_replica` integrates with the ASE integrator of the protocol's ensemble
+(:mod:`md_harness.ensembles`; a ramp moves its targets every step), runs the failure detectors
 every step, logs thermo rows every ``thermo_stride_steps`` and hands checkpoints and the
 final record to a *sink* (the results file on rank 0, an MPI message elsewhere). A failing
 calculator (exception or NaN) is a recorded failure; an exception in the harness itself is a
@@ -25,9 +26,16 @@ from ase import Atoms, units
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ase.parallel import DummyMPI
 
-from ase_nnip.core.dynamics import berendsen
 from md_harness.config import HarnessConfig
-from md_harness.detectors import FailureDetector, Measurement, Observation
+from md_harness.detectors import UNCERTAINTY_STOP, FailureDetector, Measurement, Observation
+from md_harness.ensembles import (
+    conserved_energy,
+    integrator_state,
+    make_integrator,
+    restore_integrator_state,
+    set_targets,
+    targets_at,
+)
 from md_harness.models import make_calculator
 from md_harness.seeds import array_sha256
 
@@ -49,7 +57,8 @@ THERMO_COLUMNS = (
 )
 #: Per-atom calculator results logged as (max, mean) per thermo row when the calculator has them.
 SIGNAL_KEYS = ("uncertainty", "force_error", "ood_distance")
-STATUSES = ("failed", "survived", "unfinished", "error")
+#: "stopped": ended by the uncertainty threshold (uncertainty_stop_ends_run), not a model failure.
+STATUSES = ("failed", "survived", "stopped", "unfinished", "error")
 #: What a calculator may raise that counts as its failure: any exception, and also
 #: KeyboardInterrupt or SystemExit raised by the calculator's own code (the harness turns a
 #: real Ctrl-C or SIGTERM into a clean stop before it could reach a calculator).
@@ -95,6 +104,8 @@ class ReplicaRecord:
     wall_s: float = 0.0
     host: str = ""
     rank: int = 0
+    first_fired: str = "{}"  # JSON {detector: first time it fired (ps)}
+    energy_drift_eV_atom_ps: float = float("nan")  # conserved-energy drift after the warm-up (NaN: none)
 
 
 class ReplicaSink(Protocol):
@@ -144,11 +155,10 @@ def initial_momenta(atoms: Atoms, temperature_K: float, rng: np.random.Generator
     Stationary(atoms)
 
 
-def make_dynamics(config: HarnessConfig, atoms: Atoms):
-    """ASE NVTBerendsen / NPTBerendsen from the config (pressure and compressibility in ASE units)."""
-    npt = dict(pressure_bar=config.pressure_bar, barostat_tau_fs=config.barostat_tau_fs,
-               compressibility_per_bar=config.compressibility_per_bar) if config.is_npt else {}
-    return berendsen(atoms, config.timestep_fs, config.temperature_K, config.thermostat_tau_fs, **npt)
+def make_dynamics(config: HarnessConfig, atoms: Atoms, rng: np.random.Generator):
+    """The integrator of the config's ensemble (:func:`md_harness.ensembles.make_integrator`);
+    a stochastic one draws from ``rng``, the replica's generator."""
+    return make_integrator(config, atoms, rng)
 
 
 def uncertainty_signals(results) -> list:
@@ -258,6 +268,8 @@ class ReplicaRun:
         self.harness_error: Optional[BaseException] = None
         self.started = time.perf_counter()
         self.wall_before = 0.0
+        self.dynamics = None
+        self.ramp = self.config.final_temperature_K is not None or self.config.final_pressure_bar is not None
 
     def _ps(self, step: int) -> float:
         return step * self.config.timestep_fs / 1000.0
@@ -271,6 +283,7 @@ class ReplicaRun:
             "cell": self.atoms.cell.array.copy(),
             "rng_state": json.dumps(self.rng.bit_generator.state),
             "detector": self.detector.state_dict(),
+            "integrator": integrator_state(self.dynamics) if self.dynamics is not None else {},
             "frames": self.frames.state_dict(),
             "initial_momenta_sha256": self.record.initial_momenta_sha256,
             "wall_s": self.wall_before + time.perf_counter() - self.started,
@@ -293,6 +306,20 @@ class ReplicaRun:
         self.record.initial_momenta_sha256 = str(ck["initial_momenta_sha256"])
         self.wall_before = float(ck["wall_s"])
 
+    def restore_integrator(self) -> None:
+        """The integrator's own variables from the checkpoint, and a ramp's targets at this step."""
+        ck = self.task.checkpoint
+        if ck is not None:
+            restore_integrator_state(self.dynamics, ck.get("integrator", {}))
+        if self.ramp:
+            set_targets(self.dynamics, targets_at(self.config, self.step))
+
+    def record_detectors(self) -> None:
+        """Copy the detectors' first-firing times and the energy drift into the record."""
+        self.record.first_fired = json.dumps({k: self._ps(v) for k, v in sorted(self.detector.first_fired.items())})
+        if self.detector.drift is not None:
+            self.record.energy_drift_eV_atom_ps = self.detector.drift.slope_eV_per_atom_ps()
+
     def fail(self, mode: str, at_step: int, message: str = "") -> None:
         r = self.record
         r.status, r.failure_mode, r.failure_step = "failed", mode, at_step
@@ -302,6 +329,7 @@ class ReplicaRun:
     def calculator_failed(self, err: Exception, at_step: int) -> None:
         """The model raised (or could not give an energy): a recorded failure, not a crash."""
         self.step = at_step
+        self.detector.first_fired.setdefault("calculator_exception", at_step)
         self.fail("calculator_exception", at_step, f"{type(err).__name__}: {err}")
         no_signals = [np.nan] * 2 * len(SIGNAL_KEYS)
         self.thermo.append(thermo_row(at_step, self.config, self.atoms, np.nan, Measurement(), no_signals))
@@ -329,21 +357,34 @@ class ReplicaRun:
         except CALCULATOR_ERRORS as err:
             self.calculator_failed(err, step)
             return
-        obs = Observation(step, atoms.positions, atoms.cell.array, atoms.pbc, atoms.get_temperature(), energy, forces)
+        targets = targets_at(config, step)
+        drift = self.detector.drift is not None
+        obs = Observation(step, atoms.positions, atoms.cell.array, atoms.pbc, atoms.get_temperature(), energy, forces,
+                          target_temperature_K=targets.temperature_K, time_ps=self._ps(step),
+                          conserved_energy_eV=conserved_energy(self.dynamics, atoms) if drift else float("nan"))
         mode, measured = self.detector.check(obs)
+        stopped = False
         if mode is not None or step % config.thermo_stride_steps == 0:
             # only here are the uncertainty keys read: a lazy calculator skips them otherwise
             signals = uncertainty_signals(calc.results)
             self.thermo.append(thermo_row(step, config, atoms, energy, measured, signals))
+            stopped = self.detector.check_uncertainty(step, signals[2 * SIGNAL_KEYS.index("force_error")])
         self.frames.push(step, atoms.positions, atoms.cell.array)
+        if self.ramp:
+            set_targets(self.dynamics, targets)  # the thermostat's target for the next step
         if mode is not None:
             self.fail(mode, step)
             write_failure_frames(self.protocol, self.record, self.frames, calc)
+        elif stopped and config.uncertainty_stop_ends_run:
+            r = self.record
+            r.status, r.failure_mode, r.failure_step = "stopped", UNCERTAINTY_STOP, step
+            r.time_ps, r.censored, self.ended = self._ps(step), True, True
         elif step >= config.n_steps:
             self.record.status, self.record.time_ps, self.ended = "survived", self._ps(step), True
         elif step % config.checkpoint_every_steps == 0 and step > 0:
             # a replica killed after this checkpoint is censored here, at the time it reached
             self.record.steps_done, self.record.time_ps = step, self._ps(step)
+            self.record_detectors()
             self.sink.checkpoint(self.record, self.state(), _rows(self.thermo))
             self.thermo = []
 
@@ -353,7 +394,8 @@ class ReplicaRun:
         try:
             self.restore()
             self.atoms.calc = self.protocol.make_calculator(self.config)
-            dynamics = make_dynamics(self.config, self.atoms)
+            dynamics = self.dynamics = make_dynamics(self.config, self.atoms, self.rng)
+            self.restore_integrator()
             dynamics.attach(self.observe, interval=1, dynamics=dynamics)
             # A new replica's state 0 is observed by irun; a resumed state was observed
             # before it was checkpointed, so the integrator starts counting from there.
@@ -382,6 +424,7 @@ class ReplicaRun:
         if record.status in ("unfinished", "error"):
             record.time_ps = self._ps(self.step)
         record.wall_s = self.wall_before + time.perf_counter() - self.started
+        self.record_detectors()
         keep_state = self.state() if record.status == "unfinished" else None
         self.sink.finish(record, _rows(self.thermo), self.frames.ordered(), keep_state)
         return record

@@ -38,6 +38,17 @@ from md_harness.statistics import (
     restricted_mean,
     rmst_interval,
 )
+from md_harness.detectors import UNCERTAINTY_STOP
+from md_harness.ensembles import NPT
+from md_harness.outcomes import (
+    StopAnalysis,
+    analyse_stop,
+    cumulative_incidence,
+    energy_drift_summary,
+    failure_temperature,
+    first_firing,
+)
+from md_harness.replica import STATUSES
 from md_harness.store import Results, load_results
 from md_harness.warning import SIGNALS, Trace, analyse_signals
 
@@ -56,6 +67,9 @@ class ReplicaSummary:
     density_error_g_cm3: float  # its standard error by blocking (Flyvbjerg-Petersen, Lee et al.)
     density_blocks_converged: bool = False  # the window is long enough for its correlation time
     density_correlation_ps: float = float("nan")  # integrated autocorrelation time of the density
+    first_fired: str = "{}"  # JSON {detector: first time it fired (ps)}
+    energy_drift_eV_atom_ps: float = float("nan")  # conserved-energy drift after the warm-up
+    target_temperature_at_end_K: float = float("nan")  # a ramp's target when the replica ended
 
 
 @dataclass
@@ -88,6 +102,11 @@ class ModelSummary:
     followed_up_ps: float = float("nan")  # the longest time any usable replica reached
     warnings: list = field(default_factory=list)  # asdict(WarningAnalysis) per logged signal
     duplicate_replicas: list = field(default_factory=list)
+    cumulative_incidence: dict = field(default_factory=dict)  # outcome → [CIF at run length, lower, upper]
+    first_fired: dict = field(default_factory=dict)  # detector → replicas, median_ps, first
+    uncertainty_stop: dict = field(default_factory=dict)  # asdict(StopAnalysis) when a threshold is set
+    failure_temperature_K: list = field(default_factory=list)  # ramp target at median TTF [median, lower, upper]
+    energy_drift: dict = field(default_factory=dict)  # conserved-energy drift over replicas (eV/atom/ps)
 
 
 def _decode(value) -> str:
@@ -137,12 +156,32 @@ def warning_analyses(results: Results, status: np.ndarray, false_alarm_rate: flo
     return analyse_signals(traces, false_alarm_rate, horizon_ps, min_lead_ps)
 
 
+def stop_analysis(results: Results, status: np.ndarray, threshold: float, rows: int, min_lead_ps: float) -> StopAnalysis:
+    """:func:`~md_harness.outcomes.analyse_stop` on the logged ``max_force_error_eV_A`` traces."""
+    failed, survived = [], []
+    for i, st, row in zip((int(i) for i in results.table["index"]), status, results.table):
+        trace = Trace(results.column(i, "time_ps"), results.column(i, "max_force_error_eV_A"))
+        keep = np.isfinite(trace.value)
+        if not keep.any():
+            continue
+        trace = Trace(trace.time_ps[keep], trace.value[keep])
+        if st == "failed":
+            trace.failure_ps = float(row["time_ps"])
+            failed.append(trace)
+        elif st == "survived":
+            survived.append(trace)
+    return analyse_stop(failed, survived, threshold, rows, min_lead_ps, results.config["duration_ps"])
+
+
 def summarize(
     results: Results, false_alarm_rate: Optional[float] = None, horizon_ps: Optional[float] = None,
-    min_lead_ps: Optional[float] = None,
+    min_lead_ps: Optional[float] = None, stop_threshold_eV_A: Optional[float] = None,
+    stop_rows: Optional[int] = None,
 ) -> tuple[ModelSummary, list]:
     """Survival statistics, warning analyses and per-replica rows of one results file
-    (``false_alarm_rate``, ``horizon_ps`` and ``min_lead_ps`` override the run's warning_* settings)."""
+    (``false_alarm_rate``, ``horizon_ps`` and ``min_lead_ps`` override the run's warning_* settings;
+    ``stop_threshold_eV_A`` and ``stop_rows`` its uncertainty_stop_* settings, to evaluate a
+    threshold on the logged force errors after the run)."""
     config, table = results.config, results.table
     horizon = config["duration_ps"]
     status = np.array([_decode(s) for s in table["status"]])
@@ -168,7 +207,7 @@ def summarize(
         i = int(row["index"])
         fe = results.column(i, "max_force_error_eV_A")
         density, analysis, dt = float("nan"), None, float("nan")
-        if config["ensemble"] == "npt_berendsen" and st == "survived":
+        if config["ensemble"] in NPT and st == "survived":
             density, analysis, dt = replica_density(results, i)
             if math.isfinite(density):
                 means.append(density)
@@ -180,10 +219,13 @@ def summarize(
                 analysis.se if analysis is not None else float("nan"),
                 bool(analysis is not None and analysis.converged),
                 analysis.tau * dt if analysis is not None else float("nan"),
+                json.dumps(results.first_fired.get(i, {}) if results.first_fired else {}),
+                float(results.energy_drift.get(i, np.nan)) if results.energy_drift else float("nan"),
+                _target_temperature(config, float(row["time_ps"])),
             )
         )
     density, density_err, density_method = model_density(means, analyses)
-    counts = {name: int((status == name).sum()) for name in ("failed", "survived", "unfinished", "error")}
+    counts = {name: int((status == name).sum()) for name in STATUSES}
     failure_modes = {m: int(((status == "failed") & (modes == m)).sum()) for m in FAILURE_MODES}
     alpha = config.get("warning_false_alarm_rate", 0.1) if false_alarm_rate is None else false_alarm_rate
     dt = config.get("warning_horizon_ps", 0.1) if horizon_ps is None else horizon_ps
@@ -218,7 +260,28 @@ def summarize(
         warnings=[asdict(a) for a in warning_analyses(results, status, alpha, dt, lead)],
         duplicate_replicas=duplicate_groups(results.momenta_fingerprints),
     )
+    causes = np.where(status == "failed", modes, np.where(status == "stopped", UNCERTAINTY_STOP, ""))
+    if complete and usable.any():
+        summary.cumulative_incidence = {
+            c: list(v) for c, v in cumulative_incidence(table["time_ps"][usable], causes[usable], horizon).items()}
+    summary.first_fired = first_firing({i: results.first_fired.get(i, {}) for i in map(int, table["index"])}
+                                       if results.first_fired else {})
+    threshold = config.get("uncertainty_stop_eV_A") if stop_threshold_eV_A is None else stop_threshold_eV_A
+    if threshold is not None:
+        n_rows = int(config.get("uncertainty_stop_rows", 1) if stop_rows is None else stop_rows)
+        summary.uncertainty_stop = asdict(stop_analysis(results, status, float(threshold), n_rows, lead))
+    temperatures = failure_temperature(config, median)
+    summary.failure_temperature_K = list(temperatures) if temperatures is not None else []
+    summary.energy_drift = energy_drift_summary([r.energy_drift_eV_atom_ps for r in rows]) or {}
     return summary, rows
+
+
+def _target_temperature(config: dict, time_ps: float) -> float:
+    """A ramp's thermostat target at ``time_ps`` (NaN without a ramp)."""
+    if config.get("final_temperature_K") is None:
+        return float("nan")
+    temperature = failure_temperature(config, (time_ps, time_ps, time_ps))
+    return temperature[0]
 
 
 def _if_complete(m: ModelSummary, text: str) -> str:
@@ -246,7 +309,8 @@ def _columns() -> list:
         ("protocol", lambda m: m.protocol),
         ("replicas", lambda m: str(m.n_replicas)),
         ("failed / survived", lambda m: f"{m.counts['failed']} / {m.counts['survived']}"),
-        ("unfinished / error", lambda m: f"{m.counts['unfinished']} / {m.counts['error']}"),
+        ("stopped / unfinished / error",
+         lambda m: f"{m.counts.get('stopped', 0)} / {m.counts['unfinished']} / {m.counts['error']}"),
         ("failure modes", lambda m: ", ".join(f"{k}: {v}" for k, v in m.failure_modes.items()) or "none"),
         ("surviving at end [95% CI]", lambda m: _if_complete(
             m, f"{_fmt(m.surviving_fraction)} [{_fmt(m.surviving_lower)}, {_fmt(m.surviving_upper)}]")),
@@ -296,11 +360,39 @@ def format_table(summaries: list[ModelSummary], comparison=None) -> str:
             signals = ", ".join(w["signal"] for w in unassessed)
             out.append(f"early warning, {Path(m.file).name}, {signals}: {unassessed[0]['verdict']}")
     for m in summaries:
+        out += _outcome_lines(m)
+    for m in summaries:
         if m.duplicate_replicas:
             out.append(f"warning: {Path(m.file).name}: replicas {m.duplicate_replicas} start from identical velocities")
     if comparison is not None:
         out.append(format_comparison(comparison))
     return "\n".join(out)
+
+
+def _outcome_lines(m: ModelSummary) -> list[str]:
+    """The competing-risks, first-firing, uncertainty-stop, ramp and energy-drift lines of one model."""
+    name, out = Path(m.file).name, []
+    if m.cumulative_incidence:
+        parts = [f"{c} {v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]" for c, v in m.cumulative_incidence.items()]
+        out.append(f"cumulative incidence at {m.run_length_ps:g} ps, {name}: {', '.join(parts)} "
+                   "(Aalen-Johansen, outcomes competing; exact binomial interval)")
+    if m.first_fired:
+        parts = [f"{d} on {v['replicas']} (median {v['median_ps']:.3g} ps; first on {v['first']})"
+                 for d, v in sorted(m.first_fired.items(), key=lambda kv: kv[1]["median_ps"])]
+        out.append(f"detectors that fired, {name}: {'; '.join(parts)}")
+    if m.uncertainty_stop:
+        out.append(f"uncertainty stop, {name}: {m.uncertainty_stop['verdict']}")
+    if m.failure_temperature_K:
+        t, lo, hi = m.failure_temperature_K
+        text = (f"{t:.0f} K [{_fmt(lo, 0)}, {_fmt(hi, 0)}]" if math.isfinite(t)
+                else "not reached (fewer than half the replicas failed)")
+        out.append(f"temperature at failure (the ramp's target at the median time to failure), {name}: {text}")
+    if m.energy_drift:
+        d = m.energy_drift
+        out.append(f"conserved-energy drift after the warm-up, {name}: median {d['median']:.3g} eV/atom/ps "
+                   f"[quartiles {d['q1']:.3g}, {d['q3']:.3g}], mean {d['mean']:.3g} ± {_fmt(d['se'], 3)} (se) "
+                   f"over {d['replicas']} replicas")
+    return out
 
 
 def _curve(results: Results, summary: ModelSummary):
@@ -462,14 +554,14 @@ def model_comparison(all_results: list[Results], summaries: list[ModelSummary]):
 
 def write_report(
     paths, prefix, *, false_alarm_rate: Optional[float] = None, horizon_ps: Optional[float] = None, plot: bool = True,
-    min_lead_ps: Optional[float] = None,
+    min_lead_ps: Optional[float] = None, stop_threshold_eV_A: Optional[float] = None, stop_rows: Optional[int] = None,
 ) -> tuple[str, dict]:
     """Summarize ``paths``; write ``<prefix>.json``, ``<prefix>.csv``, ``<prefix>_replicas.csv``
     and ``<prefix>_survival.png``. Returns (printable table, {kind: written path})."""
     all_results = [load_results(p) for p in paths]
     summaries, replica_rows = [], []
     for results in all_results:
-        summary, rows = summarize(results, false_alarm_rate, horizon_ps, min_lead_ps)
+        summary, rows = summarize(results, false_alarm_rate, horizon_ps, min_lead_ps, stop_threshold_eV_A, stop_rows)
         summaries.append(summary)
         replica_rows.extend(rows)
     comparison = model_comparison(all_results, summaries)

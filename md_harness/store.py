@@ -71,7 +71,7 @@ TABLE_DTYPE = np.dtype(
         ("wall_s", "f8"),
     ]
 )
-RECORD_ATTRS = ("message", "host", "rank", "initial_momenta_sha256")
+RECORD_ATTRS = ("message", "host", "rank", "initial_momenta_sha256", "first_fired", "energy_drift_eV_atom_ps")
 
 
 class ResultsFileError(HarnessError):
@@ -189,7 +189,8 @@ def _apply(f: h5py.File, entry: Entry) -> None:
         record = entry.meta["record"]
         g = f.require_group(_group_name(int(record["index"])))
         for name in RECORD_ATTRS:
-            g.attrs[name] = record[name]
+            if name in record:  # a journal of an older md-harness lacks the newer attributes
+                g.attrs[name] = record[name]
         _append_thermo(g, entry.arrays.get("thermo", np.zeros((0, len(THERMO_COLUMNS)))))
         row = f["replicas"][int(record["index"])]
         for name in TABLE_DTYPE.names:
@@ -534,6 +535,8 @@ class Results:
     thermo: dict  # index → (rows, len(THERMO_COLUMNS)) array
     columns: tuple
     momenta_fingerprints: dict  # index → fingerprint of the initial momenta ("" if not started)
+    first_fired: dict = None  # index → {detector: first time it fired (ps)} ({} in older files)
+    energy_drift: dict = None  # index → conserved-energy drift (eV/atom/ps; NaN: none or older file)
 
     def column(self, index: int, name: str) -> np.ndarray:
         """One thermo column of a replica (NaN for a column an older file does not have)."""
@@ -553,11 +556,14 @@ def load_results(path) -> Results:
     with open_results(path) as f:
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
         table = f["replicas"][:]
-        thermo, fingerprints = {}, {}
+        thermo, fingerprints, fired, drift = {}, {}, {}, {}
         for index in map(int, table["index"]):
             group = f.get(_group_name(index))
             thermo[index] = group["thermo"][:] if group is not None and "thermo" in group else np.zeros((0, len(THERMO_COLUMNS)))
-            fingerprints[index] = str(group.attrs.get("initial_momenta_sha256", "")) if group is not None else ""
+            group_attrs = group.attrs if group is not None else {}
+            fingerprints[index] = str(group_attrs.get("initial_momenta_sha256", ""))
+            fired[index] = json.loads(group_attrs.get("first_fired", "{}"))
+            drift[index] = float(group_attrs.get("energy_drift_eV_atom_ps", np.nan))
         columns = tuple(json.loads(attrs["thermo_columns"]))
     applied = int(attrs.get("journal_seq", 0))
     entries, _, _ = read_journal(journal_path(path))
@@ -570,6 +576,8 @@ def load_results(path) -> Results:
             index = int(record["index"])
             _row_update(table, record)
             fingerprints[index] = record["initial_momenta_sha256"]
+            fired[index] = json.loads(record.get("first_fired", "{}"))
+            drift[index] = float(record.get("energy_drift_eV_atom_ps", np.nan))
             rows = entry.arrays.get("thermo")
             if rows is not None and len(rows):
                 thermo[index] = np.concatenate([thermo[index], rows])
@@ -578,7 +586,7 @@ def load_results(path) -> Results:
         elif entry.op == "session_end" and sessions:
             sessions[-1].update(entry.meta["values"])
     attrs["sessions"] = json.dumps(sessions)
-    return Results(path, json.loads(attrs["config"]), attrs, table, thermo, columns, fingerprints)
+    return Results(path, json.loads(attrs["config"]), attrs, table, thermo, columns, fingerprints, fired, drift)
 
 
 def provenance_attrs(model_info, structure_hash: str) -> dict:

@@ -50,3 +50,27 @@ class FaultyCalculator(Calculator):
             for key, value in self.results.items():
                 self.results[key] = np.full_like(np.asarray(value, dtype=float), np.nan)
             self.results["energy"] = self.results["free_energy"] = float("nan")
+
+
+class RisingUncertainty(Calculator):
+    """Another calculator plus a per-atom ``force_error`` (eV/Å) that grows by ``rate`` with
+    every evaluation: an uncertainty threshold fires at a known step."""
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+    nolabel = True
+
+    def __init__(self, rate=0.01, base="md_harness.toy_calculators:ToyWater"):
+        super().__init__()
+        from md_harness.models import resolve_factory
+
+        self.base = resolve_factory(base)()
+        self.rate = float(rate)
+        self.calls = 0
+        self.cutoff = getattr(self.base, "cutoff", None)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        self.calls += 1
+        self.base.calculate(self.atoms, properties, system_changes)
+        self.results = dict(self.base.results)
+        self.results["force_error"] = np.full(len(self.atoms), self.calls * self.rate)

@@ -66,7 +66,12 @@ def test_unknown_key_lists_valid_keys(tmp_path, structure):
     [
         ({"n_replicas": 2.5}, "'n_replicas' must be int"),
         ({"n_replicas": 0}, "'n_replicas' must be > 0"),
-        ({"ensemble": "nve"}, "must be one of"),
+        ({"ensemble": "nvt_andersen"}, "must be one of"),
+        ({"ensemble": "nvt_bussi", "thermostat_tau_fs": None}, "thermostat_tau_fs' must be > 0"),
+        ({"final_temperature_K": 3000, "ensemble": "nve"}, "needs a thermostat"),
+        ({"final_pressure_bar": 100}, "needs an npt ensemble"),
+        ({"max_energy_drift_eV_per_atom": 0.01}, "needs an ensemble with a conserved energy"),
+        ({"uncertainty_stop_eV_A": -1.0}, "uncertainty_stop_eV_A' must be > 0"),
         ({"timestep_fs": 500}, "implausible"),
         ({"bond_pairs": ["O", "H"]}, "bond_pairs"),
         ({"model": "does/not/exist.nnip"}, "model file .* not found"),

@@ -50,7 +50,7 @@ def test_survival_summary_and_logged_signals(two_runs):
     _, failing, stable = two_runs
     results = load_results(failing.output)
     summary, rows = summarize(results)
-    assert summary.counts == {"failed": 3, "survived": 0, "unfinished": 0, "error": 0}
+    assert summary.counts == {"failed": 3, "survived": 0, "stopped": 0, "unfinished": 0, "error": 0}
     assert summary.failure_modes == {"calculator_exception": 3}
     assert summary.median_ps == pytest.approx(0.04) and summary.surviving_fraction == 0.0
     assert summary.rmst_ps == pytest.approx(0.04)  # all fail at 0.04 ps: area under S = 0.04

@@ -190,10 +190,25 @@ def test_identical_replicas_are_warned(tmp_path, caplog):
     assert "replicas [0, 2] start from identical velocities" in caplog.text
 
 
-def test_stopped_runs_resume_to_the_uninterrupted_result(tmp_path):
-    straight = run_campaign(cluster_config(tmp_path, output=str(tmp_path / "straight.h5")))
+ENSEMBLE_VARIANTS = {
+    "berendsen": {},
+    "nve": {"ensemble": "nve", "thermostat_tau_fs": None},
+    "langevin": {"ensemble": "nvt_langevin", "friction_per_fs": 0.02},
+    "bussi": {"ensemble": "nvt_bussi"},
+    "nose-hoover": {"ensemble": "nvt_nose_hoover"},
+    "langevin-ramp": {"ensemble": "nvt_langevin", "final_temperature_K": 600},
+    "nose-hoover-ramp": {"ensemble": "nvt_nose_hoover", "final_temperature_K": 600},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(ENSEMBLE_VARIANTS))
+def test_stopped_runs_resume_to_the_uninterrupted_result(tmp_path, variant):
+    """A replica stopped after step 37 and resumed records exactly what an uninterrupted one
+    does, for every ensemble (random streams and thermostat variables are checkpointed)."""
+    ensemble = ENSEMBLE_VARIANTS[variant]
+    straight = run_campaign(cluster_config(tmp_path, output=str(tmp_path / "straight.h5"), **ensemble))
     # a wall-time limit that has already passed: nothing runs, everything stays unfinished
-    stopped = cluster_config(tmp_path, output=str(tmp_path / "resumed.h5"), wall_time_limit_s=0.0)
+    stopped = cluster_config(tmp_path, output=str(tmp_path / "resumed.h5"), wall_time_limit_s=0.0, **ensemble)
     table = run_campaign(stopped)
     assert table["status"].tolist() == [b"unfinished"] * 3 and table["steps_done"].tolist() == [0] * 3
     # replica 1 stopped after step 37 (a stop request): its checkpoint goes to the file
@@ -205,7 +220,7 @@ def test_stopped_runs_resume_to_the_uninterrupted_result(tmp_path):
     store.close()  # folds the journal into the file
     with h5py.File(stopped.output) as f:
         assert f["replica/00001/checkpoint/step"][()] == 37 and f["replica/00001/thermo"][-1, 0] == 30
-    resumed = run_campaign(cluster_config(tmp_path, output=str(tmp_path / "resumed.h5")))
+    resumed = run_campaign(cluster_config(tmp_path, output=str(tmp_path / "resumed.h5"), **ensemble))
     assert (resumed["status"] != b"unfinished").all()
     assert straight["status"].tolist() == resumed["status"].tolist()
     assert_same_records(records(tmp_path / "straight.h5"), records(tmp_path / "resumed.h5"))
