@@ -147,9 +147,9 @@ class HarnessConfig:
     uncertainty_stop_eV_A: Optional[float] = _key(
         None, "uncertainty threshold: fires when the largest predicted per-atom force error (force_error) exceeds this "
         "for uncertainty_stop_rows thermo rows in a row; its first firing is recorded (null: off)", NUM,
-        nullable=True, section="detectors", physics=True)
+        nullable=True, section="detectors")
     uncertainty_stop_rows: int = _key(1, "consecutive thermo rows above uncertainty_stop_eV_A that fire it", (int,),
-                                      section="detectors", physics=True)
+                                      section="detectors")
     uncertainty_stop_ends_run: bool = _key(
         False, "true: a replica whose uncertainty threshold fires ends as 'stopped' (not a model failure); "
         "false: it runs on, so the report can say how far ahead of a failure the threshold fired", (bool,),
