@@ -3,6 +3,8 @@
 - structure and units: no two atoms closer than 0.5 Å (Bohr or nm coordinates show up here);
   for NPT a fully periodic cell whose density is inside the hard bounds and whose heights
   exceed ``box_min_cutoffs × cutoff``;
+- RDF detector: a periodic cell, the pair's elements present, r_max within half the cell
+  height, a readable reference file covering the range;
 - bonds: the expected number (``expected_bonds``) and per-element counts (``expected_bond_counts``);
 - calculator: finite energy and (N, 3) forces on the start structure, no force above
   ``max_initial_force_eV_A``; for NPT a finite stress whose pressure agrees in sign (and
@@ -94,6 +96,24 @@ def _bond_problems(config, atoms, bonds) -> list[str]:
     return problems
 
 
+def _rdf_problems(config, atoms) -> list[str]:
+    """The RDF detector's pair, range and reference file against the start structure."""
+    if config.rdf_pair is None:
+        return []
+    from md_harness.rdf import bin_edges_A, parse_pair, rdf_frame, read_reference
+
+    if not atoms.pbc.all():
+        return [f"rdf_pair {config.rdf_pair}: an RDF needs a cell periodic in all three directions"]
+    edges = bin_edges_A(config.rdf_r_max_A, config.rdf_bins)
+    try:
+        rdf_frame(atoms.positions, atoms.cell.array, atoms.numbers, parse_pair(config.rdf_pair), edges)
+        if config.rdf_reference is not None:
+            read_reference(config.rdf_reference, edges)
+    except HarnessError as err:
+        return [str(err)]
+    return []
+
+
 def _calculator_problems(config, atoms) -> list[str]:
     try:
         energy = atoms.get_potential_energy()
@@ -136,6 +156,7 @@ def launch_checks(config, atoms, bonds: np.ndarray, calc, cutoff_A) -> list[str]
     probe = atoms.copy()
     probe.calc = calc
     problems = _structure_problems(config, atoms, cutoff_A) + _bond_problems(config, atoms, bonds)
+    problems += _rdf_problems(config, atoms)
     problems += _calculator_problems(config, probe)
     if problems:
         raise LaunchCheckError("checks before launch failed:\n  - " + "\n  - ".join(problems))

@@ -246,6 +246,27 @@ def repair(results):
 
 
 @main.command()
+@click.argument("trajectory", type=click.Path(exists=True, dir_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Reference file to write: two columns, r (Å) and g(r); the rdf_reference key reads it.")
+@click.option("--pair", required=True, help="Element pair, e.g. O-O or O-H.")
+@click.option("--r-max-A", "r_max_A", type=click.FloatRange(min=0, min_open=True), default=6.0, show_default=True,
+              help="Largest distance (Å); at most half the smallest cell height.")
+@click.option("--bins", type=click.IntRange(min=1), default=120, show_default=True,
+              help="Shells between 0 and --r-max-A (use the detector's rdf_bins).")
+@click.option("--index", default=":", show_default=True,
+              help="Frames to average, as an ase.io index ('100:' skips the first 100 frames).")
+@user_errors
+def rdf(trajectory, output, pair, r_max_A, bins, index):
+    """Write the mean radial distribution function of a periodic TRAJECTORY (any file ase.io
+    reads: the reference model's MD, or labelled data) as a reference for the RDF detector."""
+    from md_harness.rdf import reference_from_trajectory
+
+    n = reference_from_trajectory(trajectory, output, pair, r_max_A, bins, index)
+    click.echo(f"{output}: g(r) of {pair} over {n} frame(s) of {trajectory}, 0–{r_max_A:g} Å in {bins} shells")
+
+
+@main.command()
 @click.argument("name", required=False)
 @user_errors
 def presets(name):

@@ -154,6 +154,19 @@ class HarnessConfig:
         False, "true: a replica whose uncertainty threshold fires ends as 'stopped' (not a model failure); "
         "false: it runs on, so the report can say how far ahead of a failure the threshold fired", (bool,),
         section="detectors", physics=True)
+    rdf_pair: Optional[str] = _key(
+        None, "RDF window error (liquids, MDsim's detector): the element pair, e.g. 'O-O' (null: off); "
+        "needs a fully periodic structure", (str,), nullable=True, section="detectors", physics=True)
+    rdf_r_max_A: float = _key(6.0, "RDF range (at most half the smallest cell height)", NUM, section="detectors", physics=True)
+    rdf_bins: int = _key(120, "RDF shells between 0 and rdf_r_max_A", (int,), section="detectors", physics=True)
+    rdf_window_ps: float = _key(1.0, "RDF averaged over consecutive windows this long", NUM, section="detectors", physics=True)
+    rdf_stride_steps: int = _key(10, "RDF sampled every this many steps", (int,), section="detectors", physics=True)
+    rdf_reference: Optional[str] = _key(
+        None, "reference g(r): a file of r_A, g columns (md-harness rdf writes one from any trajectory; "
+        "null: each replica's first window)", (str,), nullable=True, section="detectors", on_resume="same content")
+    rdf_max_error_A: Optional[float] = _key(
+        None, "failure (rdf_error) when a window's ∫|g − g_ref| dr exceeds this (Å); null: only measured "
+        "(the largest window error is recorded per replica)", NUM, nullable=True, section="detectors", physics=True)
     reference_density_g_cm3: Optional[float] = _key(None, "centre of the density band (npt only)", NUM, nullable=True, section="detectors", physics=True)
     density_band_fraction: float = _key(0.25, "failure when the running-mean density leaves reference × (1 ± this)", NUM, section="detectors", physics=True)
     density_bounds_g_cm3: list = _key([0.3, 2.0], "failure when the instantaneous density leaves [low, high]", (list,), section="detectors", physics=True)
@@ -369,6 +382,23 @@ def _check_consistency(config: HarnessConfig, source: str) -> None:
                               "the conserved energy itself)")
     if config.uncertainty_stop_eV_A is not None:
         _positive(config, source, "uncertainty_stop_eV_A", "uncertainty_stop_rows")
+    if config.rdf_pair is not None:
+        _positive(config, source, "rdf_r_max_A", "rdf_bins", "rdf_window_ps", "rdf_stride_steps")
+        if config.rdf_max_error_A is not None:
+            _positive(config, source, "rdf_max_error_A")
+        from md_harness.errors import HarnessError
+        from md_harness.rdf import parse_pair
+
+        try:
+            parse_pair(config.rdf_pair)
+        except HarnessError as exc:
+            raise ConfigError(f"{source}: key 'rdf_pair': {exc}") from None
+        window = config.rdf_window_ps * 1000.0 / config.timestep_fs
+        if window < config.rdf_stride_steps:
+            raise ConfigError(f"{source}: rdf_window_ps = {config.rdf_window_ps:g} ps is {window:.0f} steps, shorter than "
+                              f"rdf_stride_steps = {config.rdf_stride_steps}: a window would hold no sample")
+    elif config.rdf_reference is not None or config.rdf_max_error_A is not None:
+        raise ConfigError(f"{source}: rdf_reference / rdf_max_error_A need rdf_pair (the element pair of the RDF)")
     _positive(config, source, "thermo_stride_steps", "checkpoint_every_steps", "bond_rupture_A", "density_window_ps")
     _positive(config, source, "temperature_blowup_factor", "max_initial_force_eV_A", "density_blocks")
     _positive(config, source, "warning_horizon_ps", "progress_interval_s")

@@ -11,6 +11,8 @@ Failure modes (the strings recorded in results files):
 - ``box_too_small``: a cell height is below ``box_min_cutoffs × cutoff``.
 - ``energy_drift``: the conserved energy per atom (NVE, Nosé–Hoover, MTK) has moved more than
   ``max_energy_drift_eV_per_atom`` from its value after the warm-up (the first fifth of the run).
+- ``rdf_error``: the RDF of a window (``rdf_window_ps``) is further than ``rdf_max_error_A``
+  (∫|g − g_ref| dr) from the reference (:mod:`md_harness.rdf`).
 
 Beside the failures, an **uncertainty threshold** (``uncertainty_stop``): the largest
 predicted force error above ``uncertainty_stop_eV_A`` for ``uncertainty_stop_rows`` thermo
@@ -33,6 +35,7 @@ import numpy as np
 
 from ase_nnip.core.dynamics import density_g_cm3
 from md_harness.geometry import bond_lengths, min_cell_height_A
+from md_harness.rdf import WindowRDF, bin_edges_A, parse_pair, read_reference
 
 FAILURE_MODES = (
     "non_finite",
@@ -43,6 +46,7 @@ FAILURE_MODES = (
     "density_collapse",
     "box_too_small",
     "energy_drift",
+    "rdf_error",
 )
 #: The outcome of an uncertainty threshold (not a failure mode: the replica is "stopped").
 UNCERTAINTY_STOP = "uncertainty_stop"
@@ -146,6 +150,8 @@ class FailureDetector:
         drift: optional :class:`EnergyDrift` (ensembles with a conserved energy) and
             max_drift_eV_per_atom its failure limit (None: measured only).
         uncertainty: optional (threshold eV/Å, consecutive rows) of the uncertainty threshold.
+        rdf: optional :class:`~md_harness.rdf.WindowRDF` and max_rdf_error_A its failure limit
+            (None: measured only).
     """
 
     def __init__(
@@ -160,6 +166,8 @@ class FailureDetector:
         drift: Optional[EnergyDrift] = None,
         max_drift_eV_per_atom: Optional[float] = None,
         uncertainty: Optional[tuple] = None,
+        rdf: Optional[WindowRDF] = None,
+        max_rdf_error_A: Optional[float] = None,
     ):
         self.bonds = np.asarray(bonds, dtype=np.int64).reshape(-1, 2)
         self.bond_rupture_A = float(bond_rupture_A)
@@ -172,6 +180,7 @@ class FailureDetector:
         self.drift = drift
         self.max_drift = max_drift_eV_per_atom
         self.uncertainty = uncertainty
+        self.rdf, self.max_rdf_error = rdf, max_rdf_error_A
         self.rows_above = 0  # consecutive thermo rows above the uncertainty threshold
         self.first_fired: dict[str, int] = {}  # detector → first step it fired
 
@@ -198,6 +207,12 @@ class FailureDetector:
         uncertainty = None
         if config.uncertainty_stop_eV_A is not None:
             uncertainty = (config.uncertainty_stop_eV_A, config.uncertainty_stop_rows)
+        rdf = None
+        if config.rdf_pair is not None:
+            edges = bin_edges_A(config.rdf_r_max_A, config.rdf_bins)
+            reference = read_reference(config.rdf_reference, edges) if config.rdf_reference is not None else None
+            window = max(1, int(round(config.rdf_window_ps * 1000.0 / config.timestep_fs)))
+            rdf = WindowRDF(atoms.numbers, parse_pair(config.rdf_pair), edges, window, config.rdf_stride_steps, reference)
         return cls(
             bonds,
             config.bond_rupture_A,
@@ -209,6 +224,8 @@ class FailureDetector:
             drift=drift,
             max_drift_eV_per_atom=config.max_energy_drift_eV_per_atom,
             uncertainty=uncertainty,
+            rdf=rdf,
+            max_rdf_error_A=config.rdf_max_error_A,
         )
 
     def _fired(self, modes: list[str], step: int) -> None:
@@ -247,6 +264,10 @@ class FailureDetector:
             departure = self.drift.update(obs.step, obs.time_ps, obs.conserved_energy_eV)
             if self.max_drift is not None and departure > self.max_drift:
                 fired.append("energy_drift")
+        if self.rdf is not None:
+            error = self.rdf.update(obs.step, obs.positions, obs.cell)
+            if error is not None and self.max_rdf_error is not None and error > self.max_rdf_error:
+                fired.append("rdf_error")
         self._fired(fired, obs.step)
         return (fired[0] if fired else None), m
 
@@ -268,6 +289,8 @@ class FailureDetector:
             state["density"] = self.running_density.state_dict()
         if self.drift is not None:
             state["drift"] = self.drift.state_dict()
+        if self.rdf is not None:
+            state["rdf"] = self.rdf.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -281,3 +304,5 @@ class FailureDetector:
             self.running_density.load_state_dict(state["density"])
         if self.drift is not None and "drift" in state:
             self.drift.load_state_dict(state["drift"])
+        if self.rdf is not None and "rdf" in state:
+            self.rdf.load_state_dict(state["rdf"])

@@ -149,10 +149,11 @@ def failure_temperature(config: dict, median: tuple[float, float, float]) -> Opt
     return tuple(at(t) for t in median)
 
 
-def energy_drift_summary(drifts) -> Optional[dict]:
-    """Median, quartiles, mean and its standard error of the replicas' conserved-energy drifts
-    (eV/atom/ps); None when no replica has one."""
-    values = np.array([d for d in drifts if np.isfinite(d)])
+def replica_spread(values) -> Optional[dict]:
+    """Median, quartiles, mean and its standard error of one number per replica (the
+    conserved-energy drift, the largest RDF window error); NaNs (replicas without one) are
+    left out; None when no replica has one."""
+    values = np.array([v for v in values if np.isfinite(v)])
     if not len(values):
         return None
     q1, median, q3 = np.percentile(values, [25, 50, 75])
@@ -162,6 +163,6 @@ def energy_drift_summary(drifts) -> Optional[dict]:
 
 
 __all__ = [
-    "StopAnalysis", "analyse_stop", "cumulative_incidence", "energy_drift_summary", "failure_temperature",
+    "StopAnalysis", "analyse_stop", "cumulative_incidence", "replica_spread", "failure_temperature",
     "first_firing", "first_run_above",
 ]

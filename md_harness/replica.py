@@ -106,6 +106,7 @@ class ReplicaRecord:
     rank: int = 0
     first_fired: str = "{}"  # JSON {detector: first time it fired (ps)}
     energy_drift_eV_atom_ps: float = float("nan")  # conserved-energy drift after the warm-up (NaN: none)
+    rdf_max_error_A: float = float("nan")  # largest RDF window error (NaN: no RDF detector, or no window yet)
 
 
 class ReplicaSink(Protocol):
@@ -315,10 +316,12 @@ class ReplicaRun:
             set_targets(self.dynamics, targets_at(self.config, self.step))
 
     def record_detectors(self) -> None:
-        """Copy the detectors' first-firing times and the energy drift into the record."""
+        """Copy the detectors' first-firing times, the energy drift and the RDF error into the record."""
         self.record.first_fired = json.dumps({k: self._ps(v) for k, v in sorted(self.detector.first_fired.items())})
         if self.detector.drift is not None:
             self.record.energy_drift_eV_atom_ps = self.detector.drift.slope_eV_per_atom_ps()
+        if self.detector.rdf is not None:
+            self.record.rdf_max_error_A = self.detector.rdf.max_error_A
 
     def fail(self, mode: str, at_step: int, message: str = "") -> None:
         r = self.record

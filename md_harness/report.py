@@ -44,7 +44,7 @@ from md_harness.outcomes import (
     StopAnalysis,
     analyse_stop,
     cumulative_incidence,
-    energy_drift_summary,
+    replica_spread,
     failure_temperature,
     first_firing,
 )
@@ -69,6 +69,7 @@ class ReplicaSummary:
     density_correlation_ps: float = float("nan")  # integrated autocorrelation time of the density
     first_fired: str = "{}"  # JSON {detector: first time it fired (ps)}
     energy_drift_eV_atom_ps: float = float("nan")  # conserved-energy drift after the warm-up
+    rdf_max_error_A: float = float("nan")  # largest RDF window error against the reference
     target_temperature_at_end_K: float = float("nan")  # a ramp's target when the replica ended
 
 
@@ -107,6 +108,7 @@ class ModelSummary:
     uncertainty_stop: dict = field(default_factory=dict)  # asdict(StopAnalysis) when a threshold is set
     failure_temperature_K: list = field(default_factory=list)  # ramp target at median TTF [median, lower, upper]
     energy_drift: dict = field(default_factory=dict)  # conserved-energy drift over replicas (eV/atom/ps)
+    rdf_error: dict = field(default_factory=dict)  # largest RDF window error over replicas (Å)
 
 
 def _decode(value) -> str:
@@ -221,6 +223,7 @@ def summarize(
                 analysis.tau * dt if analysis is not None else float("nan"),
                 json.dumps(results.first_fired.get(i, {}) if results.first_fired else {}),
                 float(results.energy_drift.get(i, np.nan)) if results.energy_drift else float("nan"),
+                float(results.rdf_error.get(i, np.nan)) if results.rdf_error else float("nan"),
                 _target_temperature(config, float(row["time_ps"])),
             )
         )
@@ -272,7 +275,8 @@ def summarize(
         summary.uncertainty_stop = asdict(stop_analysis(results, status, float(threshold), n_rows, lead))
     temperatures = failure_temperature(config, median)
     summary.failure_temperature_K = list(temperatures) if temperatures is not None else []
-    summary.energy_drift = energy_drift_summary([r.energy_drift_eV_atom_ps for r in rows]) or {}
+    summary.energy_drift = replica_spread([r.energy_drift_eV_atom_ps for r in rows]) or {}
+    summary.rdf_error = replica_spread([r.rdf_max_error_A for r in rows]) or {}
     return summary, rows
 
 
@@ -390,6 +394,11 @@ def _outcome_lines(m: ModelSummary) -> list[str]:
     if m.energy_drift:
         d = m.energy_drift
         out.append(f"conserved-energy drift after the warm-up, {name}: median {d['median']:.3g} eV/atom/ps "
+                   f"[quartiles {d['q1']:.3g}, {d['q3']:.3g}], mean {d['mean']:.3g} ± {_fmt(d['se'], 3)} (se) "
+                   f"over {d['replicas']} replicas")
+    if m.rdf_error:
+        d = m.rdf_error
+        out.append(f"largest RDF window error per replica (∫|g − g_ref| dr), {name}: median {d['median']:.3g} Å "
                    f"[quartiles {d['q1']:.3g}, {d['q3']:.3g}], mean {d['mean']:.3g} ± {_fmt(d['se'], 3)} (se) "
                    f"over {d['replicas']} replicas")
     return out

@@ -32,7 +32,7 @@ from md_harness.checks import LaunchCheckError, launch_checks
 from ase_nnip.core.errors import ConfigError
 from md_harness.config import HarnessConfig
 from md_harness.geometry import find_bonds
-from md_harness.models import ModelError, ModelInfo, describe_model, make_calculator
+from md_harness.models import ModelError, ModelInfo, describe_model, file_sha256, make_calculator
 from md_harness.progress import CampaignProgress
 from md_harness.replica import THERMO_COLUMNS, ReplicaProtocol
 from md_harness.scheduler import Coordinator, serial_ase, worker_loop
@@ -133,6 +133,7 @@ def prepare(config: HarnessConfig, hosts: list[str], command: str) -> tuple[Repl
     seeds = [replica_seed(config.seed, info.identity, config.protocol, r) for r in range(config.n_replicas)]
     attrs = provenance_attrs(info, structure_sha256(start.numbers, start.positions, start.cell.array, start.pbc))
     attrs["protocol"] = config.protocol
+    attrs["rdf_reference_sha256"] = file_sha256(config.rdf_reference) if config.rdf_reference else ""
     output = Path(config.output)
     try:
         lock = ResultsLock(output)

@@ -71,7 +71,8 @@ TABLE_DTYPE = np.dtype(
         ("wall_s", "f8"),
     ]
 )
-RECORD_ATTRS = ("message", "host", "rank", "initial_momenta_sha256", "first_fired", "energy_drift_eV_atom_ps")
+RECORD_ATTRS = ("message", "host", "rank", "initial_momenta_sha256", "first_fired", "energy_drift_eV_atom_ps",
+                "rdf_max_error_A")
 
 
 class ResultsFileError(HarnessError):
@@ -377,10 +378,11 @@ class ResultsStore:
                     f"cannot resume {path}: it was written by an older md-harness (other thermo columns); "
                     "its report still works, but continue the campaign in a new output file"
                 )
-            for key in ("model_identity", "structure_sha256", "uncertainty_sha256"):
+            for key in ("model_identity", "structure_sha256", "uncertainty_sha256", "rdf_reference_sha256"):
                 if f.attrs.get(key, "") != attrs.get(key, ""):
+                    what = "RDF reference" if key.startswith("rdf") else key.split("_")[0]
                     raise ResultsFileError(
-                        f"{path} was made with a different {key.split('_')[0]} ({key} differs); "
+                        f"{path} was made with a different {what} ({key} differs); "
                         "use another output file to run this config"
                     )
         old, new = comparable(stored), comparable(config_dict)
@@ -537,6 +539,7 @@ class Results:
     momenta_fingerprints: dict  # index → fingerprint of the initial momenta ("" if not started)
     first_fired: dict = None  # index → {detector: first time it fired (ps)} ({} in older files)
     energy_drift: dict = None  # index → conserved-energy drift (eV/atom/ps; NaN: none or older file)
+    rdf_error: dict = None  # index → largest RDF window error (Å; NaN: no RDF detector or older file)
 
     def column(self, index: int, name: str) -> np.ndarray:
         """One thermo column of a replica (NaN for a column an older file does not have)."""
@@ -556,7 +559,7 @@ def load_results(path) -> Results:
     with open_results(path) as f:
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
         table = f["replicas"][:]
-        thermo, fingerprints, fired, drift = {}, {}, {}, {}
+        thermo, fingerprints, fired, drift, rdf = {}, {}, {}, {}, {}
         for index in map(int, table["index"]):
             group = f.get(_group_name(index))
             thermo[index] = group["thermo"][:] if group is not None and "thermo" in group else np.zeros((0, len(THERMO_COLUMNS)))
@@ -564,6 +567,7 @@ def load_results(path) -> Results:
             fingerprints[index] = str(group_attrs.get("initial_momenta_sha256", ""))
             fired[index] = json.loads(group_attrs.get("first_fired", "{}"))
             drift[index] = float(group_attrs.get("energy_drift_eV_atom_ps", np.nan))
+            rdf[index] = float(group_attrs.get("rdf_max_error_A", np.nan))
         columns = tuple(json.loads(attrs["thermo_columns"]))
     applied = int(attrs.get("journal_seq", 0))
     entries, _, _ = read_journal(journal_path(path))
@@ -578,6 +582,7 @@ def load_results(path) -> Results:
             fingerprints[index] = record["initial_momenta_sha256"]
             fired[index] = json.loads(record.get("first_fired", "{}"))
             drift[index] = float(record.get("energy_drift_eV_atom_ps", np.nan))
+            rdf[index] = float(record.get("rdf_max_error_A", np.nan))
             rows = entry.arrays.get("thermo")
             if rows is not None and len(rows):
                 thermo[index] = np.concatenate([thermo[index], rows])
@@ -586,7 +591,7 @@ def load_results(path) -> Results:
         elif entry.op == "session_end" and sessions:
             sessions[-1].update(entry.meta["values"])
     attrs["sessions"] = json.dumps(sessions)
-    return Results(path, json.loads(attrs["config"]), attrs, table, thermo, columns, fingerprints, fired, drift)
+    return Results(path, json.loads(attrs["config"]), attrs, table, thermo, columns, fingerprints, fired, drift, rdf)
 
 
 def provenance_attrs(model_info, structure_hash: str) -> dict:

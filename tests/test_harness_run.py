@@ -71,6 +71,8 @@ def records(path) -> dict:
             for key in ("step", "positions", "cell"):
                 out[f"{name}/frames/{key}"] = group["frames"][key][:]
             out[name + "/momenta_sha"] = group.attrs["initial_momenta_sha256"]
+            for key in ("first_fired", "rdf_max_error_A"):  # detector state carried across the checkpoint
+                out[f"{name}/{key}"] = str(group.attrs.get(key, ""))
     return out
 
 
