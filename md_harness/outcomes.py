@@ -23,7 +23,7 @@ import numpy as np
 
 from ase_nnip.core.statistics import wilson_interval
 from md_harness.statistics import clopper_pearson
-from md_harness.warning import Trace, warned_more_often
+from md_harness.warning import Trace, leads_against_null, warned_more_often
 
 
 def cumulative_incidence(times, causes, horizon: float, confidence: float = 0.95) -> dict:
@@ -105,21 +105,11 @@ def analyse_stop(failed: list, survived: list, threshold: float, rows: int, min_
         out.verdict = (f"not assessed: needs failed and surviving replicas with force_error logged "
                        f"({len(failed)} failed, {len(survived)} survived)")
         return out
-    stops = np.array([first_run_above(t, threshold, rows, t.failure_ps - min_lead_ps) for t in failed])
-    preceded = np.isfinite(stops)
-    out.failures_preceded = int(preceded.sum())
+    leads = leads_against_null(failed, survived, lambda t, end: first_run_above(t, threshold, rows, end), min_lead_ps)
+    out.failures_preceded = leads.failures_preceded
     out.preceded_fraction_ci = wilson_interval(out.failures_preceded, len(failed))
-    leads = np.array([t.failure_ps for t in failed])[preceded] - stops[preceded]
-    out.median_lead_ps = float(np.median(leads)) if len(leads) else float("nan")
-    null_hits, null_leads = [], []
-    for t_f in (t.failure_ps for t in failed):
-        for trace in survived:
-            stop = first_run_above(trace, threshold, rows, t_f - min_lead_ps)
-            null_hits.append(np.isfinite(stop))
-            if np.isfinite(stop):
-                null_leads.append(t_f - stop)
-    out.null_preceded_fraction = float(np.mean(null_hits))
-    out.null_median_lead_ps = float(np.median(null_leads)) if null_leads else float("nan")
+    out.median_lead_ps, out.null_median_lead_ps = leads.median_lead_ps, leads.null_median_lead_ps
+    out.null_preceded_fraction = leads.null_fraction
     out.fisher_p = warned_more_often(out.failures_preceded, len(failed), out.null_preceded_fraction, len(survived))
     out.false_stops = int(sum(np.isfinite(first_run_above(t, threshold, rows, np.inf)) for t in survived))
     out.false_stop_ci = wilson_interval(out.false_stops, len(survived))

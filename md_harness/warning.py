@@ -92,6 +92,40 @@ def first_crossing_before(trace: Trace, threshold: float, end_ps: float) -> floa
     return float(trace.time_ps[np.argmax(hit)]) if hit.any() else float("nan")
 
 
+@dataclass
+class LeadComparison:
+    """How many failures a signal preceded by at least the minimum lead, by how much, and the
+    same for survivors at the same times (the null)."""
+
+    failures_preceded: int
+    median_lead_ps: float
+    null_fraction: float  # of (survivor, failure time) pairs preceded by the same rule
+    null_median_lead_ps: float
+
+
+def leads_against_null(failed: list, survived: list, first_before, min_lead_ps: float) -> LeadComparison:
+    """``first_before(trace, end_ps)``: the first time a rule fires on a trace before end_ps
+    (inf if not). Each failure is tested up to ``min_lead_ps`` before its failure time; the
+    null tests every survivor at every failure time in the same way (time-matched: a longer
+    trace fires more often)."""
+    firsts = np.array([first_before(t, t.failure_ps - min_lead_ps) for t in failed])
+    hit = np.isfinite(firsts)
+    leads = np.array([t.failure_ps for t in failed])[hit] - firsts[hit]
+    null_hits, null_leads = [], []
+    for t_f in (t.failure_ps for t in failed):
+        for trace in survived:
+            first = first_before(trace, t_f - min_lead_ps)
+            null_hits.append(bool(np.isfinite(first)))
+            if np.isfinite(first):
+                null_leads.append(t_f - first)
+    return LeadComparison(
+        int(hit.sum()),
+        float(np.median(leads)) if len(leads) else float("nan"),
+        float(np.mean(null_hits)) if null_hits else float("nan"),
+        float(np.median(null_leads)) if null_leads else float("nan"),
+    )
+
+
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
     """P(a positive value > a negative one), ties counted half; NaN when either is empty."""
     scores = np.concatenate([positive, negative])
@@ -155,24 +189,13 @@ def analyse_warning(
     survivor_max = np.array([t.value.max() for t in survived])
     out.threshold = float(np.quantile(survivor_max, 1.0 - false_alarm_rate, method="higher"))
 
-    crossings = np.array([first_crossing_before(t, out.threshold, t.failure_ps - min_lead_ps) for t in failed])
-    warned = np.isfinite(crossings)
-    out.failures_warned = int(warned.sum())
-    out.warned_fraction = float(warned.mean())
+    leads = leads_against_null(failed, survived, lambda t, end: first_crossing_before(t, out.threshold, end),
+                               min_lead_ps)
+    out.failures_warned = leads.failures_preceded
+    out.warned_fraction = leads.failures_preceded / len(failed)
     out.warned_fraction_ci = wilson_interval(out.failures_warned, len(failed))
-    leads = np.array([t.failure_ps for t in failed])[warned] - crossings[warned]
-    out.median_lead_ps = float(np.median(leads)) if len(leads) else float("nan")
-
-    # Null: every survivor at every failure time of the failed replicas.
-    null_leads, null_warned = [], []
-    for t_f in (t.failure_ps for t in failed):
-        for trace in survived:
-            cross = first_crossing_before(trace, out.threshold, t_f - min_lead_ps)
-            null_warned.append(np.isfinite(cross))
-            if np.isfinite(cross):
-                null_leads.append(t_f - cross)
-    out.null_warned_fraction = float(np.mean(null_warned))
-    out.null_median_lead_ps = float(np.median(null_leads)) if null_leads else float("nan")
+    out.median_lead_ps, out.null_median_lead_ps = leads.median_lead_ps, leads.null_median_lead_ps
+    out.null_warned_fraction = leads.null_fraction
     out.fisher_p = warned_more_often(out.failures_warned, len(failed), out.null_warned_fraction, len(survived))
     out.fisher_p_holm = out.fisher_p
 
