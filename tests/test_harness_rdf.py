@@ -222,3 +222,25 @@ def test_rdf_state_resumes_to_the_uninterrupted_result(tmp_path, threshold):
     assert_same_records(records(tmp_path / "straight.h5"), records(tmp_path / "resumed.h5"))
     if threshold is not None:
         assert json.loads(h5py.File(tmp_path / "resumed.h5")["replica/00001"].attrs["first_fired"])["rdf_error"] > 0
+
+
+def test_mtk_npt_with_the_rdf_detector_resumes_exactly(tmp_path):
+    """The isotropic MTK barostat's cell and chain variables and the RDF windows survive a stop
+    in the middle of a replica (the box changes volume, so the windows see a moving cell)."""
+    npt = dict(ensemble="npt_mtk", pressure_bar=1.0, barostat_tau_fs=100.0, reference_density_g_cm3=1.0,
+               density_bounds_g_cm3=[0.2, 3.0], model_cutoff_A=2.5, box_min_cutoffs=1.0, rdf_r_max_A=2.9)
+    straight = run_campaign(periodic_config(tmp_path, output=str(tmp_path / "straight.h5"), **npt))
+    stopped = periodic_config(tmp_path, output=str(tmp_path / "resumed.h5"), wall_time_limit_s=0.0, **npt)
+    run_campaign(stopped)
+    store = ResultsStore(stopped.output, ResultsLock(stopped.output))
+    polls = iter(range(10**6))
+    protocol = load_protocol(stopped, describe_model(stopped))
+    record = run_replica(protocol, store.pending_tasks()[1], store, should_stop=lambda: next(polls) >= 37)
+    assert (record.status, record.steps_done) == ("unfinished", 37)
+    store.close()
+    resumed = run_campaign(periodic_config(tmp_path, output=str(tmp_path / "resumed.h5"), **npt))
+    assert straight["status"].tolist() == resumed["status"].tolist()
+    a, b = records(tmp_path / "straight.h5"), records(tmp_path / "resumed.h5")
+    assert_same_records(a, b)
+    cells = a["00001/frames/cell"]
+    assert not np.allclose(cells[0], cells[-1])  # the barostat moved the box
