@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 import yaml
 
+from ase_nnip.core.configuration import load_yaml
 from ase_nnip.core.errors import ConfigError
 from ase_nnip.core.threads import validate_thread_setting
 
@@ -253,7 +254,7 @@ def load_preset(name: str) -> dict:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        values = yaml.safe_load(path.read_text())
+        values = load_yaml(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     except OSError as err:

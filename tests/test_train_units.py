@@ -345,3 +345,20 @@ def test_learning_curve_fit_recovers_power_law():
     assert fit["slope_m"] == pytest.approx(-2.5)
     with pytest.raises(ValueError, match="two different"):
         fit_learning_curve([25], [0.1])
+
+
+def test_exponent_floats_in_configs_and_overrides_are_numbers(tmp_path):
+    """`lr: 1e-5` (no dot) is a float in YAML 1.2 but a string in PyYAML's YAML 1.1: configs,
+    presets and --set values read it as the number a user means."""
+    from ase_nnip.cli.training_options import config_overrides
+    from ase_nnip.core.configuration import load_yaml, parse_overrides
+
+    assert load_yaml("lr: 1e-5\nx: 3E+2\nn: 10\ns: '1e-5'") == {"lr": 1e-5, "x": 300.0, "n": 10, "s": "1e-5"}
+    assert parse_overrides(["training.optimizer={\"name\": \"adam\", \"lr\": 1e-05}"]) == {
+        "training.optimizer": {"name": "adam", "lr": 1e-5}}
+    path = tmp_path / "train.yaml"
+    path.write_text("data: {train_file: x.xyz}\nmodel: {model_type: equivariant}\n"
+                    "training: {optimizer: {name: adam, lr: 1e-5}}\n")
+    assert load_training_config(path).training.optimizer["lr"] == 1e-5
+    config = config_overrides(str(path), ["training.optimizer={\"name\": \"adam\", \"lr\": 2e-05}"])
+    assert config.training.optimizer["lr"] == 2e-5

@@ -16,13 +16,11 @@ def config_overrides(config_path, overrides):
     (paths still relative to the config file's folder)."""
     from pathlib import Path
 
-    import yaml
-
-    from ase_nnip.core.configuration import apply_overrides, parse_overrides
+    from ase_nnip.core.configuration import apply_overrides, load_yaml, parse_overrides
     from ase_nnip.train.config import load_training_config
 
     if not overrides:
         return load_training_config(config_path)
-    raw = yaml.safe_load(Path(config_path).read_text()) or {}
+    raw = load_yaml(Path(config_path).read_text()) or {}
     raw = apply_overrides(raw, parse_overrides(overrides), sections=True)
     return load_training_config(raw, base_dir=Path(config_path).resolve().parent)

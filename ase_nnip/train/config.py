@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ase_nnip.defaults import DEFAULT_EVAL_BATCH_SIZE
-from ase_nnip.core.configuration import parse_config
+from ase_nnip.core.configuration import load_yaml, parse_config
 from ase_nnip.core.errors import ConfigError
 from ase_nnip.train.schedulers import SchedulerConfig
 
@@ -178,7 +178,7 @@ def _read_yaml(path: Path) -> dict:
     if not path.exists():
         raise ConfigError(f"training config not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
