@@ -25,8 +25,20 @@ from ase_nnip.landscape.files import load_fisher
 from md_harness.report import summarize
 from md_harness.statistics import block_means, kaplan_meier
 from md_harness.store import load_results
+from studies.water_analysis import (
+    correlation_with_null,
+    density_at_pressure,
+    distances_to_reference,
+    errors_at_budget,
+    pressure_curve,
+)
 
-COLORS = {"adam-lr1e-3": "tab:blue", "adam-lr3e-3": "tab:cyan", "ekf": "tab:red", "teacher": "black"}
+COLORS = {"adam-lr1e-5": "tab:green", "adam-lr1e-4": "tab:cyan", "adam-lr1e-3": "tab:blue", "adam-lr3e-3": "tab:purple",
+          "ekf": "tab:red", "teacher": "black"}
+#: One update per training structure (the per-label schedule), 240 structures per epoch.
+UPDATES_PER_EPOCH = 240
+#: P(ρ) runs are at the NPT temperature.
+PRESSURE_TEMPERATURE_K = 320.0
 
 
 def held_out_errors(model_file: Path, frames) -> dict:
@@ -99,6 +111,7 @@ def md_summary(path: Path) -> dict | None:
                      for r, d in zip(rows, drifts)],
         "density_g_cm3": summary.density_g_cm3,
         "density_error_g_cm3": summary.density_error_g_cm3,
+        "band_centre_g_cm3": float(results.config.get("reference_density_g_cm3") or float("nan")),
         "traces": traces,
     }
 
@@ -116,7 +129,34 @@ def fmt(mean: float, err: float, digits: int = 1) -> str:
     return f"{mean:.{digits}f} ± {err:.{digits}f}" if np.isfinite(err) else f"{mean:.{digits}f}"
 
 
-def write_report(here: Path, variants: dict, seeds, protocol: dict, teacher_replicas: int, epochs: int) -> None:
+def exit_or_final_densities(models: dict, variant: str) -> list[float]:
+    """Each finished model's density: the averaged one if it survived, else the last density its
+    trajectory logged (for a band-exit, the density it left with), so failures stay in the test."""
+    out = []
+    for m in models.values():
+        md = m.get("md")
+        if m["variant"] != variant or not md or not md["complete"]:
+            continue
+        if np.isfinite(md["density_g_cm3"]):
+            out.append(md["density_g_cm3"])
+        elif md["traces"] and len(md["traces"][0][1]):
+            out.append(float(md["traces"][0][1][-1]))
+    return out
+
+
+def band_centre(models: dict) -> float:
+    """The centre of the density band the students' runs used (the teacher's density, set by
+    study.py); NaN when no run is there."""
+    for m in models.values():
+        if m.get("md") and np.isfinite(m["md"].get("band_centre_g_cm3", float("nan"))):
+            return float(m["md"]["band_centre_g_cm3"])
+    return float("nan")
+
+
+def write_report(here: Path, variants: dict, seeds, protocol: dict, teacher_replicas: int) -> None:
+    """``variants``: {name: (optimizer section, scheduler section, epochs)} as study.py has them.
+    MD, P(ρ) and the Fisher spectrum are of each student's best-validation model (best.nnip);
+    test errors are given for it and for the final weights (model.nnip)."""
     out = here / "results"
     out.mkdir(exist_ok=True)
     test_file = here / "data" / "water_test.extxyz"
@@ -131,7 +171,20 @@ def write_report(here: Path, variants: dict, seeds, protocol: dict, teacher_repl
                 continue
             entry = {"variant": variant, "seed": seed, **last_metrics(member / "metrics.csv")}
             if frames:
-                entry.update({f"test_{k}": v for k, v in held_out_errors(member / "model.nnip", frames).items()})
+                entry.update({f"test_{k}": v for k, v in held_out_errors(member / "best.nnip", frames).items()})
+                entry.update({f"final_test_{k}": v for k, v in held_out_errors(member / "model.nnip", frames).items()})
+            pressure = here / "runs" / "pressure" / f"{name}.extxyz"
+            pressure_log = Path(f"{pressure}.json")
+            if pressure_log.exists():
+                runs = json.loads(pressure_log.read_text())["runs"]
+                entry["p_rho_failed_runs"] = [f"{r['density_g_cm3']:g} g/cm³: {r['message']}" for r in runs
+                                              if r["status"] != "ok"]
+                # a student whose every NVT run blew up has no frames file, and no P(ρ)
+                curve = pressure_curve(read(pressure, ":") if pressure.exists() else [], PRESSURE_TEMPERATURE_K)
+                entry["pressure_curve"] = curve
+                entry["p_rho_density"] = density_at_pressure(curve, float(protocol.get("pressure_bar", 1.0)))
+            else:
+                missing.append(f"{name}: no P(ρ) runs")
             md = md_summary(here / "runs" / "md" / f"{name}.h5")
             if md is None or not md["complete"]:
                 missing.append(f"{name}: MD {'not run' if md is None else 'unfinished'}")
@@ -149,6 +202,18 @@ def write_report(here: Path, variants: dict, seeds, protocol: dict, teacher_repl
     if teacher is None or not teacher["complete"]:
         missing.append(f"teacher: MD {'not run' if teacher is None else 'unfinished'}")
 
+    ekf_names = [n for n, m in models.items() if m["variant"] == "ekf"]
+    for n, m in models.items():
+        # the EKF at its full budget against each model at the same number of updates / seconds
+        member = here / "runs" / m["variant"] / f"seed-{m['seed']}" / "member_0"
+        ekf_updates = variants["ekf"][2] * UPDATES_PER_EPOCH if "ekf" in variants else None
+        ekf_seconds = float(np.median([models[e]["train_time_s"] for e in ekf_names])) if ekf_names else None
+        m["at_ekf_updates"] = errors_at_budget(member / "metrics.csv", updates=ekf_updates,
+                                               updates_per_epoch=UPDATES_PER_EPOCH) if ekf_updates else None
+        m["at_ekf_seconds"] = errors_at_budget(member / "metrics.csv", seconds=ekf_seconds) if ekf_seconds else None
+    spectra = {n: m["fisher"]["eigenvalues"] for n, m in models.items() if "fisher" in m}
+    for n, d in distances_to_reference(spectra, ekf_names).items():
+        models[n]["fisher_distance_to_ekf"] = d
     rho_t = teacher["density_g_cm3"] if teacher else float("nan")
     rho_t_err = teacher["density_error_g_cm3"] if teacher else float("nan")
     per_variant = {}
@@ -191,9 +256,22 @@ def write_report(here: Path, variants: dict, seeds, protocol: dict, teacher_repl
         l_ekf = [m["fisher"]["largest"] for m in models.values() if m["variant"] == "ekf" and "fisher" in m]
         l_a = [m["fisher"]["largest"] for m in models.values() if m["variant"] == variant and "fisher" in m]
         p_fisher = float(stats.mannwhitneyu(l_ekf, l_a).pvalue) if len(l_ekf) > 1 and len(l_a) > 1 else float("nan")
+        d_ekf = [m["fisher_distance_to_ekf"] for m in models.values() if m["variant"] == "ekf" and "fisher_distance_to_ekf" in m]
+        d_a = [m["fisher_distance_to_ekf"] for m in models.values() if m["variant"] == variant and "fisher_distance_to_ekf" in m]
+        p_distance = float(stats.mannwhitneyu(d_a, d_ekf, alternative="greater").pvalue) if len(d_ekf) > 1 and len(d_a) > 1 else float("nan")
+        # spread of log λ_max between seeds: Brown–Forsythe (Levene about the median), robust to outliers
+        # (with two values per group both sit at the same distance from their median: no test)
+        p_spread = (float(stats.levene(np.log10(l_ekf), np.log10(l_a), center="median").pvalue)
+                    if len(l_ekf) > 2 and len(l_a) > 2 else float("nan"))
+        # densities with band-exits kept at the density they left with (censored, not dropped)
+        rho_ekf, rho_a = exit_or_final_densities(models, "ekf"), exit_or_final_densities(models, variant)
+        p_density = float(stats.mannwhitneyu(rho_ekf, rho_a).pvalue) if len(rho_ekf) > 1 and len(rho_a) > 1 else float("nan")
         comparisons[f"ekf vs {variant}"] = {"stable_fraction_fisher_exact_p": p_stable,
                                              "test_force_rmse_mann_whitney_p": p_force,
-                                             "fisher_largest_mann_whitney_p": p_fisher}
+                                             "fisher_largest_mann_whitney_p": p_fisher,
+                                             "fisher_distance_to_ekf_mann_whitney_p": p_distance,
+                                             "fisher_largest_spread_brown_forsythe_p": p_spread,
+                                             "density_with_exits_mann_whitney_p": p_density}
 
     pairs = [(m["test_pressure_bias_GPa"], m["md"]["density_g_cm3"]) for m in models.values()
              if m["md"] and m["md"]["complete"] and np.isfinite(m["md"]["density_g_cm3"]) and "test_pressure_bias_GPa" in m]
@@ -206,13 +284,20 @@ def write_report(here: Path, variants: dict, seeds, protocol: dict, teacher_repl
         comparisons["density vs test pressure bias (all surviving students)"] = {
             "spearman": float(rho_s), "p": float(p_s), "n": len(pairs),
             "permutation_null_95": [float(np.percentile(null, 2.5)), float(np.percentile(null, 97.5))]}
+    predicted = [(m["p_rho_density"]["density_g_cm3"], m["md"]["density_g_cm3"]) for m in models.values()
+                 if "p_rho_density" in m and m["md"] and m["md"]["complete"]]
+    comparisons["NPT density vs the density where P(ρ) = 1 bar (surviving students)"] = {
+        **(correlation_with_null(*zip(*predicted)) if predicted else correlation_with_null([], [])),
+        "mean_npt_minus_predicted_g_cm3": mean_sd([b - a for a, b in predicted])}
     summary = {
-        "complete": not missing, "missing": missing, "epochs": epochs, "seeds": list(seeds),
-        "variants": variants, "md_protocol": protocol, "teacher_replicas": teacher_replicas,
+        "complete": not missing, "missing": missing, "seeds": list(seeds),
+        "variants": {k: {"optimizer": o, "scheduler": sch, "epochs": e} for k, (o, sch, e) in variants.items()},
+        "md_protocol": protocol, "teacher_replicas": teacher_replicas,
+        "band_centre_g_cm3": band_centre(models),
         "teacher": {"density_g_cm3": rho_t, "density_error_g_cm3": rho_t_err,
                     "replicas": teacher["replicas"] if teacher else []},
         "per_variant": per_variant, "comparisons": comparisons,
-        "models": {k: {kk: vv for kk, vv in v.items() if kk not in ("md", "fisher", "val_force_curve")}
+        "models": {k: {kk: vv for kk, vv in v.items() if kk not in ("md", "fisher", "val_force_curve", "pressure_curve")}
                    | {"md": None if v["md"] is None else {kk: vv for kk, vv in v["md"].items() if kk != "traces"},
                       "fisher_largest": v.get("fisher", {}).get("largest"),
                       "fisher_trace": v.get("fisher", {}).get("trace")}
@@ -232,8 +317,8 @@ def format_table(summary: dict) -> str:
     lines = []
     if not summary["complete"]:
         lines += ["**INCOMPLETE**: " + "; ".join(summary["missing"]), ""]
-    lines += [f"Teacher density on the same protocol: {fmt(t['density_g_cm3'], t['density_error_g_cm3'], 4)} g/cm³ "
-              f"({len(t['replicas'])} replicas, block error).", ""]
+    lines += [f"Teacher density on the water-npt protocol: {fmt(t['density_g_cm3'], t['density_error_g_cm3'], 4)} g/cm³ "
+              f"({len(t['replicas'])} replicas; error with the replica as the unit).", ""]
     lines += ["| optimizer | models | test F RMSE meV/Å | test E RMSE meV/atom | test pressure bias GPa | survived | "
               "stable density (95 % CI) | density g/cm³ ± se | density − teacher | log10 λ_max(Fisher) | train time s |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -250,24 +335,37 @@ def format_table(summary: dict) -> str:
             f"{fmt(*v['fisher_largest'][:2], 2)} | {fmt(*v['train_time_s'][:2], 0)} |")
     lines += ["", "RMSE and Fisher entries: mean ± sd over seeds; density: mean over the models that survived ± "
               "its standard error between models; survived = no density collapse (1 ps running mean outside "
-              "0.929 ± 25 %), bond rupture or box collapse; stable density = survived and converged: the drift of "
-              f"the density over the averaging window (slope through 5 block means) below {DRIFT_TOLERANCE_G_CM3} "
-              "g/cm³ or within 2 standard errors of zero.", ""]
+              f"the ±25 % band around {summary['band_centre_g_cm3']:.3f} g/cm³, the teacher's density), bond rupture or "
+              "box collapse; stable density = survived and converged: the drift of the density over the averaging "
+              f"window (slope through {summary['md_protocol'].get('density_blocks', 5)} block means) below "
+              f"{DRIFT_TOLERANCE_G_CM3} g/cm³ or within 2 standard errors of zero.", ""]
     def p_text(p: float) -> str:
         return f"p = {p:.3g}" if np.isfinite(p) else "not assessed (too few models with results)"
 
     for name, c in summary["comparisons"].items():
         if "spearman" in c:
+            if "note" in c:
+                lines.append(f"- {name}: {c['note']}")
+                continue
             lo, hi = c["permutation_null_95"]
-            lines.append(f"- {name}: Spearman ρ = {c['spearman']:.2f} (n = {c['n']}, p = {c['p']:.3g}; shuffled-bias null "
-                         f"95 % range [{lo:.2f}, {hi:.2f}])")
+            extra = ""
+            if "mean_npt_minus_predicted_g_cm3" in c:
+                d, sd, n = c["mean_npt_minus_predicted_g_cm3"]
+                extra = f"; NPT − predicted {fmt(d, sd, 4)} g/cm³ (mean ± sd over {n} models)"
+            lines.append(f"- {name}: Spearman ρ = {c['spearman']:.2f} (n = {c['n']}, p = {c['p']:.3g}; shuffled null "
+                         f"95 % range [{lo:.2f}, {hi:.2f}]){extra}")
             continue
         lines.append(f"- {name}: stable-density fraction {p_text(c['stable_fraction_fisher_exact_p'])} (Fisher exact "
                      f"test, null: equal fractions); test force RMSE {p_text(c['test_force_rmse_mann_whitney_p'])}; "
                      f"largest Fisher eigenvalue {p_text(c['fisher_largest_mann_whitney_p'])} (Mann–Whitney, null: "
-                     "same distribution)")
-    lines += ["", "| model | val F RMSE | test F RMSE | test E RMSE | test ΔP GPa | MD | density g/cm³ | drift g/cm³/ps ± se | "
-              "log10 λ_max |", "|---|---|---|---|---|---|---|---|---|"]
+                     f"same distribution), its spread between seeds {p_text(c['fisher_largest_spread_brown_forsythe_p'])} "
+                     "(Brown–Forsythe); whole-spectrum distance to the EKF spectra larger than the EKF models' own "
+                     f"{p_text(c['fisher_distance_to_ekf_mann_whitney_p'])} (one-sided Mann–Whitney on the Wasserstein "
+                     f"distance of log10 eigenvalues); density with failed runs (band-exits) kept at their last density "
+                     f"{p_text(c['density_with_exits_mann_whitney_p'])} (Mann–Whitney)")
+    lines += ["", "| model | val F RMSE | val F RMSE at the EKF's updates / seconds | test F RMSE best (final) | test E RMSE | "
+              "test ΔP GPa | MD | density g/cm³ | drift g/cm³/ps ± se | P(ρ) = 1 bar at g/cm³ | log10 λ_max | "
+              "Fisher distance to EKF (decades) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in summary["models"].items():
         md = m["md"]
         drift = "n/a"
@@ -282,9 +380,19 @@ def format_table(summary: dict) -> str:
             if r is not None and r["status"] == "survived" and np.isfinite(r["drift_g_cm3_per_ps"]):
                 drift = f"{r['drift_g_cm3_per_ps']:+.4f} ± {r['drift_se']:.4f}"
         lam = f"{math.log10(m['fisher_largest']):.2f}" if m.get("fisher_largest") else "n/a"
-        lines.append(f"| {name} | {m['val_force_rmse_meV_A']:.1f} | {m.get('test_force_rmse_meV_A', float('nan')):.1f} | "
+        budget = " / ".join(f"{b['val_force_rmse_meV_A']:.1f} (epoch {b['epoch']})" if b and b["epoch"] else "n/a"
+                            for b in (m.get("at_ekf_updates"), m.get("at_ekf_seconds")))
+        p_rho = m.get("p_rho_density")
+        p_rho_text = fmt(p_rho["density_g_cm3"], p_rho["se_g_cm3"], 3) if p_rho else "not run"
+        if m.get("p_rho_failed_runs"):
+            p_rho_text += f" ({len(m['p_rho_failed_runs'])} of the NVT runs failed)"
+        if p_rho and np.isfinite(p_rho["density_g_cm3"]) and not p_rho["inside"]:
+            p_rho_text += " (extrapolated)"
+        dist = m.get("fisher_distance_to_ekf", float("nan"))
+        lines.append(f"| {name} | {m['val_force_rmse_meV_A']:.1f} | {budget} | {m.get('test_force_rmse_meV_A', float('nan')):.1f} "
+                     f"({m.get('final_test_force_rmse_meV_A', float('nan')):.1f}) | "
                      f"{m.get('test_energy_rmse_meV_atom', float('nan')):.2f} | {m.get('test_pressure_bias_GPa', float('nan')):+.3f} | "
-                     f"{md_text} | {rho} | {drift} | {lam} |")
+                     f"{md_text} | {rho} | {drift} | {p_rho_text} | {lam} | {'n/a' if not np.isfinite(dist) else f'{dist:.2f}'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -336,7 +444,7 @@ def plot_survival(models, teacher, variants, protocol, path):
                             np.concatenate([[1.0], km.upper, [km.upper[-1]]]), step="post", color=COLORS.get(name, "gray"), alpha=0.12)
     ax.set_ylim(-0.02, 1.05)
     ax.set_xlabel("time (ps)")
-    ax.set_ylabel("fraction without density collapse / rupture")
+    ax.set_ylabel("fraction still inside the ±25 % density band (no rupture)")
     ax.set_title("Kaplan–Meier survival per optimizer (95 % band)")
     finish(fig, path, ax)
 

@@ -134,7 +134,7 @@ def stage_train(args) -> list[str]:
         command = ["ase-nnip", "train", TRAIN_CONFIG, "-o", run_dir(label), "--seeds", seed, "-q"]
         for key, value in settings.items():
             command += ["--set", f"{key}={json.dumps(value)}"]
-        if (run_dir(label) / "member_0" / "checkpoints").exists():
+        if run_dir(label).exists():  # --resume starts afresh where no checkpoint was written yet
             command.append("--resume")
         jobs.append(Job(f"train-{label}", command, model_path(label), HERE))
     failed = run_jobs(jobs, args.jobs, RUNS / "logs")

@@ -14,9 +14,14 @@ sample       label water with the teacher: 6 densities 0.7–1.2 g/cm³ × 4 tem
              separate test set (other seed, 0.9–1.1 g/cm³, 300/380 K, 48 frames)
 train        the student (student.yaml: 22 H / 24 O of the teacher's functions, r_c = 6 Å,
              2 × 25 tanh) with every optimizer variant × seed: same data split, same initial
-             weights and batch order per seed, same per-label batch schedule
-md           water-npt (md-harness preset) on every student, shortened (see MD_PROTOCOL)
-teacher-md   the teacher on the same shortened protocol: the density the students should hit
+             weights and batch order per seed, same per-label batch schedule; Adam as the
+             paper ran it (PiNN's decay and clipping, 10 × the EKF's updates)
+teacher-md   the teacher on the water-npt preset as written (4 × 100 ps): the density the
+             students should hit, and the centre of their density band
+md           water-npt on every student's best-validation model, 100 ps, density over the
+             last 50 ps, band centred on the teacher's density (MD_PROTOCOL)
+pressure     each student's pressure at 320 K in short NVT runs at 0.75–1.00 g/cm³ (P(ρ)):
+             does the density where P = 1 bar predict its NPT density?
 fisher       Fisher-information spectrum of every student on its training set (L1 loss)
 report       results/: summary.json, table.md and the figures
 
@@ -39,37 +44,56 @@ import studies.jobs
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[2].parent / "shared" / "data" / "water-hdnnp"
-STAGES = ("teacher", "sample", "train", "md", "teacher-md", "fisher", "report")
+STAGES = ("teacher", "sample", "train", "teacher-md", "md", "pressure", "fisher", "report")
 
-EPOCHS = 80
 SEEDS = (0, 1, 2, 3, 4)
 SCHEDULE = {"name": "random_label", "energy_fraction": 0.5, "forces_per_update": 10}
-#: Optimizer sections of the variants (the study: Adam at its best rate, and the EKF).
+#: One update per structure label (random_label schedule): 240 training structures per epoch.
+UPDATES_PER_EPOCH = 240
+#: The EKF: 80 epochs = 19,200 updates.
+EKF = {"name": "ekf", "lr": 1.0, "epsilon": 1.0, "process_noise": 0.0, "forgetting_factor": 1.0,
+       "blocks": "global", "covariance_dtype": "float64", "schedule": SCHEDULE}
+#: Adam as the paper trained it with PiNN: the gradient clipped to norm 0.01, the rate ×0.994
+#: every 10⁴ updates (as a per-epoch factor here), and 10 × the EKF's updates (the paper's
+#: 5·10⁶ : 5·10⁵), rates 1e-5 … 1e-3 as in the paper.
+ADAM_DECAY_PER_EPOCH = 0.994 ** (UPDATES_PER_EPOCH / 1.0e4)
+
+
+def adam(lr: float) -> dict:
+    return {"name": "adam", "lr": lr, "grad_clip_norm": 0.01, "schedule": SCHEDULE}
+
+
+#: variant → (optimizer section, scheduler section, epochs)
 VARIANTS = {
-    "adam-lr1e-3": {"name": "adam", "lr": 1.0e-3, "schedule": SCHEDULE},
-    "adam-lr3e-3": {"name": "adam", "lr": 3.0e-3, "schedule": SCHEDULE},
-    "ekf": {"name": "ekf", "lr": 1.0, "epsilon": 1.0, "process_noise": 0.0, "forgetting_factor": 1.0,
-            "blocks": "global", "covariance_dtype": "float64", "schedule": SCHEDULE},
+    "adam-lr1e-5": (adam(1.0e-5), {"name": "exponential", "gamma": ADAM_DECAY_PER_EPOCH}, 800),
+    "adam-lr1e-4": (adam(1.0e-4), {"name": "exponential", "gamma": ADAM_DECAY_PER_EPOCH}, 800),
+    "adam-lr1e-3": (adam(1.0e-3), {"name": "exponential", "gamma": ADAM_DECAY_PER_EPOCH}, 800),
+    "ekf": (EKF, {"name": "none"}, 80),
 }
-#: The water-npt preset (NPT Berendsen, 1 bar, 320 K, 0.5 fs, τ_T 50 fs, τ_P 500 fs) shortened
-#: from 4 × 100 ps (density over the last 50 ps) so that 20 students fit on two cores.
+#: The water-npt preset as the paper runs it (NPT Berendsen, 1 bar, 320 K, 0.5 fs, 100 ps,
+#: density over the last 50 ps), one trajectory per student; the band (±25 %) is centred on
+#: the teacher's density from the teacher-md stage (set per run by stage_md).
 MD_PROTOCOL = {
     "preset": "water-npt",
     "n_replicas": 1,
-    "duration_ps": 6.0,
-    "density_average_last_ps": 3.0,
-    "density_blocks": 5,
-    "checkpoint_every_steps": 2000,
+    "duration_ps": 100.0,
+    "density_average_last_ps": 50.0,
+    "density_blocks": 10,
+    "checkpoint_every_steps": 4000,
     "threads_per_rank": 1,
     # The 12.4 Å box is under two cutoffs (6.0 / 6.35 Å) once the density exceeds ~1.1 g/cm³;
     # ase-nnip's neighbour list includes every periodic image, so 1.5 cutoffs is still exact.
     "box_min_cutoffs": 1.5,
 }
-TEACHER_REPLICAS = 2
+#: The teacher on the preset as written: 4 replicas × 100 ps.
+TEACHER_REPLICAS = 4
+#: P(ρ): NVT at the NPT temperature, these densities, frames every 20 fs after 200 fs.
+PRESSURE_DENSITIES = "0.75,0.80,0.85,0.90,0.95,1.00"
 
 
-def model_path(variant: str, seed: int) -> Path:
-    return HERE / "runs" / variant / f"seed-{seed}" / "member_0" / "model.nnip"
+def model_path(variant: str, seed: int, which: str = "best") -> Path:
+    """A student's best-validation model (``best``, the one MD and P(ρ) use) or its final one."""
+    return HERE / "runs" / variant / f"seed-{seed}" / "member_0" / ("best.nnip" if which == "best" else "model.nnip")
 
 
 def md_output(name: str) -> Path:
@@ -120,12 +144,14 @@ def stage_train(args) -> list[str]:
     jobs = []
     for variant, seed in students():
         out = model_path(variant, seed).parents[1]
+        optimizer, scheduler, epochs = VARIANTS[variant]
         command = ["ase-nnip", "train", HERE / "student.yaml", "-o", out, "--seeds", seed, "-q",
-                   "--set", f"training.optimizer={json.dumps(VARIANTS[variant])}",
-                   "--set", f"training.epochs={EPOCHS}"]
-        if (out / "member_0" / "checkpoints").exists():
+                   "--set", f"training.optimizer={json.dumps(optimizer)}",
+                   "--set", f"training.scheduler={json.dumps(scheduler)}",
+                   "--set", f"training.epochs={epochs}"]
+        if out.exists():  # --resume starts afresh where no checkpoint was written yet
             command.append("--resume")
-        jobs.append(Job(f"train-{variant}-seed-{seed}", command, model_path(variant, seed)))
+        jobs.append(Job(f"train-{variant}-seed-{seed}", command, model_path(variant, seed, "final")))
     return run_jobs(jobs, args.jobs)
 
 
@@ -149,15 +175,52 @@ def run_md(jobs: list[Job], parallel: int) -> list[str]:
     return failed
 
 
+def teacher_density() -> tuple[float, float]:
+    """The teacher's density (g/cm³) and its standard error with the replica as the unit, from
+    the finished teacher-md run; exits with a message while that run is unfinished."""
+    from md_harness.report import summarize  # noqa: PLC0415
+    from md_harness.store import load_results  # noqa: PLC0415
+
+    path = md_output("teacher")
+    if not path.exists():
+        sys.exit("the students' MD needs the teacher's density: run the teacher-md stage first")
+    summary, _ = summarize(load_results(path))
+    if not summary.complete or not math.isfinite(summary.density_g_cm3):
+        sys.exit(f"{path}: the teacher's run is unfinished or has no density; finish the teacher-md stage first")
+    return float(summary.density_g_cm3), float(summary.density_error_g_cm3)
+
+
 def stage_md(args) -> list[str]:
-    jobs = [md_job(f"{variant}-seed-{seed}", model_path(variant, seed), {}) for variant, seed in students()
+    centre, _ = teacher_density()
+    band = {"reference_density_g_cm3": round(centre, 4)}
+    jobs = [md_job(f"{variant}-seed-{seed}", model_path(variant, seed), band) for variant, seed in students()
             if model_path(variant, seed).exists()]
     return run_md(jobs, args.jobs)
 
 
 def stage_teacher_md(args) -> list[str]:
-    return run_md([md_job("teacher", HERE / "teacher.nnip", {"n_replicas": TEACHER_REPLICAS,
-                                                              "model_kwargs": {"dtype": "float64"}})], 1)
+    teacher = {"n_replicas": TEACHER_REPLICAS, "model_kwargs": {"dtype": "float64"}}
+    return run_md([md_job("teacher", HERE / "teacher.nnip", teacher)], args.jobs)
+
+
+def pressure_output(name: str) -> Path:
+    return HERE / "runs" / "pressure" / f"{name}.extxyz"
+
+
+def stage_pressure(args) -> list[str]:
+    (HERE / "runs" / "pressure").mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for variant, seed in students():
+        model = model_path(variant, seed)
+        if not model.exists():
+            continue
+        out = pressure_output(f"{variant}-seed-{seed}")
+        command = ["ase-nnip", "sample", "--model", model, "--start", SHARED / "water64.extxyz", "-o", out,
+                   "--densities-g-cm3", PRESSURE_DENSITIES, "--temperatures-K", 320, "--equilibration-steps", 400,
+                   "--frames-per-run", 25, "--interval-steps", 40, "--timestep-fs", 0.5, "--seed", 2,
+                   "--threads", 1, "--dtype", "float32"]
+        jobs.append(Job(f"pressure-{variant}-seed-{seed}", command, Path(f"{out}.json")))
+    return run_jobs(jobs, args.jobs)
 
 
 def stage_fisher(args) -> list[str]:
@@ -177,7 +240,7 @@ def stage_fisher(args) -> list[str]:
 def stage_report(args) -> list[str]:
     from studies.water_report import write_report  # noqa: PLC0415 - the report pulls in matplotlib and the model code
 
-    write_report(HERE, VARIANTS, SEEDS, MD_PROTOCOL, TEACHER_REPLICAS, EPOCHS)
+    write_report(HERE, VARIANTS, SEEDS, MD_PROTOCOL, TEACHER_REPLICAS)
     return []
 
 
