@@ -25,13 +25,11 @@ from md_harness.rdf import (
     read_reference,
     write_reference,
 )
-from md_harness.replica import run_replica
 from md_harness.report import summarize
-from md_harness.models import describe_model
-from md_harness.runner import load_protocol, run_campaign
-from md_harness.store import ResultsLock, ResultsStore, load_results
+from md_harness.runner import run_campaign
+from md_harness.store import load_results
 from md_harness.toy_calculators import water_grid
-from test_harness_run import assert_same_records, cluster_config, records
+from test_harness_run import assert_same_records, cluster_config, records, stop_replica_after
 
 
 def simple_cubic(n: int = 5, a: float = 2.0) -> Atoms:
@@ -209,12 +207,7 @@ def test_rdf_state_resumes_to_the_uninterrupted_result(tmp_path, threshold):
     stopped = periodic_config(tmp_path, output=str(tmp_path / "resumed.h5"), wall_time_limit_s=0.0,
                               rdf_max_error_A=threshold)
     run_campaign(stopped)
-    store = ResultsStore(stopped.output, ResultsLock(stopped.output))
-    polls = iter(range(10**6))
-    protocol = load_protocol(stopped, describe_model(stopped))
-    record = run_replica(protocol, store.pending_tasks()[1], store, should_stop=lambda: next(polls) >= 37)
-    assert (record.status, record.steps_done) == ("unfinished", 37)  # inside the second window
-    store.close()
+    stop_replica_after(stopped, 1, 37)  # inside the second window
     with h5py.File(stopped.output) as f:
         assert len(f["replica/00001/checkpoint/detector/rdf/reference"][()]) == 30
     resumed = run_campaign(periodic_config(tmp_path, output=str(tmp_path / "resumed.h5"), rdf_max_error_A=threshold))
@@ -232,12 +225,7 @@ def test_mtk_npt_with_the_rdf_detector_resumes_exactly(tmp_path):
     straight = run_campaign(periodic_config(tmp_path, output=str(tmp_path / "straight.h5"), **npt))
     stopped = periodic_config(tmp_path, output=str(tmp_path / "resumed.h5"), wall_time_limit_s=0.0, **npt)
     run_campaign(stopped)
-    store = ResultsStore(stopped.output, ResultsLock(stopped.output))
-    polls = iter(range(10**6))
-    protocol = load_protocol(stopped, describe_model(stopped))
-    record = run_replica(protocol, store.pending_tasks()[1], store, should_stop=lambda: next(polls) >= 37)
-    assert (record.status, record.steps_done) == ("unfinished", 37)
-    store.close()
+    stop_replica_after(stopped, 1, 37)
     resumed = run_campaign(periodic_config(tmp_path, output=str(tmp_path / "resumed.h5"), **npt))
     assert straight["status"].tolist() == resumed["status"].tolist()
     a, b = records(tmp_path / "straight.h5"), records(tmp_path / "resumed.h5")

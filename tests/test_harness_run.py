@@ -76,6 +76,18 @@ def records(path) -> dict:
     return out
 
 
+def stop_replica_after(config, index: int, steps: int):
+    """Run replica ``index`` of an unstarted results file until a stop request after ``steps``
+    steps; its checkpoint is folded into the file (the store is closed)."""
+    store = ResultsStore(config.output, ResultsLock(config.output))
+    polls = iter(range(10**6))
+    protocol = load_protocol(config, describe_model(config))
+    record = run_replica(protocol, store.pending_tasks()[index], store, should_stop=lambda: next(polls) >= steps)
+    assert (record.status, record.steps_done) == ("unfinished", steps)
+    store.close()
+    return record
+
+
 def assert_same_records(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for key in a:
@@ -214,12 +226,7 @@ def test_stopped_runs_resume_to_the_uninterrupted_result(tmp_path, variant):
     table = run_campaign(stopped)
     assert table["status"].tolist() == [b"unfinished"] * 3 and table["steps_done"].tolist() == [0] * 3
     # replica 1 stopped after step 37 (a stop request): its checkpoint goes to the file
-    store = ResultsStore(stopped.output, ResultsLock(stopped.output))
-    polls = iter(range(10**6))
-    protocol = load_protocol(stopped, describe_model(stopped))
-    record = run_replica(protocol, store.pending_tasks()[1], store, should_stop=lambda: next(polls) >= 37)
-    assert (record.status, record.steps_done) == ("unfinished", 37)
-    store.close()  # folds the journal into the file
+    stop_replica_after(stopped, 1, 37)
     with h5py.File(stopped.output) as f:
         assert f["replica/00001/checkpoint/step"][()] == 37 and f["replica/00001/thermo"][-1, 0] == 30
     resumed = run_campaign(cluster_config(tmp_path, output=str(tmp_path / "resumed.h5"), **ensemble))
