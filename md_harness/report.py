@@ -38,7 +38,7 @@ from md_harness.statistics import (
     restricted_mean,
     rmst_interval,
 )
-from md_harness.detectors import UNCERTAINTY_STOP
+from md_harness.detectors import DRIFT_WARMUP_FRACTION, UNCERTAINTY_STOP
 from md_harness.ensembles import NPT
 from md_harness.outcomes import (
     StopAnalysis,
@@ -109,6 +109,7 @@ class ModelSummary:
     failure_temperature_K: list = field(default_factory=list)  # ramp target at median TTF [median, lower, upper]
     energy_drift: dict = field(default_factory=dict)  # conserved-energy drift over replicas (eV/atom/ps)
     rdf_error: dict = field(default_factory=dict)  # largest RDF window error over replicas (Å)
+    nve_temperature: dict = field(default_factory=dict)  # NVE: replicas' mean temperature after the warm-up (K)
 
 
 def _decode(value) -> str:
@@ -277,7 +278,16 @@ def summarize(
     summary.failure_temperature_K = list(temperatures) if temperatures is not None else []
     summary.energy_drift = replica_spread([r.energy_drift_eV_atom_ps for r in rows]) or {}
     summary.rdf_error = replica_spread([r.rdf_max_error_A for r in rows]) or {}
+    if config["ensemble"] == "nve":
+        summary.nve_temperature = replica_spread([_mean_after_warmup(results, int(i)) for i in table["index"]]) or {}
     return summary, rows
+
+
+def _mean_after_warmup(results: Results, index: int) -> float:
+    """A replica's mean logged temperature after the drift detector's warm-up (K; NaN if none)."""
+    t, temperature = results.column(index, "time_ps"), results.column(index, "temperature_K")
+    after = t >= DRIFT_WARMUP_FRACTION * float(results.config["duration_ps"])
+    return float(np.nanmean(temperature[after])) if np.isfinite(temperature[after]).any() else float("nan")
 
 
 def _target_temperature(config: dict, time_ps: float) -> float:
@@ -394,12 +404,17 @@ def _outcome_lines(m: ModelSummary) -> list[str]:
     if m.energy_drift:
         d = m.energy_drift
         out.append(f"conserved-energy drift after the warm-up, {name}: median {d['median']:.3g} eV/atom/ps "
-                   f"[quartiles {d['q1']:.3g}, {d['q3']:.3g}], mean {d['mean']:.3g} ± {_fmt(d['se'], 3)} (se) "
+                   f"[quartiles {d['q1']:.3g}, {d['q3']:.3g}], mean {d['mean']:.3g} ± {d['se']:.2g} (se) "
                    f"over {d['replicas']} replicas")
+    if m.nve_temperature:
+        d = m.nve_temperature
+        out.append(f"temperature after the warm-up (NVE: no thermostat; kinetic energy shares itself with the "
+                   f"potential energy), {name}: mean {d['mean']:.0f} ± {d['se']:.2g} K (se over {d['replicas']} replicas; "
+                   f"replica means {d['q1']:.0f}–{d['q3']:.0f} K quartiles)")
     if m.rdf_error:
         d = m.rdf_error
         out.append(f"largest RDF window error per replica (∫|g − g_ref| dr), {name}: median {d['median']:.3g} Å "
-                   f"[quartiles {d['q1']:.3g}, {d['q3']:.3g}], mean {d['mean']:.3g} ± {_fmt(d['se'], 3)} (se) "
+                   f"[quartiles {d['q1']:.3g}, {d['q3']:.3g}], mean {d['mean']:.3g} ± {d['se']:.2g} (se) "
                    f"over {d['replicas']} replicas")
     return out
 

@@ -95,3 +95,19 @@ def test_report_cli(two_runs, tmp_path):
     not_results.write_bytes(b"nope")
     bad = CliRunner().invoke(main, ["report", str(not_results)])
     assert bad.exit_code == 1 and "cannot read results file" in bad.output
+
+
+def test_an_nve_report_gives_the_temperature_it_settled_at_and_the_drift(tmp_path):
+    run_campaign(cluster_config(tmp_path, ensemble="nve", thermostat_tau_fs=None, temperature_K=600))
+    results = load_results(tmp_path / "results.h5")
+    summary, _ = summarize(results)
+    t = summary.nve_temperature
+    assert t["replicas"] == 3 and 50.0 < t["mean"] < 600.0  # started at 600 K, shares it with the potential
+    temperatures = np.concatenate([results.column(i, "temperature_K")[results.column(i, "time_ps") >= 0.01]
+                                   for i in range(3)])
+    assert np.nanmin(temperatures) <= t["q1"] and t["q3"] <= np.nanmax(temperatures)
+    assert summary.energy_drift["replicas"] == 3
+    text, _ = write_report([tmp_path / "results.h5"], tmp_path / "nve", plot=False)
+    assert "temperature after the warm-up (NVE" in text and "conserved-energy drift" in text
+    run_campaign(cluster_config(tmp_path, output=str(tmp_path / "nvt.h5")))
+    assert not summarize(load_results(tmp_path / "nvt.h5"))[0].nve_temperature  # a thermostat: no such line
