@@ -1,5 +1,5 @@
 #!/bin/bash
-# Runs the four protocols one after the other on one core each time (resumable: run it again
+# Runs the protocols one after the other on one core each time (resumable: run it again
 # after a kill) and writes each report next to its results file. From this folder:
 #   bash run.sh            # about 3.5 core-hours on the development machine
 set -euo pipefail
