@@ -23,7 +23,7 @@ import numpy as np
 
 from ase_nnip.core.statistics import wilson_interval
 from md_harness.statistics import clopper_pearson
-from md_harness.warning import Trace, leads_against_null, warned_more_often
+from md_harness.warning import Trace, lead_text, leads_against_null, warned_more_often
 
 
 def cumulative_incidence(times, causes, horizon: float, confidence: float = 0.95) -> dict:
@@ -113,8 +113,7 @@ def analyse_stop(failed: list, survived: list, threshold: float, rows: int, min_
     out.fisher_p = warned_more_often(out.failures_preceded, len(failed), out.null_preceded_fraction, len(survived))
     out.false_stops = int(sum(np.isfinite(first_run_above(t, threshold, rows, np.inf)) for t in survived))
     out.false_stop_ci = wilson_interval(out.false_stops, len(survived))
-    lead = (f"median lead {out.median_lead_ps:.3g} ps (survivors at the same times: {out.null_median_lead_ps:.3g} ps)"
-            if out.failures_preceded else "no lead")
+    lead = lead_text(out.median_lead_ps, out.null_median_lead_ps) if out.failures_preceded else "no lead"
     out.verdict = (
         f"uncertainty threshold {threshold:g} eV/Å for {rows} row(s): precedes {out.failures_preceded}/{len(failed)} "
         f"failures by at least {min_lead_ps:g} ps [{out.preceded_fraction_ci[0]:.2f}, {out.preceded_fraction_ci[1]:.2f}] "

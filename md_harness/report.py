@@ -276,7 +276,8 @@ def summarize(
         summary.uncertainty_stop = asdict(stop_analysis(results, status, float(threshold), n_rows, lead))
     temperatures = failure_temperature(config, median)
     summary.failure_temperature_K = list(temperatures) if temperatures is not None else []
-    summary.energy_drift = replica_spread([r.energy_drift_eV_atom_ps for r in rows]) or {}
+    # a replica that failed measured its failure, not the integrator's drift: survivors only
+    summary.energy_drift = replica_spread([r.energy_drift_eV_atom_ps for r in rows if r.status == "survived"]) or {}
     summary.rdf_error = replica_spread([r.rdf_max_error_A for r in rows]) or {}
     if config["ensemble"] == "nve":
         summary.nve_temperature = replica_spread([_mean_after_warmup(results, int(i)) for i in table["index"]]) or {}
@@ -403,7 +404,7 @@ def _outcome_lines(m: ModelSummary) -> list[str]:
         out.append(f"temperature at failure (the ramp's target at the median time to failure), {name}: {text}")
     if m.energy_drift:
         d = m.energy_drift
-        out.append(f"conserved-energy drift after the warm-up, {name}: median {d['median']:.3g} eV/atom/ps "
+        out.append(f"conserved-energy drift after the warm-up (surviving replicas), {name}: median {d['median']:.3g} eV/atom/ps "
                    f"[quartiles {d['q1']:.3g}, {d['q3']:.3g}], mean {d['mean']:.3g} ± {d['se']:.2g} (se) "
                    f"over {d['replicas']} replicas")
     if m.nve_temperature:

@@ -126,6 +126,12 @@ def leads_against_null(failed: list, survived: list, first_before, min_lead_ps: 
     )
 
 
+def lead_text(median_ps: float, null_median_ps: float) -> str:
+    """"median lead … (survivors at the same times: …)" for a verdict."""
+    null = f"{null_median_ps:.3g} ps" if np.isfinite(null_median_ps) else "none fired by then"
+    return f"median lead {median_ps:.3g} ps (survivors at the same times: {null})"
+
+
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
     """P(a positive value > a negative one), ties counted half; NaN when either is empty."""
     scores = np.concatenate([positive, negative])
@@ -251,8 +257,7 @@ def _verdict(a: WarningAnalysis) -> str:
     )
     if a.failures_warned == 0 and a.null_warned_fraction == 0:
         warned_text += "; nothing crosses the threshold before a failure time (the signal may saturate)"
-    lead = (f"median lead {a.median_lead_ps:.3g} ps (survivors at the same times: {a.null_median_lead_ps:.3g} ps)"
-            if a.failures_warned else "no lead time")
+    lead = lead_text(a.median_lead_ps, a.null_median_lead_ps) if a.failures_warned else "no lead time"
     above_chance = bool(np.isfinite(a.auroc_ci[0]) and a.auroc_ci[0] > 0.5)
     more_warned = bool(a.fisher_p_holm < 0.05)
     if above_chance and more_warned:
