@@ -284,6 +284,13 @@ def summarize(
     return summary, rows
 
 
+def _mean_se(spread: dict) -> str:
+    """"mean ± se (se)" of a :func:`replica_spread`, or the value alone for a single replica."""
+    if spread["replicas"] < 2:
+        return f"{spread['mean']:.3g} (one replica: no standard error)"
+    return f"{spread['mean']:.3g} ± {spread['se']:.2g} (se)"
+
+
 def _mean_after_warmup(results: Results, index: int) -> float:
     """A replica's mean logged temperature after the drift detector's warm-up (K; NaN if none)."""
     t, temperature = results.column(index, "time_ps"), results.column(index, "temperature_K")
@@ -405,7 +412,7 @@ def _outcome_lines(m: ModelSummary) -> list[str]:
     if m.energy_drift:
         d = m.energy_drift
         out.append(f"conserved-energy drift after the warm-up (surviving replicas), {name}: median {d['median']:.3g} eV/atom/ps "
-                   f"[quartiles {d['q1']:.3g}, {d['q3']:.3g}], mean {d['mean']:.3g} ± {d['se']:.2g} (se) "
+                   f"[quartiles {d['q1']:.3g}, {d['q3']:.3g}], mean {_mean_se(d)} "
                    f"over {d['replicas']} replicas")
     if m.nve_temperature:
         d = m.nve_temperature
@@ -415,7 +422,7 @@ def _outcome_lines(m: ModelSummary) -> list[str]:
     if m.rdf_error:
         d = m.rdf_error
         out.append(f"largest RDF window error per replica (∫|g − g_ref| dr), {name}: median {d['median']:.3g} Å "
-                   f"[quartiles {d['q1']:.3g}, {d['q3']:.3g}], mean {d['mean']:.3g} ± {d['se']:.2g} (se) "
+                   f"[quartiles {d['q1']:.3g}, {d['q3']:.3g}], mean {_mean_se(d)} "
                    f"over {d['replicas']} replicas")
     return out
 
