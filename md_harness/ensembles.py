@@ -5,7 +5,8 @@
 ============================  ==========================================  =====================
 ``nvt_berendsen``             ``NVTBerendsen`` (``thermostat_tau_fs``)    no ensemble (its kinetic
                                                                           energy is too narrow)
-``npt_berendsen``             ``NPTBerendsen`` (+ barostat, compressib.)  no ensemble
+``npt_berendsen``             ``NPTBerendsen`` (+ barostat, compressib.;  no ensemble
+                              one model call per step: ``BerendsenNPT``)
 ``nve``                       ``VelocityVerlet``                          microcanonical
 ``nvt_langevin``              ``Langevin`` (``friction_per_fs``)          canonical
 ``nvt_bussi``                 ``Bussi`` (``thermostat_tau_fs``)           canonical

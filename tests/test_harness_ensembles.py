@@ -147,3 +147,83 @@ def test_targets_follow_a_linear_ramp():
     assert targets_at(config, 1000).temperature_K == pytest.approx(3000.0)
     assert targets_at(config, 2000).temperature_K == pytest.approx(3000.0)  # held at the end
     assert targets_at(config, 250).pressure_bar == pytest.approx(1251.0)
+
+
+# --- Berendsen NPT with one force evaluation per step (ase_nnip.core.dynamics.BerendsenNPT) ---
+
+
+class Counting(Calculator):
+    """Wraps a calculator and counts its evaluations."""
+
+    implemented_properties = ["energy", "forces", "stress"]
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        self.calls += 1
+        probe = self.atoms.copy()
+        probe.calc = self.inner
+        self.results = {"energy": probe.get_potential_energy(), "forces": probe.get_forces(),
+                        "stress": probe.get_stress()}
+
+
+def npt_pair(atoms, compressibility_per_bar: float = 4.57e-5):
+    """Our Berendsen NPT on ``atoms`` and ASE's on a copy: 300 K, 1000 bar, τ_T 50 fs, τ_P 100 fs."""
+    from ase.md.nptberendsen import NPTBerendsen
+
+    from ase_nnip.core.dynamics import berendsen
+
+    ours = berendsen(atoms, 0.5, 300.0, 50.0, pressure_bar=1000.0, barostat_tau_fs=100.0,
+                     compressibility_per_bar=compressibility_per_bar)
+    theirs = NPTBerendsen(atoms.copy(), 0.5 * units.fs, temperature_K=300.0, taut=50.0 * units.fs,
+                          pressure_au=1000.0 * units.bar, taup=100.0 * units.fs,
+                          compressibility_au=compressibility_per_bar / units.bar)
+    return ours, theirs
+
+
+def test_berendsen_npt_evaluates_the_model_once_per_step_where_ase_does_twice():
+    from md_harness.toy_calculators import ToyWater, water_grid
+
+    box = water_grid(n_per_side=2, spacing_A=3.1, periodic=True)
+    initial_momenta(box, 300.0, np.random.default_rng(0))
+    box.calc = Counting(ToyWater())
+    ours, theirs = npt_pair(box)
+    theirs.atoms.calc = Counting(ToyWater())
+    for dynamics in (ours, theirs):
+        dynamics.run(1)  # the first step's forces and stress
+        calls = dynamics.atoms.calc.calls
+        dynamics.run(20)
+        dynamics.atoms.calc.per_step = (dynamics.atoms.calc.calls - calls) / 20
+    assert box.calc.per_step == 1.0 and theirs.atoms.calc.per_step == 2.0
+
+
+def test_berendsen_npt_scales_the_cell_as_ase_does_and_an_ideal_gas_reaches_its_volume():
+    """One step from the same state gives ASE's cell (same pressure, same factor); an ideal gas
+    at 1000 bar and 300 K settles at V = N k T / P."""
+    from ase.calculators.calculator import all_changes as changes
+
+    class IdealGas(Calculator):
+        implemented_properties = ["energy", "forces", "stress"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=changes):
+            super().calculate(atoms, properties, system_changes)
+            self.results = {"energy": 0.0, "forces": np.zeros((len(self.atoms), 3)), "stress": np.zeros(6)}
+
+    rng = np.random.default_rng(2)
+    n, volume_eq = 400, 400 * units.kB * 300.0 / (1000.0 * units.bar)
+    gas = Atoms("Ar400", positions=rng.uniform(0, 30.0, (n, 3)), cell=[30.0] * 3, pbc=True)
+    initial_momenta(gas, 300.0, rng)
+    gas.calc = IdealGas()
+    ours, theirs = npt_pair(gas, compressibility_per_bar=1.0 / 1000.0)  # an ideal gas's: 1/P
+    theirs.atoms.calc = IdealGas()
+    ours.run(1)
+    theirs.run(1)
+    assert np.allclose(ours.atoms.cell.array, theirs.atoms.cell.array, rtol=1e-14, atol=0)
+    volumes = []
+    ours.attach(lambda: volumes.append(gas.get_volume()), interval=10)
+    ours.run(6000)
+    # from 27,000 Å³ to the ideal-gas volume (≈ 16,570 Å³) within a few τ_P; then within 3 %
+    assert np.mean(volumes[len(volumes) // 2:]) == pytest.approx(volume_eq, rel=0.03)
