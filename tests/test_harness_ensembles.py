@@ -227,3 +227,36 @@ def test_berendsen_npt_scales_the_cell_as_ase_does_and_an_ideal_gas_reaches_its_
     ours.run(6000)
     # from 27,000 Å³ to the ideal-gas volume (≈ 16,570 Å³) within a few τ_P; then within 3 %
     assert np.mean(volumes[len(volumes) // 2:]) == pytest.approx(volume_eq, rel=0.03)
+
+
+@pytest.mark.parametrize("ensemble, variance_band", [("npt_mtk", (0.7, 1.3)), ("npt_berendsen", (0.0, 0.1))])
+def test_an_ideal_gas_has_the_isobaric_volume_distribution_under_mtk_only(ensemble, variance_band):
+    """N ideal-gas atoms at (T, P) have ⟨V⟩ = (N + 1) k T / P and Var(V)/⟨V⟩² = 1/(N + 1) in the
+    isothermal-isobaric ensemble: MTK samples it (measured 1.003 and 1.05 over 60,000 steps);
+    Berendsen's barostat gets the mean and suppresses the fluctuations."""
+
+    class IdealGas(Calculator):
+        implemented_properties = ["energy", "forces", "stress"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            self.results = {"energy": 0.0, "forces": np.zeros((len(self.atoms), 3)), "stress": np.zeros(6)}
+
+    n, temperature, pressure = 64, 300.0, 1000.0
+    config = SimpleNamespace(ensemble=ensemble, timestep_fs=4.0, temperature_K=temperature, final_temperature_K=None,
+                             pressure_bar=pressure, final_pressure_bar=None, n_steps=10**6, thermostat_tau_fs=100.0,
+                             barostat_tau_fs=200.0, nose_hoover_chain_length=3, compressibility_per_bar=1.0 / pressure)
+    rng = np.random.default_rng(1)
+    volume_eq = (n + 1) * units.kB * temperature / (pressure * units.bar)
+    side = volume_eq ** (1 / 3)
+    gas = Atoms(f"Ar{n}", positions=rng.uniform(0, side, (n, 3)), cell=[side] * 3, pbc=True)
+    gas.calc = IdealGas()
+    initial_momenta(gas, temperature, rng)
+    dynamics = make_integrator(config, gas, rng)
+    volumes = []
+    dynamics.attach(lambda: volumes.append(gas.get_volume()), interval=5)
+    dynamics.run(20000)
+    v = np.array(volumes[len(volumes) // 5:])
+    assert v.mean() == pytest.approx(volume_eq, rel=0.05)
+    low, high = variance_band
+    assert low <= v.var() / v.mean() ** 2 * (n + 1) <= high
