@@ -150,12 +150,12 @@ class WindowRDF:
     def update(self, step: int, positions: np.ndarray, cell: np.ndarray) -> Optional[float]:
         """Sample this step if it is on the stride; at the end of a window, the window's error
         against the reference (Å), else None. Step 0 (the start structure) is not sampled."""
-        if step <= 0 or step % self.stride_steps:
+        if step <= 0:
             return None
-        if 2.0 * self.edges[-1] <= min_cell_height_A(cell) + 1e-9:
+        # (a barostat that shrinks the cell below 2 r_max leaves the frame out of its window)
+        if step % self.stride_steps == 0 and 2.0 * self.edges[-1] <= min_cell_height_A(cell) + 1e-9:
             self.sum += rdf_frame(positions, cell, self.numbers, self.pair, self.edges)
             self.count += 1
-        # else: a barostat has shrunk the cell below 2 r_max; the frame is left out of its window
         if step % self.window_steps:
             return None
         if self.count == 0:

@@ -112,6 +112,14 @@ def test_the_first_window_is_the_reference_and_a_changed_structure_is_seen():
     assert window.max_error_A == error
 
 
+def test_windows_close_on_time_when_the_stride_does_not_divide_them():
+    water = water_grid(n_per_side=2, spacing_A=3.1, periodic=True)
+    window = WindowRDF(water.numbers, (8, 1), bin_edges_A(3.0, 30), window_steps=5, stride_steps=2)
+    closed = [s for s in range(1, 16) if window.update(s, water.positions, water.cell.array) is not None]
+    # samples at 2, 4 | 6, 8, 10 | 12, 14: the first window (closing at 5) is the reference
+    assert closed == [10, 15] and window.max_error_A < 1e-12  # the same frame in every window
+
+
 def test_window_state_resumes_mid_window():
     rng = np.random.default_rng(3)
     water = water_grid(n_per_side=2, spacing_A=3.1, periodic=True)
