@@ -24,6 +24,7 @@ from ase import units
 from scipy import stats
 
 from ase_nnip.core.dynamics import density_g_cm3
+from studies.rank_statistics import rank_correlation
 
 
 def frame_pressure_bar(atoms, temperature_K: float) -> float:
@@ -120,17 +121,12 @@ def errors_at_budget(metrics_csv: Path, updates: Optional[int] = None, seconds: 
             "val_energy_rmse_meV_atom": 1e3 * float(row["val_energy_rmse_per_atom"])}
 
 
-def correlation_with_null(x, y, n_permutations: int = 2000, seed: int = 0) -> dict:
-    """Spearman ρ of paired values with its p-value and the 95 % range of ρ with x shuffled;
-    ``n`` < 4 pairs: not assessed (NaNs and a reason)."""
-    pairs = [(a, b) for a, b in zip(x, y) if np.isfinite(a) and np.isfinite(b)]
-    if len(pairs) < 4:
-        return {"n": len(pairs), "spearman": float("nan"), "p": float("nan"),
-                "permutation_null_95": [float("nan"), float("nan")],
-                "note": f"not assessed: {len(pairs)} pairs, a rank correlation needs at least 4"}
-    a, b = np.array(pairs).T
-    rho, p = stats.spearmanr(a, b)
-    rng = np.random.default_rng(seed)
-    null = [stats.spearmanr(rng.permutation(a), b)[0] for _ in range(n_permutations)]
-    return {"n": len(pairs), "spearman": float(rho), "p": float(p),
-            "permutation_null_95": [float(np.percentile(null, 2.5)), float(np.percentile(null, 97.5))]}
+def correlation_with_null(x, y) -> dict:
+    """Spearman ρ of paired values (over pairs where both are finite) with its permutation p and
+    the 95 % range of ρ with x shuffled, from :func:`studies.rank_statistics.rank_correlation`;
+    fewer than 4 pairs: not assessed (NaNs and the reason in ``note``)."""
+    r = rank_correlation("x", "y", x, y)
+    out = {"n": r.n, "spearman": r.rho, "p": r.p_permutation, "permutation_null_95": [r.null_lower, r.null_upper]}
+    if r.message:
+        out["note"] = r.message
+    return out

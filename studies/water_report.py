@@ -276,18 +276,12 @@ def write_report(here: Path, variants: dict, seeds, protocol: dict, teacher_repl
     pairs = [(m["test_pressure_bias_GPa"], m["md"]["density_g_cm3"]) for m in models.values()
              if m["md"] and m["md"]["complete"] and np.isfinite(m["md"]["density_g_cm3"]) and "test_pressure_bias_GPa" in m]
     if len(pairs) >= 4:
-        rho_s, p_s = stats.spearmanr(*zip(*pairs))
         # null baseline: the same correlation with the pressure biases shuffled over models
-        rng = np.random.default_rng(0)
-        x, y = np.array(pairs).T
-        null = [stats.spearmanr(rng.permutation(x), y)[0] for _ in range(2000)]
-        comparisons["density vs test pressure bias (all surviving students)"] = {
-            "spearman": float(rho_s), "p": float(p_s), "n": len(pairs),
-            "permutation_null_95": [float(np.percentile(null, 2.5)), float(np.percentile(null, 97.5))]}
+        comparisons["density vs test pressure bias (all surviving students)"] = correlation_with_null(*zip(*pairs))
     predicted = [(m["p_rho_density"]["density_g_cm3"], m["md"]["density_g_cm3"]) for m in models.values()
                  if "p_rho_density" in m and m["md"] and m["md"]["complete"]]
     comparisons["NPT density vs the density where P(ρ) = 1 bar (surviving students)"] = {
-        **(correlation_with_null(*zip(*predicted)) if predicted else correlation_with_null([], [])),
+        **correlation_with_null(*(zip(*predicted) if predicted else ([], []))),
         "mean_npt_minus_predicted_g_cm3": mean_sd([b - a for a, b in predicted])}
     summary = {
         "complete": not missing, "missing": missing, "seeds": list(seeds),
@@ -352,7 +346,7 @@ def format_table(summary: dict) -> str:
             if "mean_npt_minus_predicted_g_cm3" in c:
                 d, sd, n = c["mean_npt_minus_predicted_g_cm3"]
                 extra = f"; NPT − predicted {fmt(d, sd, 4)} g/cm³ (mean ± sd over {n} models)"
-            lines.append(f"- {name}: Spearman ρ = {c['spearman']:.2f} (n = {c['n']}, p = {c['p']:.3g}; shuffled null "
+            lines.append(f"- {name}: Spearman ρ = {c['spearman']:.2f} (n = {c['n']}, permutation p = {c['p']:.3g}; shuffled null "
                          f"95 % range [{lo:.2f}, {hi:.2f}]){extra}")
             continue
         lines.append(f"- {name}: stable-density fraction {p_text(c['stable_fraction_fisher_exact_p'])} (Fisher exact "
