@@ -170,6 +170,16 @@ class Counting(Calculator):
                         "stress": probe.get_stress()}
 
 
+class IdealGas(Calculator):
+    """No interactions: zero energy, forces and virial (the pressure is the ideal-gas N k T / V)."""
+
+    implemented_properties = ["energy", "forces", "stress"]
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        self.results = {"energy": 0.0, "forces": np.zeros((len(self.atoms), 3)), "stress": np.zeros(6)}
+
+
 def npt_pair(atoms, compressibility_per_bar: float = 4.57e-5):
     """Our Berendsen NPT on ``atoms`` and ASE's on a copy: 300 K, 1000 bar, τ_T 50 fs, τ_P 100 fs."""
     from ase.md.nptberendsen import NPTBerendsen
@@ -203,15 +213,6 @@ def test_berendsen_npt_evaluates_the_model_once_per_step_where_ase_does_twice():
 def test_berendsen_npt_scales_the_cell_as_ase_does_and_an_ideal_gas_reaches_its_volume():
     """One step from the same state gives ASE's cell (same pressure, same factor); an ideal gas
     at 1000 bar and 300 K settles at V = N k T / P."""
-    from ase.calculators.calculator import all_changes as changes
-
-    class IdealGas(Calculator):
-        implemented_properties = ["energy", "forces", "stress"]
-
-        def calculate(self, atoms=None, properties=("energy",), system_changes=changes):
-            super().calculate(atoms, properties, system_changes)
-            self.results = {"energy": 0.0, "forces": np.zeros((len(self.atoms), 3)), "stress": np.zeros(6)}
-
     rng = np.random.default_rng(2)
     n, volume_eq = 400, 400 * units.kB * 300.0 / (1000.0 * units.bar)
     gas = Atoms("Ar400", positions=rng.uniform(0, 30.0, (n, 3)), cell=[30.0] * 3, pbc=True)
@@ -234,13 +235,6 @@ def test_an_ideal_gas_has_the_isobaric_volume_distribution_under_mtk_only(ensemb
     """N ideal-gas atoms at (T, P) have ⟨V⟩ = (N + 1) k T / P and Var(V)/⟨V⟩² = 1/(N + 1) in the
     isothermal-isobaric ensemble: MTK samples it (measured 1.003 and 1.05 over 60,000 steps);
     Berendsen's barostat gets the mean and suppresses the fluctuations."""
-
-    class IdealGas(Calculator):
-        implemented_properties = ["energy", "forces", "stress"]
-
-        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-            super().calculate(atoms, properties, system_changes)
-            self.results = {"energy": 0.0, "forces": np.zeros((len(self.atoms), 3)), "stress": np.zeros(6)}
 
     n, temperature, pressure = 64, 300.0, 1000.0
     config = SimpleNamespace(ensemble=ensemble, timestep_fs=4.0, temperature_K=temperature, final_temperature_K=None,
