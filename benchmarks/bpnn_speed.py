@@ -7,7 +7,7 @@ interleaved rounds (n2p2, ours, n2p2, ours, ...) for each thread count:
 
 * n2p2: its C++ library's ``Prediction::predict()`` (neighbour list, symmetry functions,
   networks, forces) on each frame, timed inside the C++ driver; OpenMP threads =
-  ``OMP_NUM_THREADS``. Build it once (needs g++, ``apt-get install libeigen3-dev libgsl-dev``):
+  ``OMP_NUM_THREADS``. Build it once (needs g++ and Eigen headers, see build.sh):
 
       git clone https://github.com/CompPhysVienna/n2p2 /tmp/n2p2
       sh benchmarks/n2p2/build.sh /tmp/n2p2

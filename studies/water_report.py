@@ -153,8 +153,9 @@ def band_centre(models: dict) -> float:
     return float("nan")
 
 
-def write_report(here: Path, variants: dict, seeds, protocol: dict, teacher_replicas: int) -> None:
-    """``variants``: {name: (optimizer section, scheduler section, epochs)} as study.py has them.
+def write_report(here: Path, variants: dict, seeds_of: dict, protocol: dict, teacher_replicas: int) -> None:
+    """``variants``: {name: (optimizer section, scheduler section, epochs)} as study.py has them;
+    ``seeds_of``: {name: its seeds}.
     MD, P(ρ) and the Fisher spectrum are of each student's best-validation model (best.nnip);
     test errors are given for it and for the final weights (model.nnip)."""
     out = here / "results"
@@ -163,7 +164,7 @@ def write_report(here: Path, variants: dict, seeds, protocol: dict, teacher_repl
     frames = read(test_file, ":") if test_file.exists() else []
     models, missing = {}, []
     for variant in variants:
-        for seed in seeds:
+        for seed in seeds_of[variant]:
             name = f"{variant}-seed-{seed}"
             member = here / "runs" / variant / f"seed-{seed}" / "member_0"
             if not (member / "model.nnip").exists():
@@ -284,7 +285,7 @@ def write_report(here: Path, variants: dict, seeds, protocol: dict, teacher_repl
         **correlation_with_null(*(zip(*predicted) if predicted else ([], []))),
         "mean_npt_minus_predicted_g_cm3": mean_sd([b - a for a, b in predicted])}
     summary = {
-        "complete": not missing, "missing": missing, "seeds": list(seeds),
+        "complete": not missing, "missing": missing, "seeds": {k: list(v) for k, v in seeds_of.items()},
         "variants": {k: {"optimizer": o, "scheduler": sch, "epochs": e} for k, (o, sch, e) in variants.items()},
         "md_protocol": protocol, "teacher_replicas": teacher_replicas,
         "band_centre_g_cm3": band_centre(models),

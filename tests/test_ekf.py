@@ -260,6 +260,41 @@ def test_label_schedules():
         schedule.epoch_updates(data, 5, gen, LossWeights(1.0, 1.0, 1.0))
 
 
+def test_random_label_schedule_with_stress_updates():
+    data = tiny_water_dataset(4)
+    many = GraphDataset(data.graphs * 100, RC)
+    with_stress = LossWeights(1.0, 1.0, 10.0)
+    plain = BatchSchedule(ScheduleOptions("random_label", energy_fraction=0.4))
+    stress = BatchSchedule(ScheduleOptions("random_label", energy_fraction=0.4, stress_fraction=0.2))
+    gen = torch.Generator().manual_seed(5)
+    state = gen.get_state()
+    updates = list(stress.epoch_updates(many, 1, gen, with_stress))
+    kinds = [u.kind for u in updates]
+    assert 0.3 < kinds.count("energy") / len(kinds) < 0.5 and 0.13 < kinds.count("mixed") / len(kinds) < 0.27
+    assert all(u.stress and not u.energy and u.force_components is None for u in updates if u.kind == "mixed")
+    # one draw per structure as without stress: the same order, and up to the first stress
+    # update (which takes the place of a force update) the same labels
+    gen.set_state(state)
+    before = list(plain.epoch_updates(many, 1, gen, LossWeights(1.0, 1.0)))
+    assert [u.graph for u in before] == [u.graph for u in updates]
+    first = kinds.index("mixed")
+    assert [u.kind for u in before[:first]] == kinds[:first] and before[first].kind == "forces"
+    # a stress weight without a stress fraction (or the reverse) would silently train nothing
+    with pytest.raises(ConfigError, match="stress_fraction"):
+        plain.epoch_updates(data, 1, gen, with_stress)
+    with pytest.raises(ConfigError, match="stress_fraction"):
+        stress.epoch_updates(data, 1, gen, LossWeights(1.0, 1.0))
+    with pytest.raises(ConfigError, match="stress_fraction must be in"):
+        ScheduleOptions("random_label", energy_fraction=0.9, stress_fraction=0.2)
+    # a stress update's scaled error: √(w_S / 9) Δσ over the 3 × 3 components
+    torch.manual_seed(0)
+    model = build_model(BPNN).double()
+    g = collate([data.graphs[0]])
+    g.stress = torch.randn(1, 3, 3, dtype=torch.float64)
+    xi = scaled_errors(model, LabelUpdate(g, stress=True), with_stress)
+    torch.testing.assert_close(xi, math.sqrt(10.0 / 9) * (predict(model, g, stress=True).stress - g.stress).reshape(-1))
+
+
 # ------------------------------------------------------------------ the rule
 def test_rule_step_reduces_the_error_and_tracks_lambda():
     torch.manual_seed(0)

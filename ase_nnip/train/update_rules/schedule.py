@@ -8,14 +8,15 @@ Schedules (``schedule: {name: ..., ...}``):
   batch, and ξ is scaled so that Σξ² is exactly the trainer's loss of the batch.
 - ``random_label`` (Shao et al. 2021, Fig. 1b, the schedule of their EKF-versus-Adam study):
   structures in random order, one update per structure: with probability
-  ``energy_fraction`` its energy, otherwise ``forces_per_update`` of its force components
-  drawn at random (without replacement).
+  ``energy_fraction`` its energy, with probability ``stress_fraction`` (default 0; needs a
+  stress_weight > 0) its stress tensor, otherwise ``forces_per_update`` of its force
+  components drawn at random (without replacement).
 - ``energy_then_forces`` (RuNNer-style, Fig. 1a, without the error-threshold filter): per
   structure in random order one energy update, then ``force_groups_per_structure`` updates
   of ``forces_per_update`` force components each (all drawn without replacement).
 
 An update with energy weight w_E = 0 (force weight w_F = 0) of the current epoch is never
-an energy (force) update. The label schedules train on energies and forces only.
+an energy (force) update. ``energy_then_forces`` trains on energies and forces only.
 
 The scaled error vector (section II.A of the paper, ξ = √(c/n)(ŷ − y)) with the trainer's
 weights c and units:
@@ -51,12 +52,14 @@ SCHEDULES = ("batches", "random_label", "energy_then_forces")
 class ScheduleOptions:
     """name: batches | random_label | energy_then_forces (see the module docstring).
     energy_fraction: random_label: probability that a structure's update is its energy.
+    stress_fraction: random_label: probability that it is its stress (the rest: forces).
     forces_per_update: force components per force update (fewer when a structure has fewer).
     force_groups_per_structure: energy_then_forces: force updates after each energy update.
     """
 
     name: str = "batches"
     energy_fraction: float = 0.5
+    stress_fraction: float = 0.0
     forces_per_update: int = 10
     force_groups_per_structure: int = 1
 
@@ -65,6 +68,11 @@ class ScheduleOptions:
             raise ConfigError(f"training.optimizer.schedule.name must be one of {list(SCHEDULES)}, got {self.name!r}")
         if not 0.0 <= self.energy_fraction <= 1.0:
             raise ConfigError(f"training.optimizer.schedule.energy_fraction must be in [0, 1], got {self.energy_fraction}")
+        if not 0.0 <= self.stress_fraction <= 1.0 - self.energy_fraction:
+            raise ConfigError(
+                "training.optimizer.schedule.stress_fraction must be in [0, 1 - energy_fraction] = "
+                f"[0, {1.0 - self.energy_fraction:g}], got {self.stress_fraction}"
+            )
         if self.forces_per_update < 1:
             raise ConfigError(f"training.optimizer.schedule.forces_per_update must be >= 1, got {self.forces_per_update}")
         if self.force_groups_per_structure < 1:
@@ -132,10 +140,16 @@ class BatchSchedule:
         return self.options.name != "batches"
 
     def check_weights(self, weights: LossWeights) -> None:
-        if self.uses_labels and weights.stress > 0:
+        o = self.options
+        if o.name == "energy_then_forces" and weights.stress > 0:
             raise ConfigError(
-                f"schedule {self.options.name!r} trains on energies and forces only; set stress_weight to 0 "
-                "or use schedule 'batches'"
+                "schedule 'energy_then_forces' trains on energies and forces only; set stress_weight to 0 "
+                "or use schedule 'random_label' (with stress_fraction) or 'batches'"
+            )
+        if o.name == "random_label" and (weights.stress > 0) != (o.stress_fraction > 0):
+            raise ConfigError(
+                f"schedule 'random_label': stress_weight {weights.stress:g} with stress_fraction "
+                f"{o.stress_fraction:g}; the stress is trained only when both are > 0 (set both, or neither)"
             )
         if weights.energy <= 0 and weights.forces <= 0:
             raise ConfigError("energy_weight and forces_weight are both 0: nothing to train on")
@@ -155,10 +169,15 @@ class BatchSchedule:
         for k in order:
             graph = dataset.graphs[k]
             if o.name == "random_label":
-                p_energy = 1.0 if weights.forces <= 0 else (0.0 if weights.energy <= 0 else o.energy_fraction)
+                p_stress = o.stress_fraction if weights.stress > 0 else 0.0
+                p_energy = 0.0 if weights.energy <= 0 else (1.0 - p_stress if weights.forces <= 0 else o.energy_fraction)
+                # one draw per structure whatever the fractions, so that stress_fraction 0
+                # gives the label sequence of a schedule without it
                 draw = float(torch.rand((), generator=generator, dtype=torch.float64))
                 if draw < p_energy:
                     updates.append(LabelUpdate(graph, energy=True))
+                elif draw < p_energy + p_stress:
+                    updates.append(LabelUpdate(graph, stress=True))
                 else:
                     updates.append(LabelUpdate(graph, force_components=_draw_components(graph, 1, o, generator)[0]))
             else:

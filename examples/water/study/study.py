@@ -15,7 +15,9 @@ sample       label water with the teacher: 6 densities 0.7–1.2 g/cm³ × 4 tem
 train        the student (student.yaml: 22 H / 24 O of the teacher's functions, r_c = 6 Å,
              2 × 25 tanh) with every optimizer variant × seed: same data split, same initial
              weights and batch order per seed, same per-label batch schedule; Adam as the
-             paper ran it (PiNN's decay and clipping, 10 × the EKF's updates)
+             paper ran it (PiNN's decay and clipping, 10 × the EKF's updates); and two
+             checks of why every student is less dense than the teacher: the EKF student
+             trained on the stress too, and with the teacher's cutoff (12 Bohr = 6.35 Å)
 teacher-md   the teacher on the water-npt preset as written (4 × 100 ps): the density the
              students should hit, and the centre of their density band
 md           water-npt on every student's best-validation model, 100 ps, density over the
@@ -47,6 +49,8 @@ SHARED = HERE.parents[2].parent / "shared" / "data" / "water-hdnnp"
 STAGES = ("teacher", "sample", "train", "teacher-md", "md", "pressure", "fisher", "report")
 
 SEEDS = (0, 1, 2, 3, 4)
+#: Seeds of the two mechanism checks (fewer: each costs a 100 ps NPT run per model).
+CHECK_SEEDS = (0, 1, 2)
 SCHEDULE = {"name": "random_label", "energy_fraction": 0.5, "forces_per_update": 10}
 #: One update per structure label (random_label schedule): 240 training structures per epoch.
 UPDATES_PER_EPOCH = 240
@@ -63,13 +67,26 @@ def adam(lr: float) -> dict:
     return {"name": "adam", "lr": lr, "grad_clip_norm": 0.01, "schedule": SCHEDULE}
 
 
+#: The stress check: one update in ten is a structure's stress tensor instead of 10 of its
+#: force components; w_S = 100 Å⁶/eV² weighs a stress error times the volume per atom
+#: (~10 Å³ here) like an energy-per-atom error (w_E = 1 (eV/atom)⁻²). Our choice: the paper
+#: trained on energies and forces only.
+EKF_STRESS = {**EKF, "schedule": {**SCHEDULE, "stress_fraction": 0.1}}
+STRESS_SETTINGS = ["training.stress_weight=100.0", "data.stress_key=stress"]
+#: The cutoff check: every function of student.yaml at the teacher's cutoff, 12 Bohr.
+TEACHER_CUTOFF_A = 12 * 0.529177210903
+
 #: variant → (optimizer section, scheduler section, epochs)
 VARIANTS = {
     "adam-lr1e-5": (adam(1.0e-5), {"name": "exponential", "gamma": ADAM_DECAY_PER_EPOCH}, 800),
     "adam-lr1e-4": (adam(1.0e-4), {"name": "exponential", "gamma": ADAM_DECAY_PER_EPOCH}, 800),
     "adam-lr1e-3": (adam(1.0e-3), {"name": "exponential", "gamma": ADAM_DECAY_PER_EPOCH}, 800),
     "ekf": (EKF, {"name": "none"}, 80),
+    "ekf-stress": (EKF_STRESS, {"name": "none"}, 80),
+    "ekf-rc6.35": (EKF, {"name": "none"}, 80),
 }
+#: variant → its seeds
+SEEDS_OF = {variant: CHECK_SEEDS if variant in ("ekf-stress", "ekf-rc6.35") else SEEDS for variant in VARIANTS}
 #: The water-npt preset as the paper runs it (NPT Berendsen, 1 bar, 320 K, 0.5 fs, 100 ps,
 #: density over the last 50 ps), one trajectory per student; the band (±25 %) is centred on
 #: the teacher's density from the teacher-md stage (set per run by stage_md).
@@ -101,7 +118,21 @@ def md_output(name: str) -> Path:
 
 
 def students():
-    return [(variant, seed) for variant in VARIANTS for seed in SEEDS]
+    return [(variant, seed) for variant in VARIANTS for seed in SEEDS_OF[variant]]
+
+
+def student_config(variant: str) -> Path:
+    """student.yaml, or for the cutoff check a copy with every cutoff at the teacher's."""
+    if variant != "ekf-rc6.35":
+        return HERE / "student.yaml"
+    config = yaml.safe_load((HERE / "student.yaml").read_text())
+    config["model"]["cutoff_A"] = TEACHER_CUTOFF_A
+    for function in config["model"]["symmetry_functions"]:
+        function["rc_A"] = TEACHER_CUTOFF_A
+    path = HERE / "runs" / "configs" / f"student-{variant}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
 
 
 # ---------------------------------------------------------------- job runner
@@ -145,10 +176,13 @@ def stage_train(args) -> list[str]:
     for variant, seed in students():
         out = model_path(variant, seed).parents[1]
         optimizer, scheduler, epochs = VARIANTS[variant]
-        command = ["ase-nnip", "train", HERE / "student.yaml", "-o", out, "--seeds", seed, "-q",
+        command = ["ase-nnip", "train", student_config(variant), "-o", out, "--seeds", seed, "-q",
                    "--set", f"training.optimizer={json.dumps(optimizer)}",
                    "--set", f"training.scheduler={json.dumps(scheduler)}",
                    "--set", f"training.epochs={epochs}"]
+        if variant == "ekf-stress":
+            for setting in STRESS_SETTINGS:
+                command += ["--set", setting]
         if out.exists():  # --resume starts afresh where no checkpoint was written yet
             command.append("--resume")
         jobs.append(Job(f"train-{variant}-seed-{seed}", command, model_path(variant, seed, "final")))
@@ -240,7 +274,7 @@ def stage_fisher(args) -> list[str]:
 def stage_report(args) -> list[str]:
     from studies.water_report import write_report  # noqa: PLC0415 - the report pulls in matplotlib and the model code
 
-    write_report(HERE, VARIANTS, SEEDS, MD_PROTOCOL, TEACHER_REPLICAS)
+    write_report(HERE, VARIANTS, SEEDS_OF, MD_PROTOCOL, TEACHER_REPLICAS)
     return []
 
 
