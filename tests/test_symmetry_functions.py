@@ -346,6 +346,8 @@ THREE_SPECIES_FUNCTIONS = FUNCTIONS + [
     SymmetryFunction("C", 2, ("C",), 0.4, RC, 1.2),
     SymmetryFunction("C", 2, ("H",), 0.1, 2.7),
     SymmetryFunction("C", 3, ("H", "O"), 0.05, RC, 0.4, 1.0, 3.0),
+    # a second narrow group of the row at a shorter cutoff: the row skips only pairs beyond the longer
+    SymmetryFunction("C", 3, ("H", "O"), 0.2, 2.6, 0.0, -1.0, 2.0),
     SymmetryFunction("C", 9, ("C", "O"), 0.1, 2.9, 0.0, -1.0, 2.5),
     SymmetryFunction("O", 3, ("C", "H"), 0.1, RC, 0.0, 1.0, 1.0),
     SymmetryFunction("H", 9, ("C", "C"), 0.3, RC, 0.2, 1.0, 4.0),
