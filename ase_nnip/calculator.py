@@ -269,6 +269,12 @@ class NNIPCalculator(Calculator):
             if key not in self.implemented_properties:
                 self.implemented_properties = list(self.implemented_properties) + [key]
 
+    def check_state(self, atoms, tol=1e-15):
+        """What changed since the last calculation: ASE's test (cell, pbc and every per-atom
+        array equal to within ``tol``), without ``np.allclose``'s overhead, which on a small
+        molecule cost ~4 % of an MD step."""
+        return changed_properties(self.atoms, atoms, tol)
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
@@ -321,6 +327,34 @@ class NNIPCalculator(Calculator):
             return edge_index, shifts
         keep = squared < self.model.cutoff**2
         return edge_index[:, keep], shifts[keep]
+
+
+def changed_properties(old, new, tol: float) -> list[str]:
+    """The entries of ASE's ``all_changes`` that differ between two Atoms (``old`` None: all),
+    as :func:`ase.calculators.calculator.compare_atoms` decides them: equal within ``tol``."""
+    if old is None:
+        return list(all_changes)
+
+    def differ(a, b) -> bool:
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape:
+            return True
+        if np.array_equal(a, b):
+            return False
+        if a.dtype == bool or b.dtype == bool:
+            return True
+        with np.errstate(invalid="ignore"):
+            # NaN anywhere, or infinities of opposite signs, compare unequal as in allclose
+            return not bool(np.all(np.abs(a - b) <= tol))
+
+    changes = [name for name in ("cell", "pbc") if differ(getattr(old, name), getattr(new, name))]
+    for name in all_changes:
+        if name in ("cell", "pbc"):
+            continue
+        in_old, in_new = name in old.arrays, name in new.arrays
+        if in_old != in_new or (in_old and differ(old.arrays[name], new.arrays[name])):
+            changes.append(name)
+    return changes
 
 
 #: Keyword arguments NNIPCalculator passes on to ASE's Calculator.

@@ -203,3 +203,31 @@ def test_results_look_the_same_however_they_are_read_and_todict_names_the_model(
     assert parameters["model"] == [str(root / "model.nnip")] and parameters["fingerprint"] == [calc.fingerprint]
     assert parameters["uncertainty"] == str(root / "model.ltau") and parameters["dtype"] == "float32"
     assert parameters["skin"] == 0.5 and parameters["tabulate"] is True
+
+
+def test_change_detection_agrees_with_ase():
+    """NNIPCalculator.check_state is a cheaper copy of ASE's compare_atoms: the same answers."""
+    from ase.calculators.calculator import compare_atoms
+
+    from ase_nnip.calculator import changed_properties
+
+    base = molecule("CH3CH2OH", cell=[8.0, 8.0, 8.0])
+    cases = {"same": lambda a: None}
+
+    def move(dx):
+        return lambda a: a.positions.__setitem__((0, 0), a.positions[0, 0] + dx)
+
+    cases.update({
+        "tiny move": move(5e-16), "move": move(1e-6), "NaN": move(np.nan),
+        "numbers": lambda a: a.numbers.__setitem__(0, 7),
+        "cell": lambda a: a.set_cell(a.cell * 1.001),
+        "pbc": lambda a: a.set_pbc([True, False, False]),
+        "magmoms": lambda a: a.set_initial_magnetic_moments(np.ones(len(a))),
+        "charges": lambda a: a.set_initial_charges(np.zeros(len(a))),
+        "fewer atoms": lambda a: a.pop(),
+    })
+    for name, change in cases.items():
+        new = base.copy()
+        change(new)
+        assert sorted(changed_properties(base, new, 1e-15)) == sorted(compare_atoms(base, new, 1e-15)), name
+    assert sorted(changed_properties(None, base, 1e-15)) == sorted(compare_atoms(None, base, 1e-15))
