@@ -115,6 +115,26 @@ def test_resume_after_crash_is_exact(emt_file, tmp_path):
     assert result.members[0].status == "completed"
 
 
+def test_resume_starts_afresh_where_no_checkpoint_was_written(emt_file, tmp_path):
+    """--resume on a new folder, or on one whose run stopped before its first checkpoint,
+    trains from the start (so drivers can always pass it) and gives the run's result."""
+    cfg = config(emt_file, epochs=2, dtype="float64", checkpoint_every_epochs=2)
+    train(cfg, tmp_path / "a", quiet=True)
+    train(cfg, tmp_path / "new", quiet=True, resume=True)
+
+    def crash(trainer, epoch, metrics):
+        raise RuntimeError("stopped in epoch 1")
+
+    with pytest.raises(RuntimeError, match="stopped in epoch 1"):
+        train(cfg, tmp_path / "stopped", quiet=True, callbacks=[crash])
+    assert not list_checkpoints(tmp_path / "stopped" / "member_0" / "checkpoints")
+    train(cfg, tmp_path / "stopped", quiet=True, resume=True)
+    fingerprints = [read_model_file(tmp_path / d / "member_0" / "model.nnip")[2]["fingerprint"]
+                    for d in ("a", "new", "stopped")]
+    assert fingerprints[0] == fingerprints[1] == fingerprints[2]
+    assert [r["epoch"] for r in csv_rows(tmp_path / "stopped")] == [1, 2]
+
+
 def test_trajectory_equals_evaluation_of_checkpoints(emt_file, tmp_path):
     cfg = config(emt_file, epochs=3, ema=True, ema_decay=0.5)
     out = tmp_path / "out"

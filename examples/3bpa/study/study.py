@@ -131,11 +131,11 @@ def stage_train(args) -> list[str]:
     jobs = []
     for label, (seed, overrides) in MODELS.items():
         settings = {**TRAINING, **overrides}
-        command = ["ase-nnip", "train", TRAIN_CONFIG, "-o", run_dir(label), "--seeds", seed, "-q"]
+        # --resume even where the folder does not exist yet: it starts afresh where no checkpoint
+        # was written, and the job still resumes if another process creates the folder first
+        command = ["ase-nnip", "train", TRAIN_CONFIG, "-o", run_dir(label), "--seeds", seed, "-q", "--resume"]
         for key, value in settings.items():
             command += ["--set", f"{key}={json.dumps(value)}"]
-        if run_dir(label).exists():  # --resume starts afresh where no checkpoint was written yet
-            command.append("--resume")
         jobs.append(Job(f"train-{label}", command, model_path(label), HERE))
     failed = run_jobs(jobs, args.jobs, RUNS / "logs")
     collect_training()

@@ -176,15 +176,15 @@ def stage_train(args) -> list[str]:
     for variant, seed in students():
         out = model_path(variant, seed).parents[1]
         optimizer, scheduler, epochs = VARIANTS[variant]
+        # --resume even where the folder does not exist yet: it starts afresh where no checkpoint
+        # was written, and the job still resumes if another process creates the folder first
         command = ["ase-nnip", "train", student_config(variant), "-o", out, "--seeds", seed, "-q",
                    "--set", f"training.optimizer={json.dumps(optimizer)}",
                    "--set", f"training.scheduler={json.dumps(scheduler)}",
-                   "--set", f"training.epochs={epochs}"]
+                   "--set", f"training.epochs={epochs}", "--resume"]
         if variant == "ekf-stress":
             for setting in STRESS_SETTINGS:
                 command += ["--set", setting]
-        if out.exists():  # --resume starts afresh where no checkpoint was written yet
-            command.append("--resume")
         jobs.append(Job(f"train-{variant}-seed-{seed}", command, model_path(variant, seed, "final")))
     return run_jobs(jobs, args.jobs)
 
