@@ -142,10 +142,11 @@ def compute(plan: KernelPlan, vectors: np.ndarray, centres: np.ndarray, neighbor
     dg = np.zeros((vectors.shape[0] if with_gradient else 0, plan.n_max, 3), dtype=np.float64)
     call_parallel(
         _kernel,
-            np.ascontiguousarray(vectors, dtype=np.float64), start, np.ascontiguousarray(neighbor_species),
-            np.ascontiguousarray(species), plan.pair_of, plan.radii, plan.cutoff_code, plan.cutoff_alpha,
-            plan.rad_ptr, plan.rad_param, plan.rad_index, plan.group_ptr, plan.group_param, plan.group_index,
-        plan.row_pair_reach2, plan.member_ptr, plan.member_param, plan.member_index, plan.n_pairs, with_gradient, g, dg,
+        np.ascontiguousarray(vectors, dtype=np.float64), start, np.ascontiguousarray(neighbor_species),
+        np.ascontiguousarray(species), plan.pair_of, plan.radii, plan.cutoff_code, plan.cutoff_alpha,
+        plan.rad_ptr, plan.rad_param, plan.rad_index, plan.group_ptr, plan.group_param, plan.group_index,
+        plan.row_pair_reach2, plan.member_ptr, plan.member_param, plan.member_index, plan.n_pairs,
+        with_gradient, g, dg,
     )
     if order is not None and with_gradient:
         unsorted = np.empty_like(dg)
