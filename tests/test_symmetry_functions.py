@@ -416,3 +416,33 @@ def test_kernel_leaves_torch_thread_count_alone(periodic_box):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_kernel_exp_is_within_two_ulp_of_libm_and_keeps_non_finite_inputs():
+    from ase_nnip.descriptors.sf_kernel import _POW2, _exp_into
+
+    x = np.concatenate([np.linspace(-708.0, 709.0, 20001), np.random.default_rng(0).uniform(-3.0, 0.0, 20000),
+                        [0.0, -0.0, 1e-300, -1e-300, 0.5 * math.log(2.0), -0.5 * math.log(2.0)]])
+    out = np.empty_like(x)
+    _exp_into(x, out, x.size, _POW2)
+    np.testing.assert_allclose(out, np.exp(x), rtol=2 * np.finfo(float).eps, atol=0)
+    bad = np.array([np.nan, np.inf, -np.inf])
+    out = np.empty_like(bad)
+    _exp_into(bad, out, 3, _POW2)
+    assert np.isnan(out).all()  # a non-finite input must not come out as a number
+
+
+def test_kernel_gives_non_finite_functions_for_a_non_finite_edge(cluster):
+    """A NaN position must give a non-finite energy, also through the angular functions alone."""
+    angular = [f for f in FUNCTIONS if f.type in (3, 9)]
+    layer = SymmetryFunctionLayer(SPECIES, angular, "tanhu")
+    graph = atoms_to_graph(cluster, layer.max_cutoff)
+    species = torch.tensor([SPECIES.index(s) for s in cluster.get_chemical_symbols()])
+    vectors = graph.edge_vectors().clone()
+    centre = int(graph.edge_index[0, 0])
+    vectors[0, 1] = float("nan")
+    g = layer(vectors, graph.edge_index, species)
+    assert not torch.isfinite(g[centre]).all()
+    others = [k for k in range(len(cluster)) if k not in graph.edge_index[0][graph.edge_index[0] == centre].tolist()]
+    assert others  # the other centres stay finite
+    assert torch.isfinite(g[others]).all()
