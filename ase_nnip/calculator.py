@@ -29,7 +29,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from ase_nnip.data.graph import graph_from_arrays
-from ase_nnip.data.neighbors import neighbor_list
+from ase_nnip.data.neighbors import edges_within, neighbor_list
 from ase_nnip.io.model_file import load_model, model_fingerprint
 from ase_nnip.models import AtomisticModel
 from ase_nnip.models.base import DTYPES, model_dtype
@@ -312,21 +312,18 @@ class NNIPCalculator(Calculator):
 
     def _within_cutoff(self, atoms, edge_index, shifts):
         """The pairs within the model's cutoff; coincident atoms are an error, not a NaN."""
-        if edge_index.shape[1] == 0:
-            return edge_index, shifts
-        i, j = edge_index
-        vectors = atoms.positions[j] - atoms.positions[i] + shifts @ atoms.cell.array
-        squared = np.einsum("ij,ij->i", vectors, vectors)
-        closest = int(np.argmin(squared))
-        if squared[closest] < COINCIDENT_A**2:
+        kept, kept_shifts, closest, squared = edges_within(
+            atoms.positions, atoms.cell.array, edge_index, shifts, self.model.cutoff
+        )
+        if squared < COINCIDENT_A**2:
+            i, j = edge_index[:, closest]
             raise InputError(
-                f"atoms {int(i[closest])} and {int(j[closest])} are {np.sqrt(squared[closest]):.2g} Å apart "
+                f"atoms {int(i)} and {int(j)} are {np.sqrt(squared):.2g} Å apart "
                 f"(an image of one another or the same position): the model is undefined there"
             )
         if self.neighbors.skin == 0:
             return edge_index, shifts
-        keep = squared < self.model.cutoff**2
-        return edge_index[:, keep], shifts[keep]
+        return kept, kept_shifts
 
 
 def changed_properties(old, new, tol: float) -> list[str]:

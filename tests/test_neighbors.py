@@ -137,3 +137,25 @@ def test_compiled_path_equals_numpy_path(monkeypatch):
     for got, expected in zip(compiled, dense):
         np.testing.assert_array_equal(got, expected)  # same pairs in the same order
     assert len(compiled[0]) > 100
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_edges_within_keeps_the_pairs_inside_the_cutoff_now(monkeypatch, compiled):
+    """A list built at cutoff + skin, the atoms then moved: the filter keeps exactly the pairs
+    a fresh list at the cutoff has, in the list's order, and finds the shortest edge."""
+    if compiled and neighbors.numba is None:
+        pytest.skip("numba not installed")
+    if not compiled:
+        monkeypatch.setattr(neighbors, "numba", None)
+    rng = np.random.default_rng(4)
+    cell = np.array([[5.0, 0.0, 0.0], [0.6, 4.7, 0.0], [-0.3, 0.4, 5.2]])
+    pos = rng.uniform(0, 5, size=(20, 3))
+    i, j, s = neighbor_list(pos, cell, [True] * 3, 3.5)
+    moved = pos + rng.normal(0, 0.1, pos.shape)
+    kept, kept_shifts, closest, squared = neighbors.edges_within(moved, cell, np.stack([i, j]), s, 3.0)
+    fresh = neighbor_list(moved, cell, [True] * 3, 3.0)
+    assert sorted(zip(*kept, map(tuple, kept_shifts))) == sorted(zip(fresh[0], fresh[1], map(tuple, fresh[2])))
+    lengths = np.linalg.norm(moved[j] - moved[i] + s @ cell, axis=1)
+    assert closest == int(np.argmin(lengths)) and squared == pytest.approx(lengths.min() ** 2)
+    empty = np.zeros((2, 0), dtype=np.int64)
+    assert neighbors.edges_within(moved, cell, empty, np.zeros((0, 3), np.int64), 3.0)[2:] == (-1, np.inf)

@@ -184,6 +184,51 @@ if numba is not None:
             counts[a] = n - start[a]
 
 
+def edges_within(positions, cell, edge_index, shifts, cutoff: float):
+    """The edges of a list built with a skin that lie within ``cutoff`` now.
+
+    positions (N, 3), cell (3, 3) in Å; edge_index (2, E) and shifts (E, 3) in the module's
+    convention. Returns ``(edge_index, shifts, closest, closest_squared)``: the edges kept
+    (order unchanged), and the index in the input list and squared length (Å²) of the
+    shortest edge (-1 and inf for no edges).
+    """
+    n_edges = edge_index.shape[1]
+    if n_edges == 0:
+        return edge_index, shifts, -1, np.inf
+    if numba is not None:
+        keep = np.empty(n_edges, dtype=np.bool_)
+        closest, closest_squared = _filter_edges(
+            np.ascontiguousarray(positions, dtype=np.float64), np.ascontiguousarray(cell, dtype=np.float64),
+            np.ascontiguousarray(edge_index), np.ascontiguousarray(shifts), float(cutoff) ** 2, keep,
+        )
+    else:
+        i, j = edge_index
+        vectors = positions[j] - positions[i] + shifts @ cell
+        squared = np.einsum("ij,ij->i", vectors, vectors)
+        closest = int(np.argmin(squared))
+        closest_squared = float(squared[closest])
+        keep = squared < cutoff**2
+    return edge_index[:, keep], shifts[keep], int(closest), float(closest_squared)
+
+
+if numba is not None:
+
+    @numba.njit(cache=True)
+    def _filter_edges(positions, cell, edge_index, shifts, cutoff2, keep):
+        closest, closest_squared = -1, np.inf
+        for e in range(edge_index.shape[1]):
+            a, b = edge_index[0, e], edge_index[1, e]
+            squared = 0.0
+            for c in range(3):
+                d = positions[b, c] - positions[a, c] + shifts[e, 0] * cell[0, c] + shifts[e, 1] * cell[1, c] \
+                    + shifts[e, 2] * cell[2, c]
+                squared += d * d
+            keep[e] = squared < cutoff2
+            if squared < closest_squared:
+                closest, closest_squared = e, squared
+        return closest, closest_squared
+
+
 def _pairs_dense(wrapped, cell, images, cutoff):
     translations = images @ cell  # (M, 3)
     # d[m, i, j] = x_j + T_m - x_i

@@ -186,8 +186,10 @@ class SymmetryFunctionKernel(torch.autograd.Function):
             layer.kernel_plan(), vectors.detach().to(torch.float64).numpy(), edge_index[0].numpy(),
             species.index_select(0, edge_index[1]).numpy(), species.numpy(), with_gradient,
         )
-        g, dg = torch.from_numpy(g).to(vectors.dtype), torch.from_numpy(dg).to(vectors.dtype)
+        # dG stays in float64 (the kernel's precision) unless it is cached in the model's dtype
+        g, dg = torch.from_numpy(g).to(vectors.dtype), torch.from_numpy(dg)
         if cache is not None:
+            dg = dg.to(vectors.dtype)
             cache.put(key, g, dg if with_gradient else None)
         ctx.layer = layer
         ctx.save_for_backward(vectors, edge_index, species, dg)
@@ -203,10 +205,15 @@ class SymmetryFunctionKernel(torch.autograd.Function):
                 g = ctx.layer.torch_forward(vectors, edge_index, species)
                 (grad_vectors,) = torch.autograd.grad(g, vectors, grad_g, create_graph=True)
             return grad_vectors, None, None, None
+        if not torch.is_grad_enabled():
+            # forces in MD: one compiled pass, no per-edge copy of grad_g, no cast of dG
+            out = np.empty(tuple(vectors.shape), dtype=torch.empty((), dtype=vectors.dtype).numpy().dtype)
+            call_parallel(_contract, grad_g.detach().contiguous().numpy(), edge_index[0].numpy(), dg.numpy(), out)
+            return torch.from_numpy(out), None, None, None
         # Linear in grad_g: differentiable with respect to everything grad_g depends on
         # (weights, scaling), with dG held fixed.
         per_edge = grad_g.index_select(0, edge_index[0])
-        return torch.einsum("es,esc->ec", per_edge, dg), None, None, None
+        return torch.einsum("es,esc->ec", per_edge, dg.to(per_edge.dtype)), None, None, None
 
 
 class DescriptorCache:
@@ -300,6 +307,17 @@ if numba is not None:
         f = (x * (x * ((315.0 - 70.0 * x) * x - 540.0) + 420.0) - 126.0) * x**5 + 1.0
         df = (x * (x * ((2520.0 - 630.0 * x) * x - 3780.0) + 2520.0) - 630.0) * x**4
         return f, df / width
+
+    @njit(cache=True, parallel=True, fastmath=_FASTMATH)
+    def _contract(grad_g, centres, dg, out):
+        """out[e] = Σ_s grad_g[centre(e), s] dG[e, s] (E, 3), accumulated in float64."""
+        for e in prange(dg.shape[0]):
+            i = centres[e]
+            for c in range(3):
+                total = 0.0
+                for s in range(dg.shape[1]):
+                    total += grad_g[i, s] * dg[e, s, c]
+                out[e, c] = total
 
     @njit(cache=True, parallel=True, fastmath=_FASTMATH)
     def _kernel(vec, start, nb_species, species, pair_of, radii, code, alpha, rad_ptr, rad_param, rad_index,
