@@ -91,6 +91,27 @@ def only_weight_derivatives() -> bool:
     return _WEIGHTS_ONLY.get()
 
 
+_FORCE_ATOMS = contextvars.ContextVar("ase_nnip_force_atoms", default=None)
+
+
+@contextlib.contextmanager
+def forces_used_on(atoms):
+    """Within this context only the forces on ``atoms`` (an index tensor into the graph's
+    atoms) will be used, and no stress: a model may leave the other atoms' forces wrong (the
+    symmetry-function kernel then contracts only the edges that touch these atoms, which is
+    most of the cost of a force-label update for a large structure)."""
+    token = _FORCE_ATOMS.set(atoms)
+    try:
+        yield
+    finally:
+        _FORCE_ATOMS.reset(token)
+
+
+def force_atoms():
+    """The atoms set by :func:`forces_used_on`, or None (every force is used)."""
+    return _FORCE_ATOMS.get()
+
+
 def tensors_key(tensors) -> tuple:
     """Identifies the current values of ``tensors``: storage, in-place version, dtype and
     device of each. A cache keyed on it is rebuilt after an optimiser step, a
@@ -101,6 +122,8 @@ def tensors_key(tensors) -> tuple:
 __all__ = [
     "derivatives_differentiable",
     "differentiable_derivatives",
+    "force_atoms",
+    "forces_used_on",
     "frozen_weights",
     "only_weight_derivatives",
     "tabulation_allowed",

@@ -204,6 +204,22 @@ def test_scaled_errors_sum_to_the_training_loss():
     torch.testing.assert_close(xi, math.sqrt(30.0 / 3) * (p.forces - g.forces).reshape(-1)[comps])
 
 
+def test_a_force_update_needs_only_the_edges_of_its_atoms():
+    """scaled_errors lets the kernel contract only the edges touching the atoms whose force
+    components an update uses: the same ξ and Jacobian as from all forces."""
+    torch.manual_seed(0)
+    model = build_model(BPNN).double()
+    g = tiny_water_dataset(1).graphs[0]
+    params = list(model.parameters())
+    weights = LossWeights(1.0, 30.0)
+    comps = torch.tensor([4, 5, 40, 71])
+    xi = scaled_errors(model, LabelUpdate(g, force_components=comps), weights)
+    full = predict(model, g, forces=True, create_graph=True, weights_only=True)
+    expected = math.sqrt(30.0 / 4) * (full.forces - g.forces).reshape(-1)[comps]
+    torch.testing.assert_close(xi, expected, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(jacobian_rows(xi, params), jacobian_rows(expected, params), rtol=1e-10, atol=1e-12)
+
+
 def test_force_jacobian_matches_finite_differences():
     torch.manual_seed(0)
     model = build_model(BPNN).double()

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ase_nnip.compiled import call_parallel, numba
-from ase_nnip.derivatives import only_weight_derivatives
+from ase_nnip.derivatives import force_atoms, only_weight_derivatives
 from ase_nnip.descriptors.cutoff import N2P2_CUTOFF_CODES
 
 if numba is not None:
@@ -212,6 +212,14 @@ class SymmetryFunctionKernel(torch.autograd.Function):
             return torch.from_numpy(out), None, None, None
         # Linear in grad_g: differentiable with respect to everything grad_g depends on
         # (weights, scaling), with dG held fixed.
+        atoms = force_atoms()
+        if atoms is not None:
+            # only these atoms' forces are used: the edges that touch them suffice
+            touching = torch.isin(edge_index[0], atoms) | torch.isin(edge_index[1], atoms)
+            edges = touching.nonzero().squeeze(1)
+            per_edge = grad_g.index_select(0, edge_index[0].index_select(0, edges))
+            part = torch.einsum("es,esc->ec", per_edge, dg.index_select(0, edges).to(per_edge.dtype))
+            return part.new_zeros(tuple(vectors.shape)).index_copy(0, edges, part), None, None, None
         per_edge = grad_g.index_select(0, edge_index[0])
         return torch.einsum("es,esc->ec", per_edge, dg.to(per_edge.dtype)), None, None, None
 

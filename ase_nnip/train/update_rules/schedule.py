@@ -32,6 +32,7 @@ labels in the update: Adam minimising Σξ² and the EKF minimising ξ optimise 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from typing import Iterator, Optional, Union
@@ -41,6 +42,7 @@ import torch
 from ase_nnip.data.graph import AtomicGraph
 from ase_nnip.core.configuration import parse_config
 from ase_nnip.core.errors import ConfigError
+from ase_nnip.derivatives import forces_used_on
 from ase_nnip.properties import predict
 from ase_nnip.train.loss import LossWeights
 from ase_nnip.errors import InputError
@@ -219,8 +221,14 @@ def scaled_errors(model: torch.nn.Module, update: LabelUpdate, weights: LossWeig
     graph = update.graph
     forces = update.force_components is not None and weights.forces > 0
     stress = update.stress and weights.stress > 0
-    pred = predict(model, graph, forces=forces, stress=stress, create_graph=forces or stress,
-                   weights_only=True)
+    used = contextlib.nullcontext()
+    if forces and not stress:
+        atoms = torch.unique(update.force_components.to(graph.forces.device) // 3)
+        if atoms.numel() < graph.num_atoms:
+            used = forces_used_on(atoms)
+    with used:
+        pred = predict(model, graph, forces=forces, stress=stress, create_graph=forces or stress,
+                       weights_only=True)
     parts = []
     if update.energy and weights.energy > 0:
         per_atom = (pred.energy - graph.energy.to(pred.energy.dtype)) / graph.atoms_per_graph.to(pred.energy.dtype)
