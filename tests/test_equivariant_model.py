@@ -3,6 +3,7 @@ The physics every model type obeys is in test_model_contract.py."""
 
 import numpy as np
 import pytest
+import torch
 from ase import Atoms
 from ase.build import molecule
 
@@ -50,3 +51,24 @@ def test_rescaling_and_zbl_options(mol):
     assert energy_forces(zbl, mol)[0] == pytest.approx(e_base, abs=1e-6)  # off at bond lengths
     squeezed = Atoms("CC", positions=[[0, 0, 0], [0, 0, 0.3]])
     assert energy_forces(zbl, squeezed)[0] - energy_forces(base, squeezed)[0] > 10.0
+
+
+def test_species_self_connection_equals_a_matrix_per_atom_values_and_gradients():
+    """One product with the species' matrices side by side and a row selection
+    (species_matmul) gives each atom's x times its own species' matrix, and the same
+    gradients, on a strided x (one order's slice of a feature tensor)."""
+    from ase_nnip.models.equivariant_ops import own_species_rows, side_by_side, species_matmul
+
+    torch.manual_seed(0)
+    species = torch.tensor([2, 0, 1, 2, 2, 0, 1])
+    features = torch.randn(7, 9, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
+    x = features[:, 4:9, :]  # the l = 2 components: not contiguous
+    got = species_matmul(x, side_by_side(w), own_species_rows(species, 5, 3), 3)
+    expected = torch.stack([x[n] @ w[species[n]] for n in range(7)])
+    torch.testing.assert_close(got, expected, rtol=1e-13, atol=1e-13)
+    weight = torch.randn_like(got)
+    grads = torch.autograd.grad((got * weight).sum(), (features, w))
+    expected_grads = torch.autograd.grad((expected * weight).sum(), (features, w))
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-13, atol=1e-13)

@@ -32,6 +32,7 @@ from ase_nnip.models.base import AtomisticModel, CommonConfig
 from ase_nnip.core.errors import ConfigError
 from ase_nnip.models.equivariant_ops import (
     BlockLinear,
+    channel_matmul,
     EdgeTensorProduct,
     GatedActivation,
     RadialMLP,
@@ -150,7 +151,7 @@ class InteractionBlock(nn.Module):
         for l, w in zip(self.linear_out.orders, self.linear_out.weights):
             paths = self.tp.paths_per_order[l]
             w = w.view(self.channels, paths, -1).transpose(0, 1).reshape(paths * self.channels, -1)
-            out.append(torch.matmul(by_order[l], w * self.norm))
+            out.append(channel_matmul(by_order[l], w * self.norm))
         return out
 
 

@@ -21,7 +21,9 @@ import torch
 from torch.nn import functional as F
 
 from ase_nnip.compiled import call_parallel
-from ase_nnip.models.equivariant_ops import _normalization_constant
+from ase_nnip.models.equivariant_ops import (
+    _normalization_constant, channel_matmul, own_species_rows, side_by_side, species_matmul,
+)
 from ase_nnip.derivatives import tensors_key
 from ase_nnip.models.radial_table import _add_row_dots, _edge_vector_gradient, _tabulated_features
 from ase_nnip.models.tp_kernel import tensor_product_sum, tensor_product_sum_backward
@@ -40,7 +42,12 @@ class FrozenBlock:
             paths = block.tp.paths_per_order[l]
             w = w.detach().view(c, paths, -1).transpose(0, 1).reshape(paths * c, -1) * block.norm
             self.mix.append(w.contiguous())
-        self.self_connection = {l: w.detach() for l, w in zip(block.self_connection.orders, block.self_connection.weights)}
+        # per order l: the species' matrices side by side (C_in, S·C_out), and their
+        # transposes side by side (C_out, S·C_in) for the backward
+        self.self_connection = {
+            l: (side_by_side(w.detach()).contiguous(), side_by_side(w.detach().transpose(1, 2)).contiguous())
+            for l, w in zip(block.self_connection.orders, block.self_connection.weights)
+        }
         self.silu_constant = _normalization_constant(F.silu)
         self.sigmoid_constant = _normalization_constant(torch.sigmoid)
 
@@ -99,17 +106,19 @@ class FrozenEquivariant(torch.autograd.Function):
         neighbor = edges.edge_index[1].numpy()
         start = edges.start.numpy()
         h = weights.embedding.index_select(0, species).unsqueeze(1)  # (N, 1, C)
+        num_species = weights.embedding.shape[0]
+        rows = {2 * l + 1: own_species_rows(species, 2 * l + 1, num_species) for l in range(l_max + 1)}
         saved = []
         for block, r in zip(weights.blocks, radials):
             parts = [h[:, l * l : (l + 1) ** 2, :] for l in range(block.l_in + 1)]
-            x = torch.cat([torch.matmul(p, w) for p, w in zip(parts, block.linear_in)], dim=1).contiguous()
+            x = torch.cat([channel_matmul(p, w) for p, w in zip(parts, block.linear_in)], dim=1)
             summed = torch.from_numpy(tensor_product_sum(block.tp.plan, x.numpy(), sh, r, neighbor, start))
             by_order = block.tp.by_order(summed)
             pre = []
             for l, w in enumerate(block.mix):
-                p = torch.matmul(by_order[l], w)
+                p = channel_matmul(by_order[l], w)
                 if l in block.self_connection:
-                    p = p + torch.bmm(parts[l], block.self_connection[l].index_select(0, species))
+                    p = p + species_matmul(parts[l], block.self_connection[l][0], rows[2 * l + 1], num_species)
                 pre.append(p)
             c = block.channels
             scalars = pre[0][:, 0, :]
@@ -127,14 +136,14 @@ class FrozenEquivariant(torch.autograd.Function):
         energies = F.linear(F.silu(z1), weights.readout_w2, weights.readout_b2).squeeze(-1)
         if weights.scales is not None:
             energies = weights.scales.index_select(0, species) * energies + weights.shifts.index_select(0, species)
-        ctx.state = (species, edges, weights, table, exact, sh, d_sh, radials, d_radial, saved, z1)
+        ctx.state = (species, edges, weights, table, exact, sh, d_sh, radials, d_radial, saved, z1, rows)
         ctx.save_for_backward(vectors)
         return energies, descriptors
 
     @staticmethod
     def backward(ctx, grad_energies, grad_descriptors):
         (vectors,) = ctx.saved_tensors
-        species, edges, weights, table, exact, sh, d_sh, radials, d_radial, saved, z1 = ctx.state
+        species, edges, weights, table, exact, sh, d_sh, radials, d_radial, saved, z1, rows = ctx.state
         if torch.is_grad_enabled():
             # A differentiable backward (a Hessian): differentiate the exact torch model.
             with torch.enable_grad():
@@ -143,6 +152,7 @@ class FrozenEquivariant(torch.autograd.Function):
                                                 create_graph=True, allow_unused=True)
             return grad_v, None, None, None, None, None
         n_edges, n_atoms = vectors.shape[0], species.shape[0]
+        num_species = weights.embedding.shape[0]
         ge = grad_energies
         if weights.scales is not None:
             ge = ge * weights.scales.index_select(0, species)
@@ -178,9 +188,9 @@ class FrozenEquivariant(torch.autograd.Function):
             g_parts = [None] * (block.l_in + 1)
             for l, w in enumerate(block.mix):
                 first, stop = block.tp.output_slices[l]
-                g_summed[:, first:stop, :] = torch.matmul(g_pre[l], w.t()).view(n_atoms, stop - first, c)
+                g_summed[:, first:stop, :] = channel_matmul(g_pre[l], w.t()).view(n_atoms, stop - first, c)
                 if l in block.self_connection:
-                    g_parts[l] = torch.bmm(g_pre[l], block.self_connection[l].index_select(0, species).transpose(1, 2))
+                    g_parts[l] = species_matmul(g_pre[l], block.self_connection[l][1], rows[2 * l + 1], num_species)
             # tensor product
             gx, gsh_b, gr_b = tensor_product_sum_backward(
                 block.tp.plan, g_summed.numpy(), x.numpy(), sh, r, centre, by_neighbor, neighbor_start, b > 0
@@ -194,7 +204,7 @@ class FrozenEquivariant(torch.autograd.Function):
             # input mixing
             gx = torch.from_numpy(gx)
             for l, w in enumerate(block.linear_in):
-                g = torch.matmul(gx[:, l * l : (l + 1) ** 2, :], w.t())
+                g = channel_matmul(gx[:, l * l : (l + 1) ** 2, :], w.t())
                 g_parts[l] = g if g_parts[l] is None else g_parts[l] + g
             g_prev = torch.cat(g_parts, dim=1)
             g_h = g_prev + g_h if block.resnet else g_prev
