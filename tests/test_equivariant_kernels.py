@@ -166,3 +166,30 @@ def test_hessian_of_a_frozen_model_is_exact():
         (force,) = torch.autograd.grad(energy, positions, create_graph=True)
         hessian_rows.append(torch.autograd.grad(force[0, 0], positions)[0])
     torch.testing.assert_close(hessian_rows[0], hessian_rows[1], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("orders", [(2, 2, 2), (1, 3, 2)])
+def test_tensor_product_kernel_second_derivatives_equal_torch(orders):
+    """The compiled backward's own backward (a force loss back-propagated to the weights)
+    equals the torch definition's, for every input and the upstream gradient, and passes
+    torch's numerical second-derivative check."""
+    torch.manual_seed(2)
+    tp = EdgeTensorProduct(*orders)
+    _, edges = random_edges()
+    n_atoms, n_edges, channels = 7, edges.edge_index.shape[1], 3
+    x = torch.randn(n_atoms, tp.k_in, channels, dtype=torch.float64, requires_grad=True)
+    sh = torch.randn(n_edges, tp.k_sh, dtype=torch.float64, requires_grad=True)
+    radial = torch.randn(n_edges, tp.num_paths, channels, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(n_atoms, tp.width, channels, dtype=torch.float64, requires_grad=True)
+    inputs = (x, sh, radial, upstream)
+
+    def second(function):
+        first = torch.autograd.grad((function(x, sh, radial, edges) * upstream).sum(), (x, sh, radial), create_graph=True)
+        probe = [torch.sin(3.0 * g) for g in first]  # a nonlinear loss of the first derivatives
+        return torch.autograd.grad(sum(p.sum() for p in probe), inputs)
+
+    compiled = second(tp)
+    reference = second(lambda a, b, c, e: tp.torch_sum(a, b, c, e.edge_index))
+    for got, expected in zip(compiled, reference):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    assert torch.autograd.gradgradcheck(lambda a, b, c: tp(a, b, c, edges), (x, sh, radial))

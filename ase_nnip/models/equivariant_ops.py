@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from ase_nnip.models.e3nn_compat import normalize2mom, o3
-from ase_nnip.derivatives import derivatives_differentiable
 from ase_nnip.models.tp_kernel import CouplingPlan, TensorProductSum, kernel_available
 from ase_nnip.errors import InputError
 
@@ -191,10 +190,9 @@ class EdgeTensorProduct(nn.Module):
     (:attr:`output_slices`) that reshapes to (N, 2l3+1, P_l3 · C) without moving data.
 
     Shapes: x (N, K_in, C), Y (E, K_sh), R (E, P, C), edges in an :class:`EdgeLayout`
-    → (N, W, C). On CPU the compiled kernel evaluates it (only the non-zero coupling
-    coefficients), unless the call's derivatives will be differentiated again
-    (:func:`~ase_nnip.derivatives.differentiable_derivatives`); :meth:`torch_sum` is
-    the same in torch.
+    → (N, W, C). On CPU the compiled kernels evaluate it and its derivatives of every
+    order (only the non-zero coupling coefficients); :meth:`torch_sum` is the same in
+    torch (other devices, and the reference the tests compare with).
     """
 
     def __init__(self, l_in: int, l_sh: int, l_out: int):
@@ -262,8 +260,8 @@ class EdgeTensorProduct(nn.Module):
         self.register_buffer("coupling", coupling.reshape(k_sh, k_in * width))
 
     def forward(self, x, sh, radial, edges: "EdgeLayout") -> torch.Tensor:
-        if kernel_available(x, sh, radial) and not derivatives_differentiable():
-            return TensorProductSum.apply(x, sh, radial, edges, self.plan, self.torch_sum)
+        if kernel_available(x, sh, radial):
+            return TensorProductSum.apply(x, sh, radial, edges, self.plan)
         return self.torch_sum(x, sh, radial, edges.edge_index)
 
     def torch_sum(self, x, sh, radial, edge_index) -> torch.Tensor:

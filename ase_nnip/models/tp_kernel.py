@@ -12,9 +12,9 @@ blocks, with the channel axis innermost (vectorised). Edges must be sorted by ce
 each thread owns its centres' output rows, so no atomics are needed.
 
 :class:`TensorProductSum` is the autograd Function the model uses on CPU. Its backward is
-a second kernel (gradients with respect to x, Y and R). When the backward itself must be
-differentiable (a force loss back-propagated to the weights, Hessians), it differentiates
-the torch implementation instead, so every higher derivative is exact.
+a second kernel (gradients with respect to x, Y and R), and the backward of that is the
+two kernels again (the product is linear in each input), so a force loss back-propagated
+to the weights (training) and Hessians run compiled, with exact higher derivatives.
 """
 
 from __future__ import annotations
@@ -86,67 +86,115 @@ def tensor_product_sum(plan: CouplingPlan, x, sh, radial, neighbor, start) -> np
 
 
 def tensor_product_sum_backward(plan: CouplingPlan, grad, x, sh, radial, centre, by_neighbor, neighbor_start,
-                                need_x: bool):
-    """Gradients of Σ grad·out with respect to x (N, K_in, C) (None unless ``need_x``),
-    sh (E, K_sh) and radial (E, P, C). ``by_neighbor`` (E,) lists the edges grouped by
+                                need_x: bool, need_sh: bool = True, need_radial: bool = True):
+    """Gradients of Σ grad·out with respect to x (N, K_in, C), sh (E, K_sh) and radial
+    (E, P, C); each None unless needed. ``by_neighbor`` (E,) lists the edges grouped by
     neighbour atom, with CSR offsets ``neighbor_start`` (N+1,): the loop runs over neighbours,
     so each thread owns the rows of x it writes and every edge is visited once."""
-    grad_x = np.zeros(x.shape, dtype=x.dtype)  # unused unless need_x (small: N rows)
-    grad_sh = np.zeros(sh.shape, dtype=x.dtype)
-    grad_radial = np.zeros(radial.shape, dtype=x.dtype)
+    # arrays not needed are allocated empty (the kernel does not touch them)
+    grad_x = np.zeros(x.shape if need_x else (x.shape[0], 0, 0), dtype=x.dtype)
+    grad_sh = np.zeros(sh.shape if need_sh else (0, 0), dtype=x.dtype)
+    grad_radial = np.zeros(radial.shape if need_radial else (0, 0, 0), dtype=x.dtype)
     call_parallel(
         _backward, grad, x, sh, radial, centre, by_neighbor, neighbor_start, plan.row_ptr, plan.in_component,
-        plan.sh_component, plan.coefficients(x.dtype), plan.path_of_row, need_x, grad_x, grad_sh, grad_radial,
+        plan.sh_component, plan.coefficients(x.dtype), plan.path_of_row, need_x, need_sh, need_radial,
+        grad_x, grad_sh, grad_radial,
     )
-    return (grad_x if need_x else None), grad_sh, grad_radial
+    return (grad_x if need_x else None), (grad_sh if need_sh else None), (grad_radial if need_radial else None)
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
+def _sum(terms):
+    """The sum of the tensors among ``terms`` that are not None (None if all are)."""
+    total = None
+    for t in terms:
+        if t is not None:
+            total = t if total is None else total + t
+    return total
+
+
 class TensorProductSum(torch.autograd.Function):
-    """out = Σ over each centre's edges of the weighted tensor product (compiled on CPU).
+    """out = T(x, sh, radial): the sum over each centre's edges of the weighted tensor
+    product (compiled on CPU), differentiable to any order.
 
     ``edges`` (:class:`~ase_nnip.models.equivariant_ops.EdgeLayout`): edges sorted by
-    centre with their CSR offsets, and the same edges grouped by neighbour. ``torch_sum``
-    is the equivalent torch function (x, sh, radial, edge_index) → out, used for
-    differentiable backwards.
+    centre with their CSR offsets, and the same edges grouped by neighbour. The backward is
+    :class:`TensorProductSumBackward`, itself differentiable, so a force loss
+    back-propagated to the weights (training) runs on the compiled kernels too.
     """
 
     @staticmethod
-    def forward(ctx, x, sh, radial, edges, plan, torch_sum):
+    def forward(ctx, x, sh, radial, edges, plan):
         out = tensor_product_sum(
             plan, _numpy(x), _numpy(sh), _numpy(radial), _numpy(edges.edge_index[1]), _numpy(edges.start)
         )
-        ctx.plan, ctx.torch_sum, ctx.edges = plan, torch_sum, edges
+        ctx.plan, ctx.edges = plan, edges
         ctx.save_for_backward(x, sh, radial)
         return torch.from_numpy(out)
 
     @staticmethod
     def backward(ctx, grad):
         x, sh, radial = ctx.saved_tensors
-        edges = ctx.edges
-        need = ctx.needs_input_grad[:3]
-        if torch.is_grad_enabled():
-            # create_graph=True: differentiate the torch implementation, so that the gradient
-            # is itself differentiable (exact second derivatives).
-            inputs = [t for t, n in zip((x, sh, radial), need) if n]
-            with torch.enable_grad():
-                out = ctx.torch_sum(x, sh, radial, edges.edge_index)
-                grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=True, allow_unused=True))
-            result = [next(grads) if n else None for n in need]
-            return (*result, None, None, None)
-        gx, gsh, gr = tensor_product_sum_backward(
-            ctx.plan, _numpy(grad), _numpy(x), _numpy(sh), _numpy(radial), _numpy(edges.edge_index[0]),
-            _numpy(edges.by_neighbor), _numpy(edges.neighbor_start), bool(need[0]),
+        needed = tuple(ctx.needs_input_grad[:3])
+        grads = TensorProductSumBackward.apply(grad, x, sh, radial, ctx.edges, ctx.plan, needed)
+        return (*(g if n else None for g, n in zip(grads, needed)), None, None)
+
+
+class TensorProductSumBackward(torch.autograd.Function):
+    """(∂S/∂x, ∂S/∂sh, ∂S/∂radial) of S = Σ grad · T(x, sh, radial), each computed when
+    its flag in ``needed`` (three booleans) is set and an empty tensor otherwise.
+
+    T is linear in each of x, sh and radial, so with upstream gradients (hx, hsh, hr) of
+    these three outputs, Φ = ⟨hx, ∂S/∂x⟩ + ⟨hsh, ∂S/∂sh⟩ + ⟨hr, ∂S/∂radial⟩ is the
+    derivative of S along (hx, hsh, hr):
+
+        Φ = S(grad; hx, sh, radial) + S(grad; x, hsh, radial) + S(grad; x, sh, hr),
+
+    and its derivatives are this Function and :class:`TensorProductSum` again:
+    ∂Φ/∂grad = T(hx, sh, R) + T(x, hsh, R) + T(x, sh, hr), ∂Φ/∂x from the second and third
+    terms, ∂Φ/∂sh from the first and third, ∂Φ/∂radial from the first and second.
+    """
+
+    @staticmethod
+    def forward(ctx, grad, x, sh, radial, edges, plan, needed):
+        grads = tensor_product_sum_backward(
+            plan, _numpy(grad), _numpy(x), _numpy(sh), _numpy(radial), _numpy(edges.edge_index[0]),
+            _numpy(edges.by_neighbor), _numpy(edges.neighbor_start), *needed,
         )
-        return (
-            torch.from_numpy(gx) if need[0] else None,
-            torch.from_numpy(gsh) if need[1] else None,
-            torch.from_numpy(gr) if need[2] else None,
-            None, None, None,
-        )
+        ctx.plan, ctx.edges = plan, edges
+        ctx.save_for_backward(grad, x, sh, radial)
+        return tuple(x.new_zeros(0) if g is None else torch.from_numpy(g) for g in grads)
+
+    @staticmethod
+    def backward(ctx, hx, hsh, hr):
+        grad, x, sh, radial = ctx.saved_tensors
+        edges, plan = ctx.edges, ctx.plan
+        need_grad, need_x, need_sh, need_r = ctx.needs_input_grad[:4]
+        # an empty output (not computed) has no upstream gradient
+        hx, hsh, hr = (None if h is None or h.numel() == 0 else h for h in (hx, hsh, hr))
+        d_grad = None
+        if need_grad:
+            d_grad = _sum([
+                None if hx is None else TensorProductSum.apply(hx, sh, radial, edges, plan),
+                None if hsh is None else TensorProductSum.apply(x, hsh, radial, edges, plan),
+                None if hr is None else TensorProductSum.apply(x, sh, hr, edges, plan),
+            ])
+        # the gradients of S with one argument replaced by its upstream gradient, only those used
+        none = (None, None, None)
+        with_hx = with_hsh = with_hr = none
+        if hx is not None and (need_sh or need_r):
+            with_hx = TensorProductSumBackward.apply(grad, hx, sh, radial, edges, plan, (False, need_sh, need_r))
+        if hsh is not None and (need_x or need_r):
+            with_hsh = TensorProductSumBackward.apply(grad, x, hsh, radial, edges, plan, (need_x, False, need_r))
+        if hr is not None and (need_x or need_sh):
+            with_hr = TensorProductSumBackward.apply(grad, x, sh, hr, edges, plan, (need_x, need_sh, False))
+        d_x = _sum([with_hsh[0], with_hr[0]]) if need_x else None
+        d_sh = _sum([with_hx[1], with_hr[1]]) if need_sh else None
+        d_r = _sum([with_hx[2], with_hsh[2]]) if need_r else None
+        return d_grad, d_x, d_sh, d_r, None, None, None
 
 
 if numba is not None:
@@ -187,7 +235,7 @@ if numba is not None:
 
     @njit(cache=True, parallel=True, fastmath=_FASTMATH)
     def _backward(grad, x, sh, radial, centre, by_neighbor, neighbor_start, row_ptr, in_comp, sh_comp, coef,
-                  path_of_row, need_x, grad_x, grad_sh, grad_radial):
+                  path_of_row, need_x, need_sh, need_radial, grad_x, grad_sh, grad_radial):
         n_nodes = neighbor_start.shape[0] - 1
         width = row_ptr.shape[0] - 1
         zero = x.dtype.type(0)
@@ -198,24 +246,26 @@ if numba is not None:
             grad_x_j = grad_x[j]
             for position in range(neighbor_start[j], neighbor_start[j + 1]):
                 e = by_neighbor[position]
-                grad_i, sh_e, radial_e, grad_sh_e, grad_radial_e = grad[centre[e]], sh[e], radial[e], grad_sh[e], grad_radial[e]
+                grad_i, sh_e, radial_e = grad[centre[e]], sh[e], radial[e]
                 for k in range(width):
                     p = path_of_row[k]
-                    _coupled(t, x_j, sh_e, row_ptr, in_comp, sh_comp, coef, k)
-                    grad_k, r, gr = grad_i[k], radial_e[p], grad_radial_e[p]
-                    for u in range(t.shape[0]):
-                        gr[u] += grad_k[u] * t[u]
+                    grad_k, r = grad_i[k], radial_e[p]
+                    if need_radial:
+                        _coupled(t, x_j, sh_e, row_ptr, in_comp, sh_comp, coef, k)
+                        gr = grad_radial[e, p]
+                        for u in range(t.shape[0]):
+                            gr[u] += grad_k[u] * t[u]
+                    if not (need_x or need_sh):
+                        continue
+                    for u in range(g.shape[0]):
                         g[u] = grad_k[u] * r[u]
                     for q in range(row_ptr[k], row_ptr[k + 1]):
                         a, b = in_comp[q], sh_comp[q]
-                        x_a = x_j[a]
-                        s = zero
+                        if need_sh:
+                            x_a = x_j[a]
+                            s = zero
+                            for u in range(g.shape[0]):
+                                s += x_a[u] * g[u]
+                            grad_sh[e, b] += coef[q] * s
                         if need_x:
-                            c, gx = coef[q] * sh_e[b], grad_x_j[a]
-                            for u in range(g.shape[0]):
-                                s += x_a[u] * g[u]
-                                gx[u] += c * g[u]
-                        else:
-                            for u in range(g.shape[0]):
-                                s += x_a[u] * g[u]
-                        grad_sh_e[b] += coef[q] * s
+                            _axpy(grad_x_j[a], coef[q] * sh_e[b], g)
