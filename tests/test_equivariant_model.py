@@ -72,3 +72,52 @@ def test_species_self_connection_equals_a_matrix_per_atom_values_and_gradients()
     expected_grads = torch.autograd.grad((expected * weight).sum(), (features, w))
     for g, e in zip(grads, expected_grads):
         torch.testing.assert_close(g, e, rtol=1e-13, atol=1e-13)
+
+
+def test_reverse_edge_groups_pair_each_edge_with_its_reverse():
+    """On a periodic water box (self-images included) every group is an edge and its reverse,
+    of equal length; the radial networks evaluated once per pair give the same energies and
+    forces as once per edge; a list without reverses gives no groups."""
+    from ase.build import bulk
+
+    from ase_nnip.models.equivariant_ops import reverse_edge_groups
+
+    atoms = bulk("Si", "diamond", a=5.43) * (1, 1, 2)
+    atoms.rattle(0.05, seed=1)
+    graph = atoms_to_graph(atoms, 4.0)
+    i, j = graph.edge_index
+    assert bool((i == j).any())  # periodic self-images are among the edges
+    first, group = reverse_edge_groups(graph.edge_index, graph.shifts, graph.num_atoms)
+    assert first.shape[0] * 2 == graph.edge_index.shape[1]
+    assert torch.equal(torch.bincount(group), torch.full((first.shape[0],), 2))
+    vectors = graph.edge_vectors()
+    torch.testing.assert_close(vectors.norm(dim=1), vectors[first[group]].norm(dim=1), rtol=1e-14, atol=0)
+    partner = torch.empty_like(group)  # the other edge of each pair: its vector is the negative
+    for g in range(first.shape[0]):
+        a, b = (group == g).nonzero().squeeze(1).tolist()
+        partner[a], partner[b] = b, a
+    torch.testing.assert_close(vectors[partner], -vectors, rtol=1e-12, atol=1e-12)
+    one_way = i < j
+    assert reverse_edge_groups(graph.edge_index[:, one_way], graph.shifts[one_way], graph.num_atoms) is None
+
+
+def test_radial_weights_per_pair_of_reverse_edges_give_the_same_model(mol):
+    import ase_nnip.models.equivariant as equivariant
+
+    model = small_model()
+    graph = atoms_to_graph(mol, model.cutoff).to(dtype=torch.float64)
+    per_pair = predict(model, graph, create_graph=True)
+    original = equivariant.reverse_edge_groups
+    equivariant.reverse_edge_groups = lambda *args: None
+    try:
+        per_edge = predict(model, graph, create_graph=True)
+    finally:
+        equivariant.reverse_edge_groups = original
+    torch.testing.assert_close(per_pair.energy, per_edge.energy, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(per_pair.forces, per_edge.forces, rtol=1e-10, atol=1e-10)
+    weights = [p for p in model.parameters() if p.requires_grad]
+    g_pair = torch.autograd.grad(per_pair.forces.square().sum(), weights, allow_unused=True)
+    g_edge = torch.autograd.grad(per_edge.forces.square().sum(), weights, allow_unused=True)
+    for a, b in zip(g_pair, g_edge):
+        if a is not None or b is not None:
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)

@@ -32,12 +32,13 @@ from ase_nnip.models.base import AtomisticModel, CommonConfig
 from ase_nnip.core.errors import ConfigError
 from ase_nnip.models.equivariant_ops import (
     BlockLinear,
-    channel_matmul,
     EdgeTensorProduct,
     GatedActivation,
     RadialMLP,
     SpeciesBlockLinear,
+    channel_matmul,
     edge_layout,
+    reverse_edge_groups,
     split_orders,
 )
 from ase_nnip.models.edge_basis_kernel import EdgeBasis, kernel_supports
@@ -244,19 +245,28 @@ class EquivariantModel(AtomisticModel):
                 lambda v: self.exact_atomic_outputs(v, species, edges),
             )
         else:
-            energies, descriptors = self.exact_atomic_outputs(vectors, species, edges)
+            pairs = reverse_edge_groups(graph.edge_index, graph.shifts, graph.num_atoms)
+            energies, descriptors = self.exact_atomic_outputs(vectors, species, edges, pairs)
         if self.zbl is not None:
             energies = energies + self.zbl(species, graph.edge_index, torch.linalg.norm(vectors, dim=-1))
         return energies, descriptors
 
-    def exact_atomic_outputs(self, vectors: torch.Tensor, species: torch.Tensor, edges) -> tuple[torch.Tensor, torch.Tensor]:
+    def exact_atomic_outputs(self, vectors: torch.Tensor, species: torch.Tensor, edges,
+                             pairs=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-atom energies (N,) without reference energies and ZBL, and descriptors (N, C),
-        from the edge vectors (E, 3) of the sorted edges in ``edges`` (an EdgeLayout)."""
+        from the edge vectors (E, 3) of the sorted edges in ``edges`` (an EdgeLayout).
+        ``pairs``: :func:`~ase_nnip.models.equivariant_ops.reverse_edge_groups` of these
+        edges, to evaluate the radial networks once per pair of reverse edges."""
         edge_sh, basis = self.edge_basis(vectors)
+        if pairs is not None:
+            basis = basis.index_select(0, pairs[0])
         # The embedding of a one-hot species vector is a column of its weight matrix.
         h = self.embedding.weight.t().index_select(0, species).unsqueeze(1)  # (N, 1, C): scalars only
         for block in self.blocks:
-            h = block(h, species, edges, edge_sh, block.radial(basis))
+            radial = block.radial(basis)
+            if pairs is not None:
+                radial = radial.index_select(0, pairs[1])
+            h = block(h, species, edges, edge_sh, radial)
         descriptors = h[:, 0, :]
         energies = self.readout(descriptors).squeeze(-1)
         if self.rescale is not None:

@@ -360,6 +360,36 @@ def edge_layout(edge_index: torch.Tensor, num_atoms: int) -> tuple[torch.Tensor 
     )
 
 
+
+def reverse_edge_groups(edge_index: torch.Tensor, shifts: torch.Tensor, num_atoms: int):
+    """Edges (i, j, S) and (j, i, −S) have the same length. Returns (first (U,), group (E,)):
+    edge e's length is that of edge ``first[group[e]]``, one group per unordered pair, so
+    functions of the distance alone (the radial weights) are computed once per pair, half
+    the work on a full neighbour list. None when no edge has its reverse in the list.
+
+    edge_index (2, E) atom indices; shifts (E, 3) integer cell offsets."""
+    n_edges = edge_index.shape[1]
+    if n_edges < 2:
+        return None
+    i, j = edge_index
+    s = shifts.to(torch.int64)
+    k = int(s.abs().max()) if s.numel() else 0
+    m = 2 * k + 1
+    if num_atoms * num_atoms * m**3 >= 2**62:
+        return None  # the integer key below would overflow
+    # the sign of this number is the sign of the first non-zero shift component
+    shift_sign = (s[:, 0] * m + s[:, 1]) * m + s[:, 2]
+    flip = (i > j) | ((i == j) & (shift_sign < 0))
+    a, b = torch.where(flip, j, i), torch.where(flip, i, j)
+    sc = torch.where(flip.unsqueeze(1), -s, s) + k
+    key = ((a * num_atoms + b) * m**3) + (sc[:, 0] * m + sc[:, 1]) * m + sc[:, 2]
+    unique, group = torch.unique(key, return_inverse=True)
+    if unique.shape[0] == n_edges:
+        return None
+    first = torch.full((unique.shape[0],), n_edges, dtype=torch.int64, device=key.device)
+    first = first.scatter_reduce(0, group, torch.arange(n_edges, device=key.device), reduce="amin")
+    return first, group
+
 __all__ = [
     "BlockLinear",
     "EdgeTensorProduct",
@@ -374,5 +404,6 @@ __all__ = [
     "order_of_component",
     "EdgeLayout",
     "edge_layout",
+    "reverse_edge_groups",
     "split_orders",
 ]
