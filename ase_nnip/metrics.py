@@ -62,8 +62,11 @@ def predict_dataset(model, dataset, batch_size: int = DEFAULT_EVAL_BATCH_SIZE, d
     for p in trainable:
         p.requires_grad_(False)
     try:
-        # No weight derivatives: models may use their frozen-weight paths (tables, caches).
-        with frozen_weights():
+        # No weight derivatives: models may use their frozen-weight paths (caches), but not
+        # tabulate functions of the weights: over batches of structures the equivariant
+        # model's networks cost less than building its radial table (landscape points,
+        # validation every epoch) and, since they run once per edge pair, less than reading it.
+        with frozen_weights(tabulate=False):
             for batch in dataset.batches(batch_size):
                 batch = batch.to(device=device, dtype=dtype)
                 out = predict(model, batch, forces=True)
