@@ -6,9 +6,9 @@
   differentiated with respect to the weights only (a force loss, Fisher information), never
   the positions again; kernels may then keep their stored position derivatives as constants.
 * Differentiable derivatives: the forces and stress of a call will themselves be
-  differentiated (``predict(..., create_graph=True)``: a force loss, a Hessian); models then
-  use their torch definitions rather than compiled kernels, whose differentiable backward
-  would re-run the torch definition anyway.
+  differentiated (``predict(..., create_graph=True)``: a force loss, a Hessian); a compiled
+  kernel without a differentiable backward then gives way to its torch definition (the
+  equivariant edge basis; the tensor-product kernel's backward is itself differentiable).
 
     with frozen_weights():
         predict(model, graph)        # models may use tables and caches derived from weights
@@ -17,8 +17,9 @@
 equivariant model's radial table, :mod:`ase_nnip.models.radial_table`).
 
 It is a context variable, not a module flag: it holds for the calls made inside the
-``with`` block (in this thread or task) and nowhere else. Training, Fisher information and
-landscapes never set it, so their gradients always see the exact model.
+``with`` block (in this thread or task) and nowhere else. Training and Fisher information
+never set it, so their gradients always see the exact model; dataset evaluations
+(:func:`ase_nnip.metrics.predict_dataset`, landscapes) set it without tabulation.
 """
 
 from __future__ import annotations
