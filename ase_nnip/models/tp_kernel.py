@@ -166,6 +166,7 @@ class TensorProductSumBackward(torch.autograd.Function):
         )
         ctx.plan, ctx.edges = plan, edges
         ctx.save_for_backward(grad, x, sh, radial)
+        ctx.set_materialize_grads(False)  # an output nothing used gets None, not zeros to multiply
         return tuple(x.new_zeros(0) if g is None else torch.from_numpy(g) for g in grads)
 
     @staticmethod
