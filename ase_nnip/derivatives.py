@@ -27,19 +27,25 @@ from __future__ import annotations
 import contextlib
 import contextvars
 
+
+@contextlib.contextmanager
+def _holding(variable: contextvars.ContextVar, value):
+    """``variable`` set to ``value`` for the calls inside the ``with`` block."""
+    token = variable.set(value)
+    try:
+        yield
+    finally:
+        variable.reset(token)
+
+
 # None outside frozen_weights(); inside, whether tabulation is allowed.
 _FROZEN = contextvars.ContextVar("ase_nnip_frozen_weights", default=None)
 
 
-@contextlib.contextmanager
 def frozen_weights(tabulate: bool = True):
     """Within this context, models may treat their weights as constants (and tabulate
     functions of them when ``tabulate``)."""
-    token = _FROZEN.set(bool(tabulate))
-    try:
-        yield
-    finally:
-        _FROZEN.reset(token)
+    return _holding(_FROZEN, bool(tabulate))
 
 
 def weights_frozen() -> bool:
@@ -55,14 +61,9 @@ def tabulation_allowed() -> bool:
 _DIFFERENTIABLE = contextvars.ContextVar("ase_nnip_differentiable_derivatives", default=False)
 
 
-@contextlib.contextmanager
 def differentiable_derivatives():
     """Within this context, derivatives of the energy will be differentiated again."""
-    token = _DIFFERENTIABLE.set(True)
-    try:
-        yield
-    finally:
-        _DIFFERENTIABLE.reset(token)
+    return _holding(_DIFFERENTIABLE, True)
 
 
 def derivatives_differentiable() -> bool:
@@ -73,18 +74,13 @@ def derivatives_differentiable() -> bool:
 _WEIGHTS_ONLY = contextvars.ContextVar("ase_nnip_weight_derivatives_only", default=False)
 
 
-@contextlib.contextmanager
 def weight_derivatives_only():
     """Within this context, derivatives of forces and stress are taken with respect to the
     weights only (what a force or stress loss needs): the symmetry-function kernel's stored
     dG is then used as a constant instead of re-deriving it with torch, which makes force
     training several times faster. Second derivatives with respect to positions taken from
     such forces would miss the ∂dG/∂r term; do not use it for Hessians."""
-    token = _WEIGHTS_ONLY.set(True)
-    try:
-        yield
-    finally:
-        _WEIGHTS_ONLY.reset(token)
+    return _holding(_WEIGHTS_ONLY, True)
 
 
 def only_weight_derivatives() -> bool:
@@ -95,17 +91,12 @@ def only_weight_derivatives() -> bool:
 _FORCE_ATOMS = contextvars.ContextVar("ase_nnip_force_atoms", default=None)
 
 
-@contextlib.contextmanager
 def forces_used_on(atoms):
     """Within this context only the forces on ``atoms`` (an index tensor into the graph's
     atoms) will be used, and no stress: a model may leave the other atoms' forces wrong (the
     symmetry-function kernel then contracts only the edges that touch these atoms, which is
     most of the cost of a force-label update for a large structure)."""
-    token = _FORCE_ATOMS.set(atoms)
-    try:
-        yield
-    finally:
-        _FORCE_ATOMS.reset(token)
+    return _holding(_FORCE_ATOMS, atoms)
 
 
 def force_atoms():

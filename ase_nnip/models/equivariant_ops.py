@@ -373,7 +373,7 @@ def reverse_edge_groups(edge_index: torch.Tensor, shifts: torch.Tensor, num_atom
         return None
     i, j = edge_index
     s = shifts.to(torch.int64)
-    k = int(s.abs().max()) if s.numel() else 0
+    k = int(s.abs().max())
     m = 2 * k + 1
     if num_atoms * num_atoms * m**3 >= 2**62:
         return None  # the integer key below would overflow
