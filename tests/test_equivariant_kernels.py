@@ -133,6 +133,34 @@ def test_frozen_weights_path_equals_autograd_of_the_exact_model(changes):
     torch.testing.assert_close(frozen.descriptors, exact.descriptors, rtol=0, atol=1e-7)
 
 
+def test_compiled_reverse_edge_rows_pair_the_same_edges_as_the_torch_groups():
+    """The frozen path reads the radial table once per pair of reverse edges: on a periodic
+    Si box (self-images included) its rows are the same partition of the edges as
+    ``reverse_edge_groups``; a list without reverses gives every edge its own row."""
+    from ase.build import bulk
+
+    from ase_nnip.models.equivariant_ops import reverse_edge_groups
+    from ase_nnip.models.radial_table import reverse_edge_rows
+
+    atoms = bulk("Si", "diamond", a=5.43) * (1, 1, 2)
+    atoms.rattle(0.05, seed=1)
+    graph = atoms_to_graph(atoms, 4.0)
+    order, edges = edge_layout(graph.edge_index, graph.num_atoms)
+    shifts = graph.shifts if order is None else graph.shifts[order]
+    i, j = edges.edge_index
+    first_edge, row = reverse_edge_rows(i.numpy(), j.numpy(), shifts.numpy(), edges.start.numpy())
+    _, group = reverse_edge_groups(edges.edge_index, shifts, graph.num_atoms)
+    assert first_edge.shape[0] * 2 == row.shape[0]
+    # the same partition: group and row determine each other
+    pairs = set(zip(group.tolist(), row.tolist()))
+    assert len(pairs) == first_edge.shape[0] == len({g for g, _ in pairs}) == len({r for _, r in pairs})
+    assert np.array_equal(row[first_edge], np.arange(first_edge.shape[0]))
+    one_way = (i < j).numpy()
+    start = torch.searchsorted(i[one_way], torch.arange(graph.num_atoms + 1)).numpy()
+    first_edge, row = reverse_edge_rows(i.numpy()[one_way], j.numpy()[one_way], shifts.numpy()[one_way], start)
+    assert np.array_equal(row, np.arange(int(one_way.sum()))) and np.array_equal(first_edge, row)
+
+
 def test_frozen_weights_path_is_the_default_of_the_float32_calculator():
     from ase_nnip import NNIPCalculator
 

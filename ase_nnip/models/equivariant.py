@@ -241,7 +241,7 @@ class EquivariantModel(AtomisticModel):
         if tabulation_allowed() and table_supports(self.options.l_max, vectors, self.table_dtypes):
             # Frozen weights (the calculator): tabulated radial weights, hand-written backward.
             energies, descriptors = FrozenEquivariant.apply(
-                vectors, species, edges, frozen_weights_of(self), self.radial_table(vectors.dtype),
+                vectors, species, edges, graph.shifts, frozen_weights_of(self), self.radial_table(vectors.dtype),
                 lambda v: self.exact_atomic_outputs(v, species, edges),
             )
         else:

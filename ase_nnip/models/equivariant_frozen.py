@@ -25,7 +25,9 @@ from ase_nnip.models.equivariant_ops import (
     _normalization_constant, channel_matmul, own_species_rows, side_by_side, species_matmul,
 )
 from ase_nnip.derivatives import tensors_key
-from ase_nnip.models.radial_table import _add_row_dots, _edge_vector_gradient, _tabulated_features
+from ase_nnip.models.radial_table import (
+    _add_row_dots, _edge_vector_gradient, _tabulated_features, reverse_edge_rows,
+)
 from ase_nnip.models.tp_kernel import tensor_product_sum, tensor_product_sum_backward
 
 
@@ -85,26 +87,30 @@ def _silu_derivative(z: torch.Tensor) -> torch.Tensor:
 
 class FrozenEquivariant(torch.autograd.Function):
     """(energies (N,), descriptors (N, C)) from edge vectors (E, 3), without reference
-    energies or ZBL. ``exact`` (vectors → the same two tensors, in torch) is differentiated
+    energies or ZBL. ``shifts`` (E, 3): the edges' cell offsets (reverse edges share their
+    radial weights). ``exact`` (vectors → the same two tensors, in torch) is differentiated
     when a differentiable backward is asked for."""
 
     @staticmethod
-    def forward(ctx, vectors, species, edges, weights: FrozenWeights, table, exact):
+    def forward(ctx, vectors, species, edges, shifts, weights: FrozenWeights, table, exact):
         v = vectors.detach().contiguous().numpy()
         n_edges, n_atoms = v.shape[0], species.shape[0]
         l_max = weights.l_max
-        sh = np.empty((n_edges, (l_max + 1) ** 2), dtype=v.dtype)
-        d_sh = np.empty(sh.shape + (3,), dtype=v.dtype)
-        radial = np.empty(n_edges * int(table.columns[-1]), dtype=v.dtype)
-        d_radial = np.empty_like(radial)
-        call_parallel(_tabulated_features, v, table.values, table.derivatives, table.spacing, table.cutoff,
-                      table.columns, l_max, True, sh, d_sh, radial, d_radial)
-        radials = [
-            radial[n_edges * int(table.columns[b]) : n_edges * int(table.columns[b + 1])].reshape(n_edges, p, c)
-            for b, (p, c) in enumerate(table.shapes)
-        ]
         neighbor = edges.edge_index[1].numpy()
         start = edges.start.numpy()
+        # the table is read and interpolated once per pair of reverse edges (half the memory traffic)
+        first_edge, radial_row = reverse_edge_rows(edges.edge_index[0].numpy(), neighbor, shifts.numpy(), start)
+        n_rows = first_edge.shape[0]
+        sh = np.empty((n_edges, (l_max + 1) ** 2), dtype=v.dtype)
+        d_sh = np.empty(sh.shape + (3,), dtype=v.dtype)
+        radial = np.empty(n_rows * int(table.columns[-1]), dtype=v.dtype)
+        d_radial = np.empty_like(radial)
+        call_parallel(_tabulated_features, v, first_edge, table.values, table.derivatives, table.spacing,
+                      table.cutoff, table.columns, l_max, True, sh, d_sh, radial, d_radial)
+        radials = [
+            radial[n_rows * int(table.columns[b]) : n_rows * int(table.columns[b + 1])].reshape(n_rows, p, c)
+            for b, (p, c) in enumerate(table.shapes)
+        ]
         h = weights.embedding.index_select(0, species).unsqueeze(1)  # (N, 1, C)
         num_species = weights.embedding.shape[0]
         rows = {2 * l + 1: own_species_rows(species, 2 * l + 1, num_species) for l in range(l_max + 1)}
@@ -112,7 +118,7 @@ class FrozenEquivariant(torch.autograd.Function):
         for block, r in zip(weights.blocks, radials):
             parts = [h[:, l * l : (l + 1) ** 2, :] for l in range(block.l_in + 1)]
             x = torch.cat([channel_matmul(p, w) for p, w in zip(parts, block.linear_in)], dim=1)
-            summed = torch.from_numpy(tensor_product_sum(block.tp.plan, x.numpy(), sh, r, neighbor, start))
+            summed = torch.from_numpy(tensor_product_sum(block.tp.plan, x.numpy(), sh, r, neighbor, start, radial_row))
             by_order = block.tp.by_order(summed)
             pre = []
             for l, w in enumerate(block.mix):
@@ -136,21 +142,21 @@ class FrozenEquivariant(torch.autograd.Function):
         energies = F.linear(F.silu(z1), weights.readout_w2, weights.readout_b2).squeeze(-1)
         if weights.scales is not None:
             energies = weights.scales.index_select(0, species) * energies + weights.shifts.index_select(0, species)
-        ctx.state = (species, edges, weights, table, exact, sh, d_sh, radials, d_radial, saved, z1, rows)
+        ctx.state = (species, edges, weights, table, exact, sh, d_sh, radials, d_radial, radial_row, saved, z1, rows)
         ctx.save_for_backward(vectors)
         return energies, descriptors
 
     @staticmethod
     def backward(ctx, grad_energies, grad_descriptors):
         (vectors,) = ctx.saved_tensors
-        species, edges, weights, table, exact, sh, d_sh, radials, d_radial, saved, z1, rows = ctx.state
+        species, edges, weights, table, exact, sh, d_sh, radials, d_radial, radial_row, saved, z1, rows = ctx.state
         if torch.is_grad_enabled():
             # A differentiable backward (a Hessian): differentiate the exact torch model.
             with torch.enable_grad():
                 energies, descriptors = exact(vectors)
                 (grad_v,) = torch.autograd.grad((energies, descriptors), vectors, (grad_energies, grad_descriptors),
                                                 create_graph=True, allow_unused=True)
-            return grad_v, None, None, None, None, None
+            return grad_v, None, None, None, None, None, None
         n_edges, n_atoms = vectors.shape[0], species.shape[0]
         num_species = weights.embedding.shape[0]
         ge = grad_energies
@@ -193,12 +199,14 @@ class FrozenEquivariant(torch.autograd.Function):
                     g_parts[l] = species_matmul(g_pre[l], block.self_connection[l][1], rows[2 * l + 1], num_species)
             # tensor product
             gx, gsh_b, gr_b = tensor_product_sum_backward(
-                block.tp.plan, g_summed.numpy(), x.numpy(), sh, r, centre, by_neighbor, neighbor_start, b > 0
+                block.tp.plan, g_summed.numpy(), x.numpy(), sh, r, centre, by_neighbor, neighbor_start, b > 0,
+                radial_row=radial_row,
             )
             g_sh += gsh_b
-            first, stop = n_edges * int(table.columns[b]), n_edges * int(table.columns[b + 1])
+            n_rows = r.shape[0]
+            first, stop = n_rows * int(table.columns[b]), n_rows * int(table.columns[b + 1])
             width = int(table.columns[b + 1] - table.columns[b])
-            _add_row_dots(gr_b.reshape(n_edges, width), d_radial[first:stop].reshape(n_edges, width), g_r)
+            _add_row_dots(gr_b.reshape(n_edges, width), d_radial[first:stop].reshape(n_rows, width), radial_row, g_r)
             if b == 0:
                 break  # the embedding's input (species) has no gradient
             # input mixing
@@ -210,4 +218,4 @@ class FrozenEquivariant(torch.autograd.Function):
             g_h = g_prev + g_h if block.resnet else g_prev
         out = np.empty((n_edges, 3), dtype=sh.dtype)
         call_parallel(_edge_vector_gradient, vectors.detach().contiguous().numpy(), g_sh, d_sh, g_r, out)
-        return torch.from_numpy(out), None, None, None, None, None
+        return torch.from_numpy(out), None, None, None, None, None, None

@@ -121,6 +121,17 @@ class RadialTable:
         return self.values.nbytes + self.derivatives.nbytes
 
 
+def reverse_edge_rows(centre: np.ndarray, neighbor: np.ndarray, shifts: np.ndarray, start: np.ndarray):
+    """(first_edge (U,), row (E,)): edge e's length is that of edge ``first_edge[row[e]]``,
+    one row per pair of reverse edges (the compiled counterpart of
+    :func:`~ase_nnip.models.equivariant_ops.reverse_edge_groups`, for edges sorted by centre
+    with CSR offsets ``start`` (N+1,); shifts (E, 3) integer cell offsets)."""
+    row = np.empty(centre.shape[0], dtype=np.int64)
+    first_edge = np.empty(centre.shape[0], dtype=np.int64)
+    n_rows = _reverse_edge_rows(centre, neighbor, shifts, start, row, first_edge)
+    return first_edge[:n_rows], row
+
+
 def table_supports(l_max: int, vectors: torch.Tensor, dtypes=(torch.float32,)) -> bool:
     """True when the compiled table kernel can evaluate these edges (CPU, l_max ≤ 3) in a
     precision the model tabulates (``dtypes``)."""
@@ -135,16 +146,22 @@ if numba is not None:
             out[m] = c00 * v0[m] + c10 * d0[m] + c01 * v1[m] + c11 * d1[m]
 
     @njit(cache=True, parallel=True, fastmath=_FASTMATH)
-    def _tabulated_features(vectors, values, derivatives, spacing, cutoff, columns, l_max, with_gradient, sh, d_sh,
-                            radial, d_radial):
-        n_edges = vectors.shape[0]
+    def _tabulated_features(vectors, radial_edges, values, derivatives, spacing, cutoff, columns, l_max,
+                            with_gradient, sh, d_sh, radial, d_radial):
+        """Harmonics of every edge; radial weights (and dR/dr) of the edges in
+        ``radial_edges`` (U,), one row each: block b's rows are
+        ``radial[U·columns[b] : U·columns[b+1]]`` as (U, P_b·C)."""
+        for e in prange(vectors.shape[0]):
+            vector_harmonics(vectors[e], l_max, sh[e], d_sh[e])
+        n_rows = radial_edges.shape[0]
         n_points = values.shape[0] - 1
         n_blocks = columns.shape[0] - 1
         # Coefficients in the table's precision: mixing float64 scalars into float32 rows
         # keeps LLVM from vectorising the interpolation.
         cast = values.dtype.type
-        for e in prange(n_edges):
-            r = vector_harmonics(vectors[e], l_max, sh[e], d_sh[e])[0]
+        for u in prange(n_rows):
+            v = vectors[radial_edges[u]]
+            r = math.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2])
             inside = r < cutoff
             x = r / spacing
             k0 = min(int(x), n_points - 1) if inside else 0
@@ -156,7 +173,7 @@ if numba is not None:
             g01, g11 = cast((6 * t - 6 * t2) / spacing), cast(3 * t2 - 2 * t)
             for b in range(n_blocks):
                 first, last = columns[b], columns[b + 1]
-                base = n_edges * first + e * (last - first)
+                base = n_rows * first + u * (last - first)
                 out = radial[base : base + last - first]
                 d_out = d_radial[base : base + last - first] if with_gradient else d_radial[0:0]
                 if not inside:
@@ -169,13 +186,35 @@ if numba is not None:
                 if with_gradient:
                     _hermite(d_out, v0, d0, v1, d1, g00, g10, g01, g11)
 
+    @njit(cache=True)
+    def _reverse_edge_rows(centre, neighbor, shifts, start, row, first_edge):
+        """One row per pair of reverse edges (i, j, S), (j, i, −S), which have the same
+        length: row[e] (E,) for edges sorted by centre with CSR offsets ``start``, and
+        first_edge[u] the first edge of row u. Returns the number of rows."""
+        n_rows = 0
+        for e in range(centre.shape[0]):
+            i, j = centre[e], neighbor[e]
+            partner = -1
+            for f in range(start[j], min(start[j + 1], e)):
+                if neighbor[f] == i and shifts[f, 0] == -shifts[e, 0] and shifts[f, 1] == -shifts[e, 1] \
+                        and shifts[f, 2] == -shifts[e, 2]:
+                    partner = f
+                    break
+            if partner >= 0:
+                row[e] = row[partner]
+            else:
+                row[e] = n_rows
+                first_edge[n_rows] = e
+                n_rows += 1
+        return n_rows
+
     @njit(cache=True, fastmath=_FASTMATH)
-    def _add_row_dots(a, b, out):
-        """out[e] += a[e] · b[e] for (E, M) rows."""
+    def _add_row_dots(a, b, rows, out):
+        """out[e] += a[e] · b[rows[e]] for (E, M) rows a and (U, M) rows b."""
         zero = a.dtype.type(0)
         for e in range(a.shape[0]):
             s = zero
-            a_e, b_e = a[e], b[e]
+            a_e, b_e = a[e], b[rows[e]]
             for m in range(a_e.shape[0]):
                 s += a_e[m] * b_e[m]
             out[e] += s

@@ -73,32 +73,41 @@ def kernel_available(*tensors: torch.Tensor) -> bool:
     )
 
 
-def tensor_product_sum(plan: CouplingPlan, x, sh, radial, neighbor, start) -> np.ndarray:
-    """out (N, W, C) from x (N, K_in, C), sh (E, K_sh), radial (E, P, C) (numpy, one dtype),
-    neighbor (E,) and the CSR ``start`` (N+1,) of edges sorted by centre."""
+def _identity_rows(n_edges: int, radial_row) -> np.ndarray:
+    return np.arange(n_edges, dtype=np.int64) if radial_row is None else radial_row
+
+
+def tensor_product_sum(plan: CouplingPlan, x, sh, radial, neighbor, start, radial_row=None) -> np.ndarray:
+    """out (N, W, C) from x (N, K_in, C), sh (E, K_sh), radial (U, P, C) (numpy, one dtype),
+    neighbor (E,) and the CSR ``start`` (N+1,) of edges sorted by centre. Edge e's radial
+    weights are row ``radial_row[e]`` (E,) of ``radial`` (default: row e), so a pair of
+    reverse edges can share one row."""
     n_nodes, _, channels = x.shape
     out = np.zeros((n_nodes, plan.width, channels), dtype=x.dtype)
     call_parallel(
-        _forward, x, sh, radial, neighbor, start, plan.row_ptr, plan.in_component, plan.sh_component,
-        plan.coefficients(x.dtype), plan.path_of_row, out,
+        _forward, x, sh, radial, _identity_rows(sh.shape[0], radial_row), neighbor, start, plan.row_ptr,
+        plan.in_component, plan.sh_component, plan.coefficients(x.dtype), plan.path_of_row, out,
     )
     return out
 
 
 def tensor_product_sum_backward(plan: CouplingPlan, grad, x, sh, radial, centre, by_neighbor, neighbor_start,
-                                need_x: bool, need_sh: bool = True, need_radial: bool = True):
-    """Gradients of Σ grad·out with respect to x (N, K_in, C), sh (E, K_sh) and radial
-    (E, P, C); each None unless needed. ``by_neighbor`` (E,) lists the edges grouped by
-    neighbour atom, with CSR offsets ``neighbor_start`` (N+1,): the loop runs over neighbours,
-    so each thread owns the rows of x it writes and every edge is visited once."""
+                                need_x: bool, need_sh: bool = True, need_radial: bool = True, radial_row=None):
+    """Gradients of Σ grad·out with respect to x (N, K_in, C), sh (E, K_sh) and the radial
+    weights of each edge (E, P, C: per edge even when ``radial`` (U, P, C) is shared through
+    ``radial_row``, see :func:`tensor_product_sum`); each None unless needed. ``by_neighbor``
+    (E,) lists the edges grouped by neighbour atom, with CSR offsets ``neighbor_start``
+    (N+1,): the loop runs over neighbours, so each thread owns the rows of x it writes and
+    every edge is visited once."""
+    n_edges = sh.shape[0]
     # arrays not needed are allocated empty (the kernel does not touch them)
     grad_x = np.zeros(x.shape if need_x else (x.shape[0], 0, 0), dtype=x.dtype)
     grad_sh = np.zeros(sh.shape if need_sh else (0, 0), dtype=x.dtype)
-    grad_radial = np.zeros(radial.shape if need_radial else (0, 0, 0), dtype=x.dtype)
+    grad_radial = np.zeros((n_edges,) + radial.shape[1:] if need_radial else (0, 0, 0), dtype=x.dtype)
     call_parallel(
-        _backward, grad, x, sh, radial, centre, by_neighbor, neighbor_start, plan.row_ptr, plan.in_component,
-        plan.sh_component, plan.coefficients(x.dtype), plan.path_of_row, need_x, need_sh, need_radial,
-        grad_x, grad_sh, grad_radial,
+        _backward, grad, x, sh, radial, _identity_rows(n_edges, radial_row), centre, by_neighbor, neighbor_start,
+        plan.row_ptr, plan.in_component, plan.sh_component, plan.coefficients(x.dtype), plan.path_of_row, need_x,
+        need_sh, need_radial, grad_x, grad_sh, grad_radial,
     )
     return (grad_x if need_x else None), (grad_sh if need_sh else None), (grad_radial if need_radial else None)
 
@@ -220,14 +229,14 @@ if numba is not None:
             _axpy(t, coef[q] * sh_e[sh_comp[q]], x_j[in_comp[q]])
 
     @njit(cache=True, parallel=True, fastmath=_FASTMATH)
-    def _forward(x, sh, radial, neighbor, start, row_ptr, in_comp, sh_comp, coef, path_of_row, out):
+    def _forward(x, sh, radial, radial_row, neighbor, start, row_ptr, in_comp, sh_comp, coef, path_of_row, out):
         n_nodes = start.shape[0] - 1
         width = row_ptr.shape[0] - 1
         for i in prange(n_nodes):
             t = np.empty(x.shape[2], dtype=x.dtype)
             out_i = out[i]
             for e in range(start[i], start[i + 1]):
-                x_j, sh_e, radial_e = x[neighbor[e]], sh[e], radial[e]
+                x_j, sh_e, radial_e = x[neighbor[e]], sh[e], radial[radial_row[e]]
                 for k in range(width):
                     _coupled(t, x_j, sh_e, row_ptr, in_comp, sh_comp, coef, k)
                     out_k, r = out_i[k], radial_e[path_of_row[k]]
@@ -235,7 +244,7 @@ if numba is not None:
                         out_k[u] += r[u] * t[u]
 
     @njit(cache=True, parallel=True, fastmath=_FASTMATH)
-    def _backward(grad, x, sh, radial, centre, by_neighbor, neighbor_start, row_ptr, in_comp, sh_comp, coef,
+    def _backward(grad, x, sh, radial, radial_row, centre, by_neighbor, neighbor_start, row_ptr, in_comp, sh_comp, coef,
                   path_of_row, need_x, need_sh, need_radial, grad_x, grad_sh, grad_radial):
         n_nodes = neighbor_start.shape[0] - 1
         width = row_ptr.shape[0] - 1
@@ -247,7 +256,7 @@ if numba is not None:
             grad_x_j = grad_x[j]
             for position in range(neighbor_start[j], neighbor_start[j + 1]):
                 e = by_neighbor[position]
-                grad_i, sh_e, radial_e = grad[centre[e]], sh[e], radial[e]
+                grad_i, sh_e, radial_e = grad[centre[e]], sh[e], radial[radial_row[e]]
                 for k in range(width):
                     p = path_of_row[k]
                     grad_k, r = grad_i[k], radial_e[p]
