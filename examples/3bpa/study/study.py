@@ -120,7 +120,8 @@ def record_provenance(stage: str) -> None:
     """results/provenance.json: the commit (and whether the tree had changes) each stage ran from."""
     commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = bool(subprocess.run(["git", "-C", str(HERE), "status", "--porcelain", "--", str(REPO / "ase_nnip"),
-                                 str(REPO / "md_harness"), str(REPO / "studies"), str(HERE)],
+                                 str(REPO / "md_harness"), str(REPO / "studies"), str(HERE),
+                                  f":(exclude){RESULTS}"],
                                 capture_output=True, text=True).stdout.strip())
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "provenance.json"
@@ -139,7 +140,9 @@ def stage_train(args) -> list[str]:
         command = ["ase-nnip", "train", TRAIN_CONFIG, "-o", run_dir(label), "--seeds", seed, "-q", "--resume"]
         for key, value in settings.items():
             command += ["--set", f"{key}={json.dumps(value)}"]
-        jobs.append(Job(f"train-{label}", command, model_path(label), HERE))
+        # done when the committed copy exists, so a new machine with results/ trains nothing again
+        jobs.append(Job(f"train-{label}", command, final_model(label), HERE))
+    collect_training()
     failed = run_jobs(jobs, args.jobs, RUNS / "logs")
     collect_training()
     return failed
