@@ -407,6 +407,40 @@ def test_kernel_on_molecule_unsorted_edges_and_float32(cluster):
     torch.testing.assert_close(g32.double(), g_t.detach(), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("cutoff, alpha", [("cos", 0.0), ("tanhu", 0.0), ("tanh", 0.0), ("poly2", 0.1)])
+def test_float32_kernel_matches_float64_kernel(cutoff, alpha):
+    """float32 inputs run the kernel in float32 (kernel_precision="model"): G and the edge
+    gradients agree with float64 to float32 rounding; "float64" is the float64 kernel cast."""
+    rng = np.random.default_rng(5)
+    cell = np.array([[4.3, 0.0, 0.0], [0.5, 4.0, 0.0], [0.1, -0.4, 4.6]])
+    atoms = Atoms("OH2CO2H2CH", scaled_positions=rng.uniform(size=(10, 3)), cell=cell, pbc=True)
+    while np.min(atoms.get_all_distances(mic=True) + 10 * np.eye(10)) < 0.8:
+        atoms.set_scaled_positions(rng.uniform(size=(10, 3)))
+    layer = SymmetryFunctionLayer(THREE_SPECIES, THREE_SPECIES_FUNCTIONS, cutoff, alpha)
+    graph = atoms_to_graph(atoms, layer.max_cutoff)
+    species = torch.tensor([THREE_SPECIES.index(s) for s in atoms.get_chemical_symbols()])
+
+    def values_and_gradients(dtype):
+        # the same (float32-representable) positions for both: only the kernel's rounding differs
+        vectors = graph.edge_vectors().float().to(dtype).requires_grad_(True)
+        g = layer(vectors, graph.edge_index, species)
+        weights = torch.randn(g.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3)).to(dtype)
+        (grad,) = torch.autograd.grad((g * weights).sum(), vectors)
+        return g.detach(), grad
+
+    g64, d64 = values_and_gradients(torch.float64)
+    g32, d32 = values_and_gradients(torch.float32)
+    assert g32.dtype == d32.dtype == torch.float32
+    assert g64.abs().max() > 0.1 and d64.abs().max() > 0.1
+    # float32 rounding of sums over ~10-50 terms: relative 1e-5 of the largest value
+    torch.testing.assert_close(g32.double(), g64, rtol=1e-5, atol=1e-5 * float(g64.abs().max()))
+    torch.testing.assert_close(d32.double(), d64, rtol=1e-4, atol=1e-5 * float(d64.abs().max()))
+    assert not torch.equal(g32.double(), g64.float().double())  # it did run in float32
+    layer.kernel_precision = "float64"
+    g32_from64, _ = values_and_gradients(torch.float32)
+    assert torch.equal(g32_from64, g64.float())
+
+
 def test_kernel_leaves_torch_thread_count_alone(periodic_box):
     layer = SymmetryFunctionLayer(SPECIES, FUNCTIONS, "cos")
     before = torch.get_num_threads()
@@ -418,17 +452,21 @@ def test_kernel_leaves_torch_thread_count_alone(periodic_box):
         torch.set_num_threads(before)
 
 
-def test_kernel_exp_is_within_two_ulp_of_libm_and_keeps_non_finite_inputs():
-    from ase_nnip.descriptors.sf_kernel import _POW2, _exp_into
+@pytest.mark.parametrize("dtype, lowest, highest", [(np.float64, -708.0, 709.0), (np.float32, -87.0, 88.0)])
+def test_kernel_exp_is_within_two_ulp_of_libm_and_keeps_non_finite_inputs(dtype, lowest, highest):
+    from ase_nnip.descriptors.sf_kernel import _exp_into, exp_tables
 
-    x = np.concatenate([np.linspace(-708.0, 709.0, 20001), np.random.default_rng(0).uniform(-3.0, 0.0, 20000),
-                        [0.0, -0.0, 1e-300, -1e-300, 0.5 * math.log(2.0), -0.5 * math.log(2.0)]])
-    out = np.empty_like(x)
-    _exp_into(x, out, x.size, _POW2)
-    np.testing.assert_allclose(out, np.exp(x), rtol=2 * np.finfo(float).eps, atol=0)
-    bad = np.array([np.nan, np.inf, -np.inf])
+    tables = exp_tables(dtype)
+    x = np.concatenate([np.linspace(lowest, highest, 20001), np.random.default_rng(0).uniform(-3.0, 0.0, 20000),
+                        [0.0, -0.0, 1e-30, -1e-30, 0.5 * math.log(2.0), -0.5 * math.log(2.0)]]).astype(dtype)
+    out, bits = np.empty_like(x), np.empty(x.size, tables[2].dtype)
+    _exp_into(x, out, x.size, *tables, bits)
+    assert out.dtype == dtype
+    # against exp of the same (rounded) inputs in float64, rounded once to dtype
+    np.testing.assert_allclose(out, np.exp(x.astype(np.float64)).astype(dtype), rtol=2 * np.finfo(dtype).eps, atol=0)
+    bad = np.array([np.nan, np.inf, -np.inf], dtype=dtype)
     out = np.empty_like(bad)
-    _exp_into(bad, out, 3, _POW2)
+    _exp_into(bad, out, 3, *tables, bits)
     assert np.isnan(out).all()  # a non-finite input must not come out as a number
 
 

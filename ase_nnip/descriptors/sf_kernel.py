@@ -17,10 +17,20 @@ The angular part is written for the compiler's vector units: a centre's neighbou
 sorted by species, so that for a first neighbour the second ones of each species share one
 row of groups; the pairs of that row within reach of its functions (farther apart than every
 narrow function can reach: skipped) are gathered into arrays, and every group and member is
-then a branch-free loop over them, with an exponential the compiler can vectorise
-(:func:`_exp_into`; libm's is a scalar call) and exact zeros where a cutoff is 0. On the
-n2p2 water potential this takes 0.6× the time of the scalar pair loop it replaced
-(benchmarks/bpnn_speed.py: 0.68× n2p2's C++ on one thread).
+then a branch-free loop over contiguous arrays (what a pair needs of its second neighbour
+is gathered once per row: a gather or scatter inside a loop keeps it scalar, so the scatter
+into dG has a loop of its own), with an exponential the compiler vectorises
+(:func:`_exp_into`; libm's is a scalar call, and so is a table lookup of 2^k) and exact
+zeros where a cutoff is 0. On the n2p2 water potential this takes 0.6× the time of the
+scalar pair loop it replaced (benchmarks/bpnn_speed.py: 0.68× n2p2's C++ on one thread), and
+the contiguous layout 0.82× the time of the first vectorised form (G and dG, float64).
+
+The kernel runs in the precision of the edge vectors it is given: float64, or float32 for
+float32 models (every step, constants included, so the compiler keeps to float32 and fits
+twice the lanes in a vector; exp has float32 constants and clamps). On a float32 water
+student the float32 kernel takes 0.77× the time of the float64 one and changes forces by
+< 1e-5 eV/Å; benchmarks/bpnn_float32.py measures that and the NVE drift and water-npt
+density of both. ``SymmetryFunctionLayer.kernel_precision = "float64"`` keeps float64.
 
 :class:`SymmetryFunctionKernel` is the autograd Function the layer uses on CPU. Its
 backward is the contraction above. Second derivatives (a force loss back-propagated to the
@@ -48,12 +58,25 @@ if numba is not None:
 # The kernel's cutoff codes are n2p2's (ase_nnip.descriptors.cutoff documents the functions).
 CUTOFF_CODES = {name: code for code, name in N2P2_CUTOFF_CODES.items()}
 _TANH1_CUBED = math.tanh(1.0) ** 3
-# exp by range reduction (Cody-Waite split of ln 2), a Taylor polynomial and a table of 2^k
-_LN2_HI = 6.93147180369123816490e-01
-_LN2_LO = 1.90821492927058770002e-10
-_LOG2E = 1.4426950408889634
-_EXP_TAYLOR = np.array([1.0 / math.factorial(n) for n in range(14)])
-_POW2 = np.array([2.0**k for k in range(-1022, 1024)])
+# exp by range reduction (Cody-Waite split of ln 2), a Taylor polynomial to r¹³ and 2^k built
+# from its bits, per precision: (ln 2 high part, low part, log2 e, clamp below, clamp above)
+# and (exponent bias, mantissa bits) of the format. float32's split is Cephes' (ln 2 high part
+# exact in 9 bits, so k ln2_hi is exact for |k| < 2^15); the clamps keep 2^k normal.
+_EXP_FORMAT = {
+    np.dtype(np.float64): ((6.93147180369123816490e-01, 1.90821492927058770002e-10, 1.4426950408889634,
+                            -708.0, 709.0), (1023, 52), np.int64),
+    np.dtype(np.float32): ((0.693359375, -2.12194440e-4, 1.4426950408889634, -87.0, 88.0), (127, 23), np.int32),
+}
+
+
+def exp_tables(dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(split constants, Taylor coefficients 1/n! for n ≤ 13, [exponent bias, mantissa bits]
+    in the integer type of the same width) for :func:`_exp_into` in ``dtype``."""
+    dtype = np.dtype(dtype)
+    split, exponent, integer = _EXP_FORMAT[dtype]
+    taylor = np.array([1.0 / math.factorial(n) for n in range(14)], dtype=dtype)
+    return np.array(split, dtype=dtype), taylor, np.array(exponent, dtype=integer)
+
 # Reassociation and fused multiply-adds, but no assumptions about NaN/inf: a non-finite
 # position must still give a non-finite energy.
 _FASTMATH = {"contract", "reassoc", "nsz", "arcp", "afn"}
@@ -134,37 +157,58 @@ class KernelPlan:
         ).reshape(-1, 2)
         self.pair_of = pair_of
         self.n_pairs = n_pairs
+        self._floats: dict = {}
+
+    def floats(self, dtype) -> tuple:
+        """The plan's real-valued arrays and exp tables in ``dtype`` (the kernel's precision),
+        in the kernel's argument order: radii, radial (η, r_s), group (η, r_s), per-row pair
+        reach², member (λ, ζ, 2^(1−ζ)), then :func:`exp_tables`."""
+        dtype = np.dtype(dtype)
+        if dtype not in self._floats:
+            arrays = (self.radii, self.rad_param, self.group_param, self.row_pair_reach2, self.member_param)
+            self._floats[dtype] = tuple(np.ascontiguousarray(a, dtype=dtype) for a in arrays) + exp_tables(dtype)
+        return self._floats[dtype]
 
 
 def compute(plan: KernelPlan, vectors: np.ndarray, centres: np.ndarray, neighbor_species: np.ndarray,
-            species: np.ndarray, with_gradient: bool) -> tuple[np.ndarray, np.ndarray]:
-    """G (N, n_max) and, if ``with_gradient``, dG (E, n_max, 3) in float64, on
-    ``torch.get_num_threads()`` threads.
+            species: np.ndarray, with_gradient: bool, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """G (N, n_max) and, if ``with_gradient``, dG (E, n_max, 3) in ``dtype`` (float64 or
+    float32: the precision of every step), on ``torch.get_num_threads()`` threads.
 
-    vectors: (E, 3) edge vectors (Å) in float64; centres: (E,) centre atom of each edge;
+    vectors: (E, 3) edge vectors (Å); centres: (E,) centre atom of each edge;
     neighbor_species / species: species indices of each edge's neighbour / each atom.
     """
+    dtype = np.dtype(dtype)
     n_atoms = species.shape[0]
     order = None
     if centres.shape[0] > 1 and not _is_sorted(centres):
         order = np.argsort(centres, kind="stable")
         vectors, centres, neighbor_species = vectors[order], centres[order], neighbor_species[order]
     start = np.searchsorted(centres, np.arange(n_atoms + 1)).astype(np.int64)
-    g = np.zeros((n_atoms, plan.n_max), dtype=np.float64)
-    dg = np.zeros((vectors.shape[0] if with_gradient else 0, plan.n_max, 3), dtype=np.float64)
+    g = np.zeros((n_atoms, plan.n_max), dtype=dtype)
+    dg = np.zeros((vectors.shape[0] if with_gradient else 0, plan.n_max, 3), dtype=dtype)
+    radii, rad_param, group_param, row_pair_reach2, member_param, *exp = plan.floats(dtype)
     call_parallel(
         _kernel,
-        np.ascontiguousarray(vectors, dtype=np.float64), start, np.ascontiguousarray(neighbor_species),
-        np.ascontiguousarray(species), plan.pair_of, plan.radii, plan.cutoff_code, plan.cutoff_alpha,
-        plan.rad_ptr, plan.rad_param, plan.rad_index, plan.group_ptr, plan.group_param, plan.group_index,
-        plan.row_pair_reach2, plan.member_ptr, plan.member_param, plan.member_index, plan.n_pairs,
-        with_gradient, g, dg, _POW2,
+        np.ascontiguousarray(vectors, dtype=dtype), start, np.ascontiguousarray(neighbor_species),
+        np.ascontiguousarray(species), plan.pair_of, radii, plan.cutoff_code, plan.cutoff_alpha,
+        plan.rad_ptr, rad_param, plan.rad_index, plan.group_ptr, group_param, plan.group_index,
+        row_pair_reach2, plan.member_ptr, member_param, plan.member_index, plan.n_pairs,
+        with_gradient, g, dg, *exp,
     )
     if order is not None and with_gradient:
         unsorted = np.empty_like(dg)
         unsorted[order] = dg
         dg = unsorted
     return g, dg
+
+
+def kernel_dtype(layer, dtype: torch.dtype) -> np.dtype:
+    """The kernel's precision for inputs of ``dtype``: float32 inputs run in float32 unless
+    the layer's ``kernel_precision`` is "float64" (as before the float32 kernel)."""
+    if dtype == torch.float32 and getattr(layer, "kernel_precision", "model") == "model":
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
 
 
 class SymmetryFunctionKernel(torch.autograd.Function):
@@ -182,11 +226,12 @@ class SymmetryFunctionKernel(torch.autograd.Function):
                 ctx.layer = layer
                 ctx.save_for_backward(vectors, edge_index, species, dg)
                 return g
+        dtype = kernel_dtype(layer, vectors.dtype)
         g, dg = compute(
-            layer.kernel_plan(), vectors.detach().to(torch.float64).numpy(), edge_index[0].numpy(),
-            species.index_select(0, edge_index[1]).numpy(), species.numpy(), with_gradient,
+            layer.kernel_plan(), vectors.detach().numpy().astype(dtype, copy=False), edge_index[0].numpy(),
+            species.index_select(0, edge_index[1]).numpy(), species.numpy(), with_gradient, dtype,
         )
-        # dG stays in float64 (the kernel's precision) unless it is cached in the model's dtype
+        # dG stays in the kernel's precision unless it is cached in the model's dtype
         g, dg = torch.from_numpy(g).to(vectors.dtype), torch.from_numpy(dg)
         if cache is not None:
             dg = dg.to(vectors.dtype)
@@ -330,20 +375,23 @@ if numba is not None:
     @njit(cache=True, parallel=True, fastmath=_FASTMATH)
     def _kernel(vec, start, nb_species, species, pair_of, radii, code, alpha, rad_ptr, rad_param, rad_index,
                 group_ptr, group_param, group_index, row_pair_reach2, member_ptr, member_param, member_index, n_pairs,
-                with_gradient, g, dg, pow2):
+                with_gradient, g, dg, exp_split, exp_taylor, exp_bits):
+        # every step in vec's precision (float32 or float64): literals are cast to it
+        dt = vec.dtype
+        two = dt.type(2.0)
         n_sp = pair_of.shape[0]
         n_radii = radii.shape[0]
         for i in prange(start.shape[0] - 1):
             e0, e1 = start[i], start[i + 1]
             n_e = e1 - e0
             s = species[i]
-            r = np.empty(n_e)
-            u = np.empty((n_e, 3))
-            fc = np.empty((n_e, n_radii))
-            dfc = np.empty((n_e, n_radii))
+            r = np.empty(n_e, dt)
+            u = np.empty((n_e, 3), dt)
+            fc = np.empty((n_e, n_radii), dt)
+            dfc = np.empty((n_e, n_radii), dt)
             for a in range(n_e):
                 e = e0 + a
-                ra = math.sqrt(vec[e, 0] ** 2 + vec[e, 1] ** 2 + vec[e, 2] ** 2)
+                ra = math.sqrt(vec[e, 0] * vec[e, 0] + vec[e, 1] * vec[e, 1] + vec[e, 2] * vec[e, 2])
                 r[a] = ra
                 for c in range(3):
                     u[a, c] = vec[e, c] / ra
@@ -363,7 +411,7 @@ if numba is not None:
                     col = rad_index[f, 1]
                     g[i, col] += ex * fc[a, k]
                     if with_gradient:
-                        d = ex * (dfc[a, k] - 2.0 * eta * x * fc[a, k])
+                        d = ex * (dfc[a, k] - two * eta * x * fc[a, k])
                         for c in range(3):
                             dg[e, col, c] += d * u[a, c]
             # angular functions, each unordered pair of edges once: the neighbours sorted by
@@ -372,13 +420,15 @@ if numba is not None:
             # each group and member is one loop over them (vectorised by the compiler)
             _angular(i, s, e0, n_e, vec, nb_species, r, u, fc, dfc, pair_of, radii, code, alpha, group_ptr,
                      group_param, group_index, row_pair_reach2, member_ptr, member_param, member_index, n_pairs,
-                     with_gradient, g, dg, pow2)
+                     with_gradient, g, dg, exp_split, exp_taylor, exp_bits)
 
     @njit(cache=True, fastmath=_FASTMATH)
     def _angular(i, s, e0, n_e, vec, nb_species, r, u, fc, dfc, pair_of, radii, code, alpha, group_ptr,
                  group_param, group_index, row_pair_reach2, member_ptr, member_param, member_index, n_pairs,
-                 with_gradient, g, dg, pow2):
+                 with_gradient, g, dg, exp_split, exp_taylor, exp_bits):
         """The angular functions of centre ``i`` (edges e0 … e0 + n_e − 1) added to g and dg."""
+        dt = vec.dtype
+        zero, one, two = dt.type(0.0), dt.type(1.0), dt.type(2.0)
         n_sp = pair_of.shape[0]
         n_radii = radii.shape[0]
         order = np.argsort(nb_species[e0:e0 + n_e], kind="mergesort")
@@ -388,9 +438,9 @@ if numba is not None:
         for q in range(n_sp):
             seg[q + 1] += seg[q]
         edge = np.empty(n_e, dtype=np.int64)
-        sv, su = np.empty((n_e, 3)), np.empty((n_e, 3))
-        sr = np.empty(n_e)
-        sfc, sdfc = np.empty((n_e, n_radii)), np.empty((n_e, n_radii))
+        sv, su = np.empty((n_e, 3), dt), np.empty((n_e, 3), dt)
+        sr = np.empty(n_e, dt)
+        sfc, sdfc = np.empty((n_e, n_radii), dt), np.empty((n_e, n_radii), dt)
         for a in range(n_e):
             o = order[a]
             edge[a] = e0 + o
@@ -403,11 +453,17 @@ if numba is not None:
                 sdfc[a, k] = dfc[o, k]
         # per pair of the current (a, species) row: b, r_jk vector and length, r_b, cos θ, ...
         pair_b = np.empty(n_e, dtype=np.int64)
-        dx, dy, dz, d2 = np.empty(n_e), np.empty(n_e), np.empty(n_e), np.empty(n_e)
-        rjk, rb, cos = np.empty(n_e), np.empty(n_e), np.empty(n_e)
-        f_jk, df_jk, arg, ex = np.empty(n_e), np.empty(n_e), np.empty(n_e), np.empty(n_e)
-        radial, d_ra, d_rb, d_rjk = np.empty(n_e), np.empty(n_e), np.empty(n_e), np.empty(n_e)
-        base, power_m1, square = np.empty(n_e), np.empty(n_e), np.empty(n_e)
+        dx, dy, dz, d2 = np.empty(n_e, dt), np.empty(n_e, dt), np.empty(n_e, dt), np.empty(n_e, dt)
+        rjk, rb, cos = np.empty(n_e, dt), np.empty(n_e, dt), np.empty(n_e, dt)
+        # per pair, gathered once per row so that the loops over groups and members read
+        # contiguous arrays (a gather keeps a loop scalar): u_b, f_c(r_b) and f_c'(r_b) per radius
+        ub0, ub1, ub2 = np.empty(n_e, dt), np.empty(n_e, dt), np.empty(n_e, dt)
+        fcb, dfcb = np.empty((n_radii, n_e), dt), np.empty((n_radii, n_e), dt)
+        gb0, gb1, gb2 = np.empty(n_e, dt), np.empty(n_e, dt), np.empty(n_e, dt)
+        f_jk, df_jk, arg, ex = np.empty(n_e, dt), np.empty(n_e, dt), np.empty(n_e, dt), np.empty(n_e, dt)
+        radial, d_ra, d_rb, d_rjk = np.empty(n_e, dt), np.empty(n_e, dt), np.empty(n_e, dt), np.empty(n_e, dt)
+        base, power_m1, square = np.empty(n_e, dt), np.empty(n_e, dt), np.empty(n_e, dt)
+        bits = np.empty(n_e, exp_bits.dtype)
         for a in range(n_e):
             ea = edge[a]
             qa = nb_species[ea]
@@ -431,44 +487,49 @@ if numba is not None:
                     continue
                 for j in range(m):
                     b = pair_b[j]
-                    rjk[j] = math.sqrt(d2[j])
                     rb[j] = sr[b]
-                    cos[j] = su[a, 0] * su[b, 0] + su[a, 1] * su[b, 1] + su[a, 2] * su[b, 2]
+                    ub0[j], ub1[j], ub2[j] = su[b, 0], su[b, 1], su[b, 2]
+                    for kk in range(n_radii):
+                        fcb[kk, j], dfcb[kk, j] = sfc[b, kk], sdfc[b, kk]
+                ua0, ua1, ua2 = su[a, 0], su[a, 1], su[a, 2]
+                for j in range(m):
+                    rjk[j] = math.sqrt(d2[j])
+                    cos[j] = ua0 * ub0[j] + ua1 * ub1[j] + ua2 * ub2[j]
                 k_jk = -1  # the radius f_c(r_jk) holds for
                 for grp in range(g0, g1):
                     narrow = group_index[grp, 0] == 1
                     k = group_index[grp, 1]
                     if narrow and k != k_jk:
-                        _pair_cutoffs(rjk, radii[k], code, alpha, m, f_jk, df_jk, arg, ex, pow2)
+                        _pair_cutoffs(rjk, radii[k], code, alpha, m, f_jk, df_jk, arg, ex, exp_split, exp_taylor,
+                                      exp_bits, bits)
                         k_jk = k
                     eta, rs = group_param[grp, 0], group_param[grp, 1]
                     fa, dfa = sfc[a, k], sdfc[a, k]
                     xa = ra - rs
                     for j in range(m):
                         xb, xc = rb[j] - rs, rjk[j] - rs
-                        arg[j] = -eta * (xa * xa + xb * xb + (xc * xc if narrow else 0.0))
-                    _exp_into(arg, ex, m, pow2)
+                        arg[j] = -eta * (xa * xa + xb * xb + (xc * xc if narrow else zero))
+                    _exp_into(arg, ex, m, exp_split, exp_taylor, exp_bits, bits)
                     # f_c(r_a), f_c(r_b) are 0 beyond the group's radius and f_c(r_jk) beyond
                     # it for narrow groups: those pairs add exact zeros
                     for j in range(m):
-                        b = pair_b[j]
-                        fb, dfb = sfc[b, k], sdfc[b, k]
-                        fj, dfj = (f_jk[j], df_jk[j]) if narrow else (1.0, 0.0)
+                        fb, dfb = fcb[k, j], dfcb[k, j]
+                        fj, dfj = (f_jk[j], df_jk[j]) if narrow else (one, zero)
                         xb, xc = rb[j] - rs, rjk[j] - rs
                         e = ex[j]
                         radial[j] = e * fa * fb * fj
-                        d_ra[j] = e * fb * fj * (dfa - 2.0 * eta * xa * fa)
-                        d_rb[j] = e * fa * fj * (dfb - 2.0 * eta * xb * fb)
-                        d_rjk[j] = e * fa * fb * (dfj - 2.0 * eta * xc * fj) if narrow else 0.0
+                        d_ra[j] = e * fb * fj * (dfa - two * eta * xa * fa)
+                        d_rb[j] = e * fa * fj * (dfb - two * eta * xb * fb)
+                        d_rjk[j] = e * fa * fb * (dfj - two * eta * xc * fj) if narrow else zero
                     for mm in range(member_ptr[grp], member_ptr[grp + 1]):
                         lam, zeta, prefactor = member_param[mm, 0], member_param[mm, 1], member_param[mm, 2]
                         col, n_int = member_index[mm, 0], member_index[mm, 1]
                         for j in range(m):
-                            base[j] = 1.0 + lam * cos[j]
+                            base[j] = one + lam * cos[j]
                         # (1 + λ cos)^(ζ − 1), 0 where 1 + λ cos ≤ 0 (those pairs add nothing)
                         if n_int > 0:
                             for j in range(m):
-                                power_m1[j] = 1.0 if base[j] > 0.0 else 0.0
+                                power_m1[j] = one if base[j] > zero else zero
                                 square[j] = base[j]
                             n = n_int - 1
                             while n > 0:
@@ -480,65 +541,81 @@ if numba is not None:
                                 n >>= 1
                         else:
                             for j in range(m):
-                                power_m1[j] = base[j] ** (zeta - 1.0) if base[j] > 0.0 else 0.0
-                        total = 0.0
+                                power_m1[j] = base[j] ** (zeta - one) if base[j] > zero else zero
+                        total = zero
                         for j in range(m):
                             total += power_m1[j] * base[j] * radial[j]
                         g[i, col] += prefactor * total
                         if not with_gradient:
                             continue
-                        ga0 = ga1 = ga2 = 0.0
+                        ga0 = ga1 = ga2 = zero
                         for j in range(m):
-                            b = pair_b[j]
                             angle = prefactor * power_m1[j] * base[j]
                             c_cos = prefactor * zeta * lam * power_m1[j] * radial[j]
                             c_a, c_b = angle * d_ra[j], angle * d_rb[j]
                             c_jk = angle * d_rjk[j] / rjk[j]
                             # ∂cos/∂r_a = (u_b − cos u_a)/r_a; ∂r_jk/∂r_a = −(r_b − r_a)/r_jk
                             ca_cos, cb_cos, cj = c_cos / ra, c_cos / rb[j], cos[j]
-                            ga0 += c_a * su[a, 0] + ca_cos * (su[b, 0] - cj * su[a, 0]) - c_jk * dx[j]
-                            ga1 += c_a * su[a, 1] + ca_cos * (su[b, 1] - cj * su[a, 1]) - c_jk * dy[j]
-                            ga2 += c_a * su[a, 2] + ca_cos * (su[b, 2] - cj * su[a, 2]) - c_jk * dz[j]
-                            eb = edge[b]
-                            dg[eb, col, 0] += c_b * su[b, 0] + cb_cos * (su[a, 0] - cj * su[b, 0]) + c_jk * dx[j]
-                            dg[eb, col, 1] += c_b * su[b, 1] + cb_cos * (su[a, 1] - cj * su[b, 1]) + c_jk * dy[j]
-                            dg[eb, col, 2] += c_b * su[b, 2] + cb_cos * (su[a, 2] - cj * su[b, 2]) + c_jk * dz[j]
+                            ga0 += c_a * ua0 + ca_cos * (ub0[j] - cj * ua0) - c_jk * dx[j]
+                            ga1 += c_a * ua1 + ca_cos * (ub1[j] - cj * ua1) - c_jk * dy[j]
+                            ga2 += c_a * ua2 + ca_cos * (ub2[j] - cj * ua2) - c_jk * dz[j]
+                            gb0[j] = c_b * ub0[j] + cb_cos * (ua0 - cj * ub0[j]) + c_jk * dx[j]
+                            gb1[j] = c_b * ub1[j] + cb_cos * (ua1 - cj * ub1[j]) + c_jk * dy[j]
+                            gb2[j] = c_b * ub2[j] + cb_cos * (ua2 - cj * ub2[j]) + c_jk * dz[j]
+                        for j in range(m):  # the scatter, apart so that the loop above vectorises
+                            eb = edge[pair_b[j]]
+                            dg[eb, col, 0] += gb0[j]
+                            dg[eb, col, 1] += gb1[j]
+                            dg[eb, col, 2] += gb2[j]
                         dg[ea, col, 0] += ga0
                         dg[ea, col, 1] += ga1
                         dg[ea, col, 2] += ga2
 
     @njit(cache=True, fastmath=_FASTMATH)
-    def _pair_cutoffs(rjk, rc, code, alpha, m, f, df, scratch, scratch_exp, pow2):
-        """f_c(r_jk), df_c/dr for m pair distances; the tanh cutoffs vectorised."""
+    def _pair_cutoffs(rjk, rc, code, alpha, m, f, df, scratch, scratch_exp, exp_split, exp_taylor, exp_bits, bits):
+        """f_c(r_jk), df_c/dr for m pair distances; the tanh cutoffs vectorised (in rjk's precision)."""
         if code == 2 or code == 3:
+            real = rjk.dtype.type
+            zero, one, two, three = real(0.0), real(1.0), real(2.0), real(3.0)
             for j in range(m):
-                scratch[j] = -2.0 * (1.0 - rjk[j] / rc)
-            _exp_into(scratch, scratch_exp, m, pow2)
-            norm = 1.0 / _TANH1_CUBED if code == 3 else 1.0
+                scratch[j] = -two * (one - rjk[j] / rc)
+            _exp_into(scratch, scratch_exp, m, exp_split, exp_taylor, exp_bits, bits)
+            norm = one / real(_TANH1_CUBED) if code == 3 else one
             for j in range(m):
                 e = scratch_exp[j]
-                t = (1.0 - e) / (1.0 + e)
+                t = (one - e) / (one + e)
                 inside = rjk[j] < rc
-                f[j] = norm * t * t * t if inside else 0.0
-                df[j] = -3.0 * norm * t * t * (1.0 - t * t) / rc if inside else 0.0
+                f[j] = norm * t * t * t if inside else zero
+                df[j] = -three * norm * t * t * (one - t * t) / rc if inside else zero
         else:
             for j in range(m):
                 f[j], df[j] = _cutoff(rjk[j], rc, code, alpha)
 
     # no reassociation here: it would merge the two halves of the Cody-Waite split of ln 2
     @njit(cache=True, fastmath={"contract", "nsz", "arcp", "afn"})
-    def _exp_into(x, out, m, pow2):
-        """out[:m] = exp(x[:m]) in a form the compiler vectorises (libm's exp is a scalar
-        call): x = k ln 2 + r with |r| ≤ ln 2 / 2 (Cody–Waite), e^r by its Taylor series to
-        r¹³ (truncation < 2e-16), 2^k from a table. Within an ulp or two of libm; NaN and
-        ±inf come out NaN."""
+    def _exp_into(x, out, m, split, taylor, exponent, bits):
+        """out[:m] = exp(x[:m]) in x's precision, in a form the compiler vectorises (libm's
+        exp is a scalar call): x = k ln 2 + r with |r| ≤ ln 2 / 2 (Cody–Waite), e^r by its
+        Taylor series to r¹³ (truncation < 2e-16; a fixed degree, so that the loop over n
+        unrolls), 2^k written as its bits into ``bits`` (integers of x's width, ≥ m long)
+        and read back as floats: a table of 2^k would need a gather, which keeps the loop
+        scalar. Within two ulp of libm; NaN and ±inf come out NaN."""
+        real = x.dtype.type
+        ln2_hi, ln2_lo, log2e, lowest, highest = split[0], split[1], split[2], split[3], split[4]
+        bias, mantissa_bits = exponent[0], exponent[1]
+        zero, half = real(0.0), real(0.5)
         for j in range(m):
             xj = x[j]
-            clamped = min(max(xj, -708.0), 709.0) if xj == xj else 0.0
-            k = math.floor(clamped * _LOG2E + 0.5)
-            rr = (clamped - k * _LN2_HI) - k * _LN2_LO
-            p = _EXP_TAYLOR[13]
+            clamped = min(max(xj, lowest), highest) if xj == xj else zero
+            k = math.floor(clamped * log2e + half)
+            kr = real(k)
+            rr = (clamped - kr * ln2_hi) - kr * ln2_lo
+            p = taylor[13]
             for n in range(12, -1, -1):
-                p = p * rr + _EXP_TAYLOR[n]
+                p = p * rr + taylor[n]
+            out[j] = p
+            bits[j] = (k + bias) << mantissa_bits
+        power = bits.view(x.dtype)
+        for j in range(m):
             # + (x − x): 0 for finite x, NaN for NaN or ±inf
-            out[j] = p * pow2[int(k) + 1022] + (xj - xj)
+            out[j] = out[j] * power[j] + (x[j] - x[j])

@@ -224,6 +224,9 @@ class SymmetryFunctionLayer(nn.Module):
         self.cutoff_alpha = float(cutoff_alpha)
         # "auto": the compiled CPU kernel where it runs, else torch; "torch": always torch.
         self.kernel = "auto"
+        # The kernel's precision: "model" runs it in the inputs' dtype (float32 models get a
+        # float32 kernel), "float64" always in float64 (G then cast to the inputs' dtype).
+        self.kernel_precision = "model"
         self._plan = None
         self.cache: sf_kernel.DescriptorCache | None = None
         self._f64: dict[str, torch.Tensor] = {}
