@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from ase import units
 from ase.io import read
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 from scipy import stats
 
@@ -138,7 +138,7 @@ def npt_density(model: str, precision: str, atoms, ps: float, seed: int) -> floa
 
 def start(atoms, seed: int):
     frame = atoms.copy()
-    MaxwellBoltzmannDistribution(frame, temperature_K=320.0, rng=np.random.default_rng(seed))
+    thermalize_momenta(frame, temperature_K=320.0, rng=np.random.default_rng(seed))
     Stationary(frame)
     return frame
 

@@ -371,15 +371,21 @@ def kernel_and_torch(layer, atoms, species_list, weights_seed=3):
     return out
 
 
-@pytest.mark.parametrize("cutoff, alpha", [("cos", 0.0), ("cos", 0.3), ("tanhu", 0.0), ("tanh", 0.0), ("exp", 0.2),
-                                           ("poly1", 0.0), ("poly2", 0.1), ("poly3", 0.0), ("poly4", 0.25),
-                                           ("hard", 0.0)])
-def test_kernel_matches_torch_values_and_derivatives(cutoff, alpha):
-    rng = np.random.default_rng(11)
+def random_three_species_box(seed: int) -> Atoms:
+    """10 atoms of H, C, O at random in a skewed periodic cell, no two closer than 0.8 Å."""
+    rng = np.random.default_rng(seed)
     cell = np.array([[4.3, 0.0, 0.0], [0.5, 4.0, 0.0], [0.1, -0.4, 4.6]])
     atoms = Atoms("OH2CO2H2CH", scaled_positions=rng.uniform(size=(10, 3)), cell=cell, pbc=True)
     while np.min(atoms.get_all_distances(mic=True) + 10 * np.eye(10)) < 0.8:
         atoms.set_scaled_positions(rng.uniform(size=(10, 3)))
+    return atoms
+
+
+@pytest.mark.parametrize("cutoff, alpha", [("cos", 0.0), ("cos", 0.3), ("tanhu", 0.0), ("tanh", 0.0), ("exp", 0.2),
+                                           ("poly1", 0.0), ("poly2", 0.1), ("poly3", 0.0), ("poly4", 0.25),
+                                           ("hard", 0.0)])
+def test_kernel_matches_torch_values_and_derivatives(cutoff, alpha):
+    atoms = random_three_species_box(11)
     layer = SymmetryFunctionLayer(THREE_SPECIES, THREE_SPECIES_FUNCTIONS, cutoff, alpha)
     (g_kernel, d_kernel), (g_torch, d_torch) = kernel_and_torch(layer, atoms, THREE_SPECIES)
     assert g_torch.abs().max() > 0.1 and d_torch.abs().max() > 0.1
@@ -411,11 +417,7 @@ def test_kernel_on_molecule_unsorted_edges_and_float32(cluster):
 def test_float32_kernel_matches_float64_kernel(cutoff, alpha):
     """float32 inputs run the kernel in float32 (kernel_precision="model"): G and the edge
     gradients agree with float64 to float32 rounding; "float64" is the float64 kernel cast."""
-    rng = np.random.default_rng(5)
-    cell = np.array([[4.3, 0.0, 0.0], [0.5, 4.0, 0.0], [0.1, -0.4, 4.6]])
-    atoms = Atoms("OH2CO2H2CH", scaled_positions=rng.uniform(size=(10, 3)), cell=cell, pbc=True)
-    while np.min(atoms.get_all_distances(mic=True) + 10 * np.eye(10)) < 0.8:
-        atoms.set_scaled_positions(rng.uniform(size=(10, 3)))
+    atoms = random_three_species_box(5)
     layer = SymmetryFunctionLayer(THREE_SPECIES, THREE_SPECIES_FUNCTIONS, cutoff, alpha)
     graph = atoms_to_graph(atoms, layer.max_cutoff)
     species = torch.tensor([THREE_SPECIES.index(s) for s in atoms.get_chemical_symbols()])
