@@ -2,6 +2,7 @@
 resolution from data, model file and calculator, and training through the generic trainer."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from ase_nnip.models.bpnn import ACTIVATIONS
 from ase_nnip.properties import predict
 
 RC = BPNN_CUTOFF_A
+REPO = Path(__file__).resolve().parents[1]
 FUNCTIONS = BPNN_FUNCTIONS
 CONFIG = TINY_MODEL_CONFIGS["behler_parrinello"]
 
@@ -290,3 +292,26 @@ def test_descriptor_cache_reuses_structures_and_changes_nothing(tmp_path):
     moved = graph.edge_vectors() + 0.01
     layer(moved, graph.edge_index, species)
     assert layer.cache.misses == 2
+
+
+def test_float32_kernel_gives_a_water_students_forces_and_stress_of_the_float64_kernel(shared_data):
+    """A float32 BPNN (a water study student) through NNIPCalculator: the float32 symmetry-
+    function kernel moves forces and stress by float32 rounding only (what MD sees)."""
+    from ase.io import read
+
+    student = REPO / "examples/water/study/results/students/adam-lr1e-5/seed-0/member_0/model.nnip"
+    atoms = read(shared_data / "water-hdnnp" / "water64.extxyz")
+    atoms.positions += np.random.default_rng(0).normal(scale=0.02, size=atoms.positions.shape)
+    results = {}
+    for precision in ("model", "float64"):
+        calc = NNIPCalculator(str(student), dtype="float32", num_threads=1)
+        calc.model.symmetry_functions.kernel_precision = precision
+        frame = atoms.copy()
+        frame.calc = calc
+        results[precision] = (frame.get_potential_energy(), frame.get_forces(), frame.get_stress())
+    (e32, f32, s32), (e64, f64, s64) = results["model"], results["float64"]
+    assert np.abs(f64).max() > 0.5  # real forces, eV/Å
+    assert abs(e32 - e64) / len(atoms) < 1e-5  # eV/atom
+    np.testing.assert_allclose(f32, f64, atol=1e-4, rtol=0)  # eV/Å: the issue's float32 tolerance
+    np.testing.assert_allclose(s32, s64, atol=1e-6, rtol=0)  # eV/Å³ (1e-6 eV/Å³ = 0.16 MPa)
+    assert not np.array_equal(f32, f64)  # the two paths did differ
