@@ -20,7 +20,7 @@ Water64 (192 atoms) from ../shared/data/water-hdnnp, one torch thread.
   float32 − float64 with its se and a paired t test (the null: no difference).
 
     python benchmarks/bpnn_float32.py --model MODEL.nnip [--rounds 5] [--calls 40]
-        [--md --replicas 4 --nve-ps 2 --npt-ps 10]
+        [--md --replicas 4 --nve-ps 2 --npt-ps 10 --first-seed 0]
 
 Without --model the imported n2p2 teacher runs in float32 (an example of a float32 BPNN;
 the water study's students are float32 models: examples/water/study/results/students/).
@@ -163,7 +163,9 @@ def main():
     parser.add_argument("--md", action="store_true", help="also the NVE drift and water-npt density runs")
     parser.add_argument("--replicas", type=int, default=4, help="paired MD replicas per variant")
     parser.add_argument("--nve-ps", type=float, default=2.0, help="NVE run length (ps)")
-    parser.add_argument("--npt-ps", type=float, default=10.0, help="NPT run length (ps); density over its second half")
+    parser.add_argument("--npt-ps", type=float, default=10.0,
+                        help="NPT run length (ps); density over its second half; 0 skips the NPT runs")
+    parser.add_argument("--first-seed", type=int, default=0, help="seed of the first replica (the others follow)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     atoms = read(WATER / "water64.extxyz")
@@ -202,10 +204,13 @@ def main():
         print(f"  agreement over 10 frames: max |ΔF| {max(df) * 1e3:.3f} meV/Å, max |ΔE| {max(de) * 1e6:.3f} µeV/atom")
         if not args.md:
             return
-        print(f"MD, {args.replicas} paired replicas per variant (seeds 0 … {args.replicas - 1}):")
-        drift = {p: [nve_drift(model, p, atoms, args.nve_ps, s) for s in range(args.replicas)] for p in PRECISIONS}
+        seeds = range(args.first_seed, args.first_seed + args.replicas)
+        print(f"MD, {args.replicas} paired replicas per variant (seeds {seeds[0]} … {seeds[-1]}):")
+        drift = {p: [nve_drift(model, p, atoms, args.nve_ps, s) for s in seeds] for p in PRECISIONS}
         paired(f"NVE drift over {args.nve_ps:g} ps", "meV/atom/ps", drift)
-        density = {p: [npt_density(model, p, atoms, args.npt_ps, s) for s in range(args.replicas)] for p in PRECISIONS}
+        if args.npt_ps <= 0:
+            return
+        density = {p: [npt_density(model, p, atoms, args.npt_ps, s) for s in seeds] for p in PRECISIONS}
         paired(f"water-npt density, last {args.npt_ps / 2:g} of {args.npt_ps:g} ps", "g/cm³", density)
 
 
