@@ -167,6 +167,8 @@ def main():
                         help="NPT run length (ps); density over its second half; 0 skips the NPT runs")
     parser.add_argument("--first-seed", type=int, default=0, help="seed of the first replica (the others follow)")
     args = parser.parse_args()
+    if args.replicas < 1:
+        parser.error(f"--replicas must be at least 1, got {args.replicas}")
     torch.set_num_threads(1)
     atoms = read(WATER / "water64.extxyz")
     with tempfile.TemporaryDirectory() as tmp:
